@@ -1,0 +1,194 @@
+"""What app-pki asks of step-ca, each as one or two step CLI calls (through pki.step).
+
+Passwords are always handed over as files and every call names the CA URL and root explicitly, so
+no call depends on a context or defaults file.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography import x509
+
+from pki.settings import Settings
+from pki.step import CAUnreachable, StepError, run_step
+from pki.validate import InvalidInput, validate_cn, validate_sans
+
+
+class CertKind(StrEnum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+# Key types the GUI offers, and the step flags for each.
+KEY_TYPES: dict[str, tuple[str, ...]] = {
+    "EC P-256": ("--kty", "EC", "--curve", "P-256"),
+    "RSA 2048": ("--kty", "RSA", "--size", "2048"),
+    "RSA 3072": ("--kty", "RSA", "--size", "3072"),
+}
+DEFAULT_KEY_TYPE = "EC P-256"
+
+# RFC 5280 reason codes that make sense for a leaf certificate of this CA. certificateHold (6) is
+# left out: step-ca cannot lift a hold, so it would be a permanent revocation under a false name.
+REVOCATION_REASONS: dict[int, str] = {
+    0: "unspecified",
+    1: "keyCompromise",
+    3: "affiliationChanged",
+    4: "superseded",
+    5: "cessationOfOperation",
+    9: "privilegeWithdrawn",
+}
+
+
+@dataclass(frozen=True)
+class Provisioner:
+    name: str
+    type: str
+    max_days: int | None
+    default_days: int | None
+
+
+def _duration_days(value: str | None) -> int | None:
+    """Days in a Go duration such as '17520h0m0s' (whole days, rounded down)."""
+    if not value or "h" not in value:
+        return None
+    return int(value.split("h", 1)[0]) // 24
+
+
+class StepCA:
+    """The CA as the GUI sees it: a URL, a root, and the device provisioners' password files."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def _run(self, args: list[str], timeout: float | None = None) -> str:
+        s = self.settings
+        return run_step(
+            args,
+            step_path=s.step_path,
+            timeout=timeout or s.step_timeout,
+            step_bin=s.step_bin,
+            ca_url=s.ca_url,
+        )
+
+    def _ca_flags(self) -> list[str]:
+        return ["--ca-url", self.settings.ca_url, "--root", str(self.settings.root)]
+
+    def provisioner_for(self, kind: CertKind) -> str:
+        s = self.settings
+        return s.server_provisioner if kind is CertKind.SERVER else s.client_provisioner
+
+    def _provisioner_flags(self, kind: CertKind) -> list[str]:
+        name = self.provisioner_for(kind)
+        return ["--provisioner", name, "--provisioner-password-file", str(self.settings.password_file(name))]
+
+    def health(self, timeout: float | None = None) -> None:
+        """Return if step-ca answers 'ok'; raise a StepError that says why not."""
+        out = self._run(["ca", "health", *self._ca_flags()], timeout=timeout).strip()
+        if out != "ok":
+            raise CAUnreachable(
+                f"The CA at {self.settings.ca_url} is not healthy: {out}", ["step", "ca", "health"], 0, out
+            )
+
+    def issue(
+        self,
+        cn: str,
+        kind: CertKind,
+        *,
+        sans: list[str],
+        days: int,
+        key_type: str,
+        crt_path: Path,
+        key_path: Path,
+    ) -> None:
+        """Have the CA sign a new key pair made here; writes leaf+intermediate to crt_path, key 0600.
+
+        With no SANs step puts the CN in as a DNS SAN by itself; with SANs it does not, so callers
+        that want the CN among them (servers) include it.
+        """
+        cn = validate_cn(cn)
+        sans = validate_sans(sans)
+        if key_type not in KEY_TYPES:
+            raise InvalidInput(f"Unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}.")
+        if days < 1:
+            raise InvalidInput("The validity must be at least 1 day.")
+        san_flags = [flag for san in sans for flag in ("--san", san)]
+        self._run(
+            [
+                "ca", "certificate", cn, str(crt_path), str(key_path),
+                *self._provisioner_flags(kind),
+                "--not-after", f"{days * 24}h",
+                *KEY_TYPES[key_type], *san_flags, "--force", *self._ca_flags(),
+            ]
+        )  # fmt: skip
+
+    def token(self, subject: str, *, kind: CertKind = CertKind.CLIENT, sans: list[str] | None = None) -> str:
+        """A one-time token (JWT) that lets the holder get one certificate for `subject`."""
+        san_flags = [flag for san in (sans or []) for flag in ("--san", san)]
+        out = self._run(["ca", "token", subject, *san_flags, *self._provisioner_flags(kind), *self._ca_flags()])
+        return out.strip()
+
+    def revoke(self, serial: int, reason_code: int, *, kind: CertKind = CertKind.CLIENT, reason: str = "") -> None:
+        """Revoke by serial with a revoke token: works for server certificates and for keys not held here."""
+        if reason_code not in REVOCATION_REASONS:
+            raise InvalidInput(f"Unknown revocation reason code {reason_code}.")
+        token = self._run(
+            ["ca", "token", str(serial), "--revoke", *self._provisioner_flags(kind), *self._ca_flags()]
+        ).strip()
+        reason_flags = ["--reason", reason] if reason else []
+        self._run(
+            [
+                "ca",
+                "revoke",
+                str(serial),
+                "--token",
+                token,
+                "--reasonCode",
+                str(reason_code),
+                *reason_flags,
+                *self._ca_flags(),
+            ]
+        )
+
+    def root_fingerprint(self) -> str:
+        """SHA-256 of the root certificate, as `step ca bootstrap --fingerprint` wants it."""
+        return self._run(["certificate", "fingerprint", str(self.settings.root)]).strip()
+
+    def provisioners(self) -> list[Provisioner]:
+        """The CA's provisioners with their certificate lifetimes (a public endpoint)."""
+        raw = json.loads(self._run(["ca", "provisioner", "list", *self._ca_flags()]))
+        result = []
+        for item in raw:
+            claims = item.get("claims") or {}
+            result.append(
+                Provisioner(
+                    name=item.get("name", "?"),
+                    type=item.get("type", "?"),
+                    max_days=_duration_days(claims.get("maxTLSCertDuration")),
+                    default_days=_duration_days(claims.get("defaultTLSCertDuration")),
+                )
+            )
+        return result
+
+    def fetch_crl(self, timeout: float | None = None) -> x509.CertificateRevocationList:
+        """The CA's current CRL, fetched over its TLS API (the same CRL its plain-HTTP port serves)."""
+        url = f"{self.settings.ca_url}/1.0/crl"
+        context = ssl.create_default_context(cafile=str(self.settings.root))
+        try:
+            # The URL is the configured https CA URL, never user input.
+            with urllib.request.urlopen(url, timeout=timeout or self.settings.step_timeout, context=context) as resp:  # noqa: S310
+                data = resp.read()
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise CAUnreachable(f"The CRL at {url} cannot be fetched: {exc}", ["GET", url], None, str(exc)) from None
+        try:
+            return x509.load_der_x509_crl(data)
+        except ValueError as exc:
+            raise StepError(
+                f"The CA at {url} sent something that is not a CRL: {exc}", ["GET", url], None, ""
+            ) from None

@@ -1,0 +1,110 @@
+"""Where the GUI finds the CA, its files and its settings.
+
+Two sources, on purpose: the environment says where things are (they differ between `make run` and
+docker compose), and `ca-settings.env`, written by `scripts/init-ca.sh` into the GUI folder, says what
+the CA was set up with (public URL, CRL URL, provisioner names), so they are never configured twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+
+
+class SettingsError(Exception):
+    """The GUI cannot find what the CA set-up should have left for it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    ca_url: str
+    """How this GUI reaches step-ca (STEP_CA_URL), e.g. https://step-ca:9000 inside compose."""
+    root: Path
+    gui_dir: Path
+    certs_dir: Path
+    step_path: Path
+    """The GUI's own STEPPATH, so that no defaults.json or context of a CA folder leaks into calls."""
+    step_bin: str
+    step_timeout: float
+    public_ca_url: str
+    crl_url: str
+    client_provisioner: str
+    server_provisioner: str
+    default_days: int
+    max_days: int
+    expiring_days: int
+    password: str | None
+    audit_log: Path
+
+    @property
+    def intermediate(self) -> Path:
+        return self.gui_dir / "intermediate_ca.crt"
+
+    def password_file(self, provisioner: str) -> Path:
+        return self.gui_dir / f"{provisioner}.password"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse KEY=value lines (no quoting, no expansion: init-ca.sh writes them plainly)."""
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            values[key.strip()] = value
+    return values
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number.") from None
+    if value < 1:
+        raise SettingsError(f"{name}={raw!r} must be at least 1.")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the environment and the CA's ca-settings.env."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("PKI_DATA_DIR") or REPO_DIR / "data")
+    gui_dir = Path(env.get("PKI_GUI_DIR") or data_dir / "gui")
+    ca_settings_file = gui_dir / "ca-settings.env"
+    if not ca_settings_file.is_file():
+        raise SettingsError(
+            f"{ca_settings_file} is missing: the CA has not been set up yet "
+            "(scripts/init-ca.sh writes it; `make run` calls that script)."
+        )
+    ca = read_env_file(ca_settings_file)
+    missing = [k for k in ("PUBLIC_CA_URL", "CRL_URL", "CLIENT_PROVISIONER", "SERVER_PROVISIONER") if not ca.get(k)]
+    if missing:
+        raise SettingsError(f"{ca_settings_file} lacks {', '.join(missing)}.")
+    try:
+        timeout = float(env.get("PKI_STEP_TIMEOUT") or 20)
+    except ValueError:
+        raise SettingsError(f"PKI_STEP_TIMEOUT={env['PKI_STEP_TIMEOUT']!r} is not a number of seconds.") from None
+    return Settings(
+        ca_url=(env.get("STEP_CA_URL") or "https://localhost:9000").rstrip("/"),
+        root=Path(env.get("STEP_CA_ROOT") or gui_dir / "root_ca.crt"),
+        gui_dir=gui_dir,
+        certs_dir=Path(env.get("PKI_CERTS_DIR") or REPO_DIR / "certs"),
+        step_path=Path(env.get("PKI_STEPPATH") or data_dir / "gui-step"),
+        step_bin=env.get("PKI_STEP_BIN") or "step",
+        step_timeout=timeout,
+        public_ca_url=ca["PUBLIC_CA_URL"].rstrip("/"),
+        crl_url=ca["CRL_URL"],
+        client_provisioner=ca["CLIENT_PROVISIONER"],
+        server_provisioner=ca["SERVER_PROVISIONER"],
+        default_days=_int(ca, "CERT_DEFAULT_DAYS", 365),
+        max_days=_int(ca, "CERT_MAX_DAYS", 730),
+        expiring_days=_int(env, "PKI_EXPIRING_DAYS", 7),
+        password=env.get("PKI_PASSWORD") or None,
+        audit_log=Path(env.get("PKI_AUDIT_LOG") or data_dir / "audit.log"),
+    )

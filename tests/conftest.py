@@ -1,0 +1,167 @@
+"""A real step-ca for the tests, set up by the project's own scripts/init-ca.sh.
+
+One CA per test session (own STEPPATH, free loopback ports), stopped at the end; its log is attached
+to the report of every failing test that used it. Nothing here is mocked: if step or step-ca are
+missing the session fails (run `make test`, which installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pki.ca import StepCA
+from pki.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / ".tools" / "bin"
+INIT_CA = REPO / "scripts" / "init-ca.sh"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment for the project's scripts: the pinned tools first on PATH, no STEP_* leaks."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEP", "PKI_"))}
+    env["PATH"] = f"{TOOLS}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+class RunningCA:
+    """A step-ca process on loopback made by init-ca.sh, with the GUI-side settings that reach it."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.steppath = base / "ca"
+        self.gui_dir = base / "gui"
+        self.log_path = base / "step-ca.log"
+        self.port = free_port()
+        self.crl_port = free_port()
+        self.url = f"https://localhost:{self.port}"
+        self.crl_url = f"http://127.0.0.1:{self.crl_port}/1.0/crl"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def init_env(self, **overrides: str) -> dict[str, str]:
+        settings = {
+            "STEPPATH": str(self.steppath),
+            "PKI_GUI_DIR": str(self.gui_dir),
+            "PKI_CA_ADDRESS": f"127.0.0.1:{self.port}",
+            "PKI_CRL_ADDRESS": f"127.0.0.1:{self.crl_port}",
+            "PKI_CRL_URL": self.crl_url,
+        }
+        settings.update(overrides)
+        return tool_env(**settings)
+
+    def run_init(self, **overrides: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(INIT_CA)], env=self.init_env(**overrides), capture_output=True, text=True, timeout=120
+        )
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(TOOLS / "step-ca"),
+                str(self.steppath / "config" / "ca.json"),
+                "--password-file",
+                str(self.steppath / "secrets" / "password"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=tool_env(),
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        ca = StepCA(self.settings())
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"step-ca exited:\n{self.log()}")
+            try:
+                ca.health(timeout=5)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
+
+    def settings(self, **env: str) -> Settings:
+        values = {
+            "PKI_GUI_DIR": str(self.gui_dir),
+            "STEP_CA_URL": self.url,
+            "PKI_CERTS_DIR": str(self.base / "certs"),
+            "PKI_STEPPATH": str(self.base / "gui-step"),
+            "PKI_STEP_BIN": str(TOOLS / "step"),
+            "PKI_STEP_TIMEOUT": "20",
+            "PKI_AUDIT_LOG": str(self.base / "audit.log"),
+        }
+        values.update(env)
+        return load_settings(values)
+
+
+@pytest.fixture(scope="session")
+def running_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCA]:
+    for tool in ("step", "step-ca"):
+        if not (TOOLS / tool).exists():
+            pytest.fail(f"{TOOLS / tool} is missing: run `make test` (it runs scripts/install-step.sh first).")
+    if shutil.which("jq", path=f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}") is None:
+        pytest.fail("jq is missing: run scripts/install-step.sh.")
+    ca = RunningCA(tmp_path_factory.mktemp("pki"))
+    done = ca.run_init()
+    if done.returncode != 0:
+        pytest.fail(f"scripts/init-ca.sh failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    ca.start()
+    yield ca
+    ca.stop()
+
+
+@pytest.fixture
+def ca(running_ca: RunningCA) -> Iterator[RunningCA]:
+    """The session's CA, started again if a test left it stopped."""
+    if running_ca.process is None or running_ca.process.poll() is not None:
+        running_ca.start()
+    yield running_ca
+
+
+@pytest.fixture
+def step_ca(ca: RunningCA) -> StepCA:
+    return StepCA(ca.settings())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    running = item.funcargs.get("running_ca") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(running, RunningCA):
+        report.sections.append(("step-ca log (last 60 lines)", "\n".join(running.log().splitlines()[-60:])))

@@ -1,0 +1,286 @@
+"""pki.step and pki.ca against a real step-ca set up by scripts/init-ca.sh."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+
+from conftest import RunningCA, free_port
+from pki.ca import CertKind, StepCA
+from pki.step import CARefused, CAUnreachable, StepError, StepNotFound, StepTimeout, run_step
+from pki.validate import InvalidInput
+
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
+SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
+
+
+def load_chain(path: Path) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def ekus(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
+    return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def crl_url_of(cert: x509.Certificate) -> str:
+    points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    return points[0].full_name[0].value
+
+
+def openssl_verify(ca: RunningCA, leaf: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca.gui_dir / "root_ca.crt"),
+         "-untrusted", str(ca.gui_dir / "intermediate_ca.crt"), *extra, str(leaf)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def issue(step_ca: StepCA, tmp_path: Path, cn: str, kind: CertKind, **kwargs: object) -> x509.Certificate:
+    args: dict[str, object] = {"sans": [], "days": 30, "key_type": "EC P-256"}
+    args.update(kwargs)
+    crt, key = tmp_path / f"{cn}.crt", tmp_path / f"{cn}.key"
+    step_ca.issue(cn, kind, crt_path=crt, key_path=key, **args)  # type: ignore[arg-type]
+    return load_chain(crt)[0]
+
+
+def test_health_ok(step_ca: StepCA) -> None:
+    step_ca.health()
+
+
+def test_stopped_ca_is_unreachable_within_the_timeout(ca: RunningCA) -> None:
+    # Nothing listens on this port: exactly what a stopped CA looks like to the GUI.
+    down = StepCA(ca.settings(STEP_CA_URL=f"https://localhost:{free_port()}", PKI_STEP_TIMEOUT="10"))
+    started = time.monotonic()
+    with pytest.raises(CAUnreachable) as err:
+        down.health()
+    assert time.monotonic() - started < 10
+    assert "cannot be reached" in str(err.value)
+    assert "connection refused" in err.value.stderr
+
+
+def test_stopped_session_ca_is_unreachable(ca: RunningCA) -> None:
+    ca.stop()
+    try:
+        with pytest.raises(CAUnreachable):
+            StepCA(ca.settings(PKI_STEP_TIMEOUT="10")).health()
+    finally:
+        ca.start()
+
+
+def test_hung_ca_times_out_instead_of_hanging(ca: RunningCA) -> None:
+    assert ca.process is not None
+    ca.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises((StepTimeout, CAUnreachable)) as err:
+            StepCA(ca.settings(PKI_STEP_TIMEOUT="2")).health()
+        assert time.monotonic() - started < 10
+        assert ca.url in str(err.value)
+    finally:
+        ca.process.send_signal(signal.SIGCONT)
+
+
+def test_missing_step_binary_is_a_typed_error(ca: RunningCA) -> None:
+    with pytest.raises(StepNotFound) as err:
+        StepCA(ca.settings(PKI_STEP_BIN="/nonexistent/step")).health()
+    assert "scripts/install-step.sh" in str(err.value)
+
+
+def test_step_env_is_cleaned_of_step_variables(ca: RunningCA, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stray STEP_CA_URL would redirect every call; run_step must drop it.
+    monkeypatch.setenv("STEP_CA_URL", f"https://localhost:{free_port()}")
+    monkeypatch.setenv("STEP_PROVISIONER", "admin")
+    StepCA(ca.settings()).health()
+    out = run_step(["path"], step_path=ca.base / "gui-step", timeout=10, step_bin=str(ca.settings().step_bin))
+    assert out.strip() == str(ca.base / "gui-step")
+
+
+def test_client_certificate_has_client_auth_only(step_ca: StepCA, ca: RunningCA, tmp_path: Path) -> None:
+    cert = issue(step_ca, tmp_path, "site-101", CertKind.CLIENT, sans=["site-101", "10.0.60.7"], days=90)
+    assert ekus(cert) == [CLIENT_AUTH]
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "site-101"
+    sans = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+    assert sans.get_values_for_type(x509.DNSName) == ["site-101"]
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.60.7")]
+    lifetime = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(days=90) - dt.timedelta(minutes=5) < lifetime <= dt.timedelta(days=90, minutes=1)
+    assert crl_url_of(cert) == ca.crl_url
+    assert openssl_verify(ca, tmp_path / "site-101.crt").returncode == 0
+    key_mode = (tmp_path / "site-101.key").stat().st_mode & 0o777
+    assert key_mode == 0o600
+
+
+def test_server_certificate_has_server_auth_only(step_ca: StepCA, ca: RunningCA, tmp_path: Path) -> None:
+    cert = issue(
+        step_ca, tmp_path, "mqtt.ak-sg.com", CertKind.SERVER,
+        sans=["mqtt.ak-sg.com", "10.0.80.50"], days=365, key_type="RSA 2048",
+    )  # fmt: skip
+    assert ekus(cert) == [SERVER_AUTH]
+    sans = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+    assert sans.get_values_for_type(x509.DNSName) == ["mqtt.ak-sg.com"]
+    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.80.50")]
+    assert cert.public_key().key_size == 2048  # type: ignore[union-attr]
+    assert openssl_verify(ca, tmp_path / "mqtt.ak-sg.com.crt").returncode == 0
+    lifetime = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(days=364) < lifetime <= dt.timedelta(days=365, minutes=1)
+
+
+def test_the_maximum_validity_is_allowed(step_ca: StepCA, tmp_path: Path) -> None:
+    cert = issue(step_ca, tmp_path, "site-max", CertKind.CLIENT, days=730)
+    assert cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=729)
+
+
+def test_validity_above_the_maximum_is_refused_with_the_ca_reason(step_ca: StepCA, tmp_path: Path) -> None:
+    with pytest.raises(CARefused) as err:
+        issue(step_ca, tmp_path, "site-too-long", CertKind.CLIENT, days=731)
+    assert "more than the authorized maximum" in str(err.value)
+    assert not (tmp_path / "site-too-long.crt").exists()
+
+
+def test_bad_common_name_never_reaches_step(step_ca: StepCA, tmp_path: Path) -> None:
+    for bad in ["-rf", "../x", "a/b", "$(reboot)", ""]:
+        with pytest.raises(InvalidInput):
+            issue(step_ca, tmp_path, bad, CertKind.CLIENT)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_revoke_by_serial_lands_in_the_crl_at_the_certificates_url(
+    step_ca: StepCA, ca: RunningCA, tmp_path: Path
+) -> None:
+    revoked = issue(step_ca, tmp_path, "site-revoked", CertKind.CLIENT)
+    server = issue(step_ca, tmp_path, "broker-revoked", CertKind.SERVER, sans=["broker-revoked"])
+    valid = issue(step_ca, tmp_path, "site-valid", CertKind.CLIENT)
+
+    step_ca.revoke(revoked.serial_number, 1, kind=CertKind.CLIENT)
+    step_ca.revoke(server.serial_number, 5, kind=CertKind.SERVER)  # no clientAuth, no key needed
+
+    url = crl_url_of(valid)
+    assert url == ca.crl_url
+    with urllib.request.urlopen(f"{url}?pem", timeout=10) as resp:  # noqa: S310 (loopback test CA)
+        pem = resp.read()
+    crl = x509.load_pem_x509_crl(pem)
+    revoked_serials = {entry.serial_number for entry in crl}
+    assert revoked.serial_number in revoked_serials
+    assert server.serial_number in revoked_serials
+    assert valid.serial_number not in revoked_serials
+    assert (
+        crl.get_revoked_certificate_by_serial_number(revoked.serial_number)
+        .extensions.get_extension_for_class(x509.CRLReason)
+        .value.reason
+        == x509.ReasonFlags.key_compromise
+    )
+    idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    assert idp.full_name[0].value == url  # the CRL's scope is the URL in the certificates
+
+    crl_file = tmp_path / "crl.pem"
+    crl_file.write_bytes(pem)
+    refused = openssl_verify(ca, tmp_path / "site-revoked.crt", "-crl_check", "-CRLfile", str(crl_file))
+    assert refused.returncode != 0
+    assert "certificate revoked" in refused.stdout + refused.stderr
+    accepted = openssl_verify(ca, tmp_path / "site-valid.crt", "-crl_check", "-CRLfile", str(crl_file))
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+
+    # The same CRL through the CA's TLS API, as the GUI reads it.
+    api_serials = {entry.serial_number for entry in step_ca.fetch_crl()}
+    assert revoked.serial_number in api_serials
+
+
+def test_revoking_twice_is_refused_with_a_reason(step_ca: StepCA, tmp_path: Path) -> None:
+    cert = issue(step_ca, tmp_path, "site-twice", CertKind.CLIENT)
+    step_ca.revoke(cert.serial_number, 0)
+    with pytest.raises(CARefused) as err:
+        step_ca.revoke(cert.serial_number, 0)
+    assert "already revoked" in str(err.value)
+
+
+def test_one_time_token_works_once(step_ca: StepCA, ca: RunningCA, tmp_path: Path) -> None:
+    token = step_ca.token("site-token")
+    settings = ca.settings()
+
+    def use_token() -> str:
+        return run_step(
+            ["ca", "certificate", "site-token", str(tmp_path / "t.crt"), str(tmp_path / "t.key"),
+             "--token", token, "--force", "--ca-url", ca.url, "--root", str(settings.root)],
+            step_path=tmp_path / "site-step", timeout=20, step_bin=settings.step_bin, ca_url=ca.url,
+        )  # fmt: skip
+
+    use_token()
+    assert ekus(load_chain(tmp_path / "t.crt")[0]) == [CLIENT_AUTH]
+    with pytest.raises(CARefused):
+        use_token()
+
+
+def test_token_minted_before_a_restart_still_works(step_ca: StepCA, ca: RunningCA, tmp_path: Path) -> None:
+    token = step_ca.token("site-restart")
+    ca.restart()
+    settings = ca.settings()
+    run_step(
+        ["ca", "certificate", "site-restart", str(tmp_path / "r.crt"), str(tmp_path / "r.key"),
+         "--token", token, "--force", "--ca-url", ca.url, "--root", str(settings.root)],
+        step_path=tmp_path / "site-step", timeout=20, step_bin=settings.step_bin, ca_url=ca.url,
+    )  # fmt: skip
+    assert load_chain(tmp_path / "r.crt")[0].subject.rfc4514_string() == "CN=site-restart"
+
+
+def test_gui_password_files_cannot_use_the_admin_api(ca: RunningCA, tmp_path: Path) -> None:
+    settings = ca.settings()
+    for provisioner in (settings.client_provisioner, settings.server_provisioner):
+        with pytest.raises(StepError) as err:
+            run_step(
+                ["ca", "provisioner", "add", "intruder", "--type", "JWK", "--create",
+                 "--password-file", str(settings.password_file(provisioner)),
+                 "--admin-subject", "step", "--admin-provisioner", provisioner,
+                 "--admin-password-file", str(settings.password_file(provisioner)),
+                 "--ca-url", ca.url, "--root", str(settings.root)],
+                step_path=tmp_path / "admin-step", timeout=20, step_bin=settings.step_bin,
+            )  # fmt: skip
+        # iot-devices: no admin is bound to it; iot-servers: its serverAuth-only certificate cannot even
+        # authenticate. Either way the admin API answers 401.
+        assert isinstance(err.value, CARefused)
+        assert "adminHandler.authorizeToken" in err.value.stderr
+    names = [p.name for p in StepCA(settings).provisioners()]
+    assert "intruder" not in names
+
+
+def test_provisioners_and_their_lifetimes(step_ca: StepCA) -> None:
+    by_name = {p.name: p for p in step_ca.provisioners()}
+    assert set(by_name) == {"admin", "iot-devices", "iot-servers"}
+    for name in ("iot-devices", "iot-servers"):
+        assert by_name[name].type == "JWK"
+        assert by_name[name].max_days == 730
+        assert by_name[name].default_days == 365
+
+
+def test_root_fingerprint_matches_the_root_file(step_ca: StepCA, ca: RunningCA) -> None:
+    from cryptography.hazmat.primitives import hashes
+
+    root = x509.load_pem_x509_certificate((ca.gui_dir / "root_ca.crt").read_bytes())
+    assert step_ca.root_fingerprint() == root.fingerprint(hashes.SHA256()).hex()
+
+
+def test_gui_folder_holds_no_ca_key_or_admin_password(ca: RunningCA) -> None:
+    names = sorted(p.name for p in ca.gui_dir.iterdir())
+    assert names == [
+        "ca-settings.env", "intermediate_ca.crt", "iot-devices.password", "iot-servers.password", "root_ca.crt",
+    ]  # fmt: skip
+    admin_password = (ca.steppath / "secrets" / "admin.password").read_bytes()
+    ca_password = (ca.steppath / "secrets" / "password").read_bytes()
+    for path in ca.gui_dir.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+        content = path.read_bytes()
+        assert admin_password not in content and ca_password not in content
+        if path.suffix == ".crt":
+            with pytest.raises(ValueError):
+                serialization.load_pem_private_key(content, password=None)
+    assert os.stat(ca.steppath / "secrets" / "password").st_mode & 0o077 == 0
