@@ -1,0 +1,56 @@
+# app-pki: `make run` runs it, `make test` tests it. Both install what they need first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+TOOLS := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+
+CA_PORT ?= 9000
+CRL_PORT ?= 9080
+GUI_PORT ?= 8502
+export CA_PORT CRL_PORT GUI_PORT
+
+SHELL_SCRIPTS := $(wildcard scripts/*.sh) .ci/run
+
+.PHONY: help tools run test lint reset clean
+
+help:
+	@echo "make run     start step-ca and the GUI (http://127.0.0.1:$(GUI_PORT)); Ctrl-C stops both"
+	@echo "make test    run every test and check against a real step-ca"
+	@echo "make lint    ruff and shellcheck only"
+	@echo "make reset   stop nothing, DELETE the local CA and data/ (asks first)"
+	@echo "make clean   remove .venv and the tool links (the cache outside the clone stays)"
+
+tools:
+	@scripts/install-step.sh
+
+# The runtime environment (make run) and the test tools (make test), each installed once.
+$(VENV)/.runtime: streamlit/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r streamlit/requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: tools $(VENV)/.runtime
+	@scripts/run-local.sh
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	shellcheck $(SHELL_SCRIPTS)
+
+test: tools $(VENV)/.dev lint
+	$(VENV)/bin/pytest
+
+reset:
+	@read -r -p "Delete the local CA in data/ (every certificate it issued stops being trusted)? [y/N] " answer; \
+	  [ "$$answer" = y ] && rm -rf data && echo "data/ removed." || echo "Nothing removed."
+
+clean:
+	rm -rf $(VENV) .tools

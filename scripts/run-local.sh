@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Run app-pki on this machine: step-ca and the GUI together, stopped together on Ctrl-C.
+# The CA is created on the first run (scripts/init-ca.sh) under the git-ignored data folder.
+set -euo pipefail
+
+repo_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+data_dir=${PKI_DATA_DIR:-$repo_dir/data}
+ca_port=${CA_PORT:-9000}
+crl_port=${CRL_PORT:-9080}
+gui_port=${GUI_PORT:-8502}
+gui_address=${GUI_ADDRESS:-127.0.0.1}
+
+usage() {
+  cat <<EOF
+Usage: scripts/run-local.sh [--help]     (normally through: make run)
+
+Starts step-ca (HTTPS on :$ca_port, CRL over HTTP on :$crl_port) and the GUI (http://$gui_address:$gui_port).
+Creates the CA in $data_dir/ca on the first run. Ctrl-C stops both.
+
+Environment:
+  CA_PORT, CRL_PORT, GUI_PORT   ports (defaults 9000, 9080, 8502); the CA ports are fixed at first run
+  GUI_ADDRESS                   address the GUI listens on (default 127.0.0.1; 0.0.0.0 for the network)
+  PKI_DATA_DIR                  data folder (default <repo>/data)
+  PKI_PUBLIC_HOSTS, PKI_PUBLIC_CA_URL, PKI_CRL_URL, ...   CA settings, see scripts/init-ca.sh --help
+  PKI_PASSWORD                  if set, the GUI asks for it
+EOF
+}
+
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  "") ;;
+  *) echo "run-local.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+esac
+
+die() { echo "run-local.sh: $*" >&2; exit 1; }
+export PATH="$repo_dir/.tools/bin:$PATH"
+for tool in step step-ca; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is missing: run scripts/install-step.sh (make run does)."
+done
+[ -x "$repo_dir/.venv/bin/streamlit" ] || die "the Python environment is missing: run make run."
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for entry in "CA_PORT:$ca_port" "CRL_PORT:$crl_port" "GUI_PORT:$gui_port"; do
+  name=${entry%%:*} port=${entry#*:}
+  [[ $port =~ ^[0-9]+$ ]] || die "$name '$port' is not a port number."
+  if port_taken "$port"; then
+    die "port $port ($name) is already in use. Stop what uses it (see: ss -ltnp 'sport = :$port') or choose another, e.g. make run $name=$((port + 1))."
+  fi
+done
+
+mkdir -p "$data_dir/logs"
+STEPPATH="$data_dir/ca" PKI_GUI_DIR="$data_dir/gui" \
+  PKI_CA_ADDRESS=":$ca_port" PKI_CRL_ADDRESS=":$crl_port" \
+  bash "$repo_dir/scripts/init-ca.sh"
+
+ca_pid="" gui_pid=""
+# shellcheck disable=SC2317  # called by the EXIT trap, which shellcheck cannot see
+stop_all() {
+  trap - INT TERM EXIT
+  [ -z "$gui_pid" ] || kill "$gui_pid" 2>/dev/null || true
+  [ -z "$ca_pid" ] || kill "$ca_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo "app-pki stopped."
+}
+trap stop_all EXIT
+trap 'exit 0' INT TERM
+
+ca_log="$data_dir/logs/step-ca.log"
+step-ca "$data_dir/ca/config/ca.json" --password-file "$data_dir/ca/secrets/password" \
+  </dev/null >>"$ca_log" 2>&1 &
+ca_pid=$!
+root="$data_dir/gui/root_ca.crt"
+ca_url="https://localhost:$ca_port"
+for _ in $(seq 1 150); do
+  kill -0 "$ca_pid" 2>/dev/null || { tail -n 20 "$ca_log" >&2; die "step-ca stopped (log: $ca_log)."; }
+  STEPPATH="$data_dir/gui-step" step ca health --ca-url "$ca_url" --root "$root" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" \
+  "$repo_dir/.venv/bin/streamlit" run "$repo_dir/streamlit/app.py" \
+  --server.port "$gui_port" --server.address "$gui_address" --server.headless true \
+  --browser.gatherUsageStats false >>"$data_dir/logs/gui.log" 2>&1 &
+gui_pid=$!
+for _ in $(seq 1 150); do
+  kill -0 "$gui_pid" 2>/dev/null || { tail -n 20 "$data_dir/logs/gui.log" >&2; die "the GUI stopped."; }
+  (exec 3<>"/dev/tcp/127.0.0.1/$gui_port") 2>/dev/null && break
+  sleep 0.2
+done
+
+cat <<EOF
+
+app-pki is running.
+  GUI:  http://$gui_address:$gui_port
+  CA:   $ca_url   (root: $root)
+  CRL:  http://localhost:$crl_port/1.0/crl
+  Logs: $data_dir/logs/
+Press Ctrl-C to stop both.
+EOF
+# Whichever stops first, stop the other.
+wait -n "$ca_pid" "$gui_pid" || true
+echo "run-local.sh: a process stopped on its own; see $data_dir/logs/." >&2
+exit 1
