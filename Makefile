@@ -14,12 +14,14 @@ export CA_PORT CRL_PORT GUI_PORT
 
 SHELL_SCRIPTS := $(wildcard scripts/*.sh) .ci/run
 
-.PHONY: help tools run test lint reset clean
+.PHONY: help tools run test lint screenshots bench reset clean
 
 help:
 	@echo "make run     start step-ca and the GUI (http://127.0.0.1:$(GUI_PORT)); Ctrl-C stops both"
 	@echo "make test    run every test and check against a real step-ca"
 	@echo "make lint    ruff and shellcheck only"
+	@echo "make screenshots  refresh docs/screenshots/ with the browser test"
+	@echo "make bench   measure the certificate inventory with 10,000 certificates"
 	@echo "make reset   stop nothing, DELETE the local CA and data/ (asks first)"
 	@echo "make clean   remove .venv and the tool links (the cache outside the clone stays)"
 
@@ -47,6 +49,12 @@ lint: $(VENV)/.dev
 
 test: tools $(VENV)/.dev lint
 	$(VENV)/bin/pytest
+
+screenshots: tools $(VENV)/.dev
+	SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest tests/test_browser.py
+
+bench: $(VENV)/.dev
+	$(VENV)/bin/python bench/inventory_bench.py
 
 reset:
 	@read -r -p "Delete the local CA in data/ (every certificate it issued stops being trusted)? [y/N] " answer; \

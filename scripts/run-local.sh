@@ -80,7 +80,7 @@ done
 STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" \
   "$repo_dir/.venv/bin/streamlit" run "$repo_dir/streamlit/app.py" \
   --server.port "$gui_port" --server.address "$gui_address" --server.headless true \
-  --browser.gatherUsageStats false >>"$data_dir/logs/gui.log" 2>&1 &
+  --browser.gatherUsageStats false --client.toolbarMode minimal >>"$data_dir/logs/gui.log" 2>&1 &
 gui_pid=$!
 for _ in $(seq 1 150); do
   kill -0 "$gui_pid" 2>/dev/null || { tail -n 20 "$data_dir/logs/gui.log" >&2; die "the GUI stopped."; }

@@ -6,6 +6,7 @@ no call depends on a context or defaults file.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import ssl
 import urllib.error
@@ -15,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from pki.settings import Settings
 from pki.step import CAUnreachable, StepError, run_step
@@ -44,6 +46,18 @@ REVOCATION_REASONS: dict[int, str] = {
     5: "cessationOfOperation",
     9: "privilegeWithdrawn",
 }
+
+
+@dataclass(frozen=True)
+class CRLInfo:
+    revoked: frozenset[int]
+    last_update: dt.datetime
+    next_update: dt.datetime | None
+    der: bytes
+
+    @property
+    def pem(self) -> bytes:
+        return x509.load_der_x509_crl(self.der).public_bytes(serialization.Encoding.PEM)
 
 
 @dataclass(frozen=True)
@@ -175,6 +189,16 @@ class StepCA:
                 )
             )
         return result
+
+    def crl_info(self, timeout: float | None = None) -> CRLInfo:
+        """The revoked serials and dates of the CA's current CRL."""
+        crl = self.fetch_crl(timeout)
+        return CRLInfo(
+            revoked=frozenset(entry.serial_number for entry in crl),
+            last_update=crl.last_update_utc,
+            next_update=crl.next_update_utc,
+            der=crl.public_bytes(serialization.Encoding.DER),
+        )
 
     def fetch_crl(self, timeout: float | None = None) -> x509.CertificateRevocationList:
         """The CA's current CRL, fetched over its TLS API (the same CRL its plain-HTTP port serves)."""

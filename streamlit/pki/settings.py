@@ -37,8 +37,9 @@ class Settings:
     default_days: int
     max_days: int
     expiring_days: int
-    password: str | None
     audit_log: Path
+    broker_address: str
+    """host:port the sites' bridges dial (a name in the broker's certificate), for bundle snippets."""
 
     @property
     def intermediate(self) -> Path:
@@ -71,11 +72,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def data_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("PKI_DATA_DIR") or REPO_DIR / "data")
+
+
+def audit_path(env: Mapping[str, str]) -> Path:
+    """The audit log; known even before the CA is set up, so that logins are recorded."""
+    return Path(env.get("PKI_AUDIT_LOG") or data_dir(env) / "audit.log")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from the environment and the CA's ca-settings.env."""
     env = os.environ if env is None else env
-    data_dir = Path(env.get("PKI_DATA_DIR") or REPO_DIR / "data")
-    gui_dir = Path(env.get("PKI_GUI_DIR") or data_dir / "gui")
+    gui_dir = Path(env.get("PKI_GUI_DIR") or data_dir(env) / "gui")
     ca_settings_file = gui_dir / "ca-settings.env"
     if not ca_settings_file.is_file():
         raise SettingsError(
@@ -95,7 +104,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         root=Path(env.get("STEP_CA_ROOT") or gui_dir / "root_ca.crt"),
         gui_dir=gui_dir,
         certs_dir=Path(env.get("PKI_CERTS_DIR") or REPO_DIR / "certs"),
-        step_path=Path(env.get("PKI_STEPPATH") or data_dir / "gui-step"),
+        step_path=Path(env.get("PKI_STEPPATH") or data_dir(env) / "gui-step"),
         step_bin=env.get("PKI_STEP_BIN") or "step",
         step_timeout=timeout,
         public_ca_url=ca["PUBLIC_CA_URL"].rstrip("/"),
@@ -105,6 +114,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         default_days=_int(ca, "CERT_DEFAULT_DAYS", 365),
         max_days=_int(ca, "CERT_MAX_DAYS", 730),
         expiring_days=_int(env, "PKI_EXPIRING_DAYS", 7),
-        password=env.get("PKI_PASSWORD") or None,
-        audit_log=Path(env.get("PKI_AUDIT_LOG") or data_dir / "audit.log"),
+        audit_log=audit_path(env),
+        broker_address=env.get("PKI_BROKER_ADDRESS") or "mqtt.ak-sg.com:8883",
     )

@@ -13,8 +13,8 @@ import re
 CN_MAX = 64  # X.509 upper bound for a common name (RFC 5280, ub-common-name)
 _CN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-# Folder suffixes that mark revoked and superseded certificates (see issuing.py).
-RESERVED_SUFFIXES = (".revoked", ".old")
+# Folder suffixes that mark revoked and superseded certificates (see inventory.py).
+RESERVED_SUFFIXES = (".revoked", ".expired")
 
 
 class InvalidInput(ValueError):

@@ -1,15 +1,59 @@
-"""Dashboard: the CA's health at a glance."""
+"""Dashboard: CA health, certificate counts, what expires soon, the expiry wave, the CRL."""
 
+import pandas as pd
 import streamlit as st
 
+from pki import report
 from views import common
 
 st.title("Dashboard")
-client = common.ca()
-problem = common.ca_problem(client.settings.ca_url, client)
+settings = common.settings()
+now = common.now()
+problem = common.ca_problem()
+crl, crl_problem = common.crl()
+table = report.rows(common.inventory().records(), now, crl.revoked if crl else None, settings.expiring_days)
+
+health, crl_col = st.columns(2)
 if problem:
-    st.metric("CA", "down")
-    st.caption(f"Tried {client.settings.ca_url}: {problem}")
+    health.error(f"**CA down.** Tried {settings.ca_url}: {problem}", icon=":material/error:")
 else:
-    st.metric("CA", "ok")
-    st.caption(f"step-ca at {client.settings.ca_url} answers.")
+    health.success(f"**CA ok** at {settings.ca_url}", icon=":material/check_circle:")
+if crl:
+    next_update = f"{crl.next_update:%Y-%m-%d %H:%M} UTC" if crl.next_update else "not set"
+    crl_col.info(
+        f"**CRL** issued {crl.last_update:%Y-%m-%d %H:%M} UTC, next update {next_update}; "
+        f"{len(crl.revoked)} revoked serial(s).",
+        icon=":material/gpp_bad:",
+    )
+else:
+    crl_col.warning(f"**CRL unavailable.** {crl_problem}", icon=":material/warning:")
+
+for col, (status, count) in zip(st.columns(4), report.status_counts(table).items(), strict=True):
+    col.metric(status.value.capitalize(), count)
+
+st.subheader("Certificates by type")
+by_type = report.counts_by_type(table)
+st.dataframe(
+    pd.DataFrame({s.value: {k.value: n for k, n in kinds.items()} for s, kinds in by_type.items()}).T,
+    width="content",
+)
+
+st.subheader("Expiring soon")
+threshold = st.number_input(
+    "Show certificates that expire within (days)", min_value=1, max_value=3650, value=settings.expiring_days, step=1
+)
+soon = report.expiring_within(table, now, int(threshold))
+if soon:
+    st.dataframe(pd.DataFrame([row.as_dict(now) for row in soon]), hide_index=True)
+else:
+    st.caption(f"No certificate expires within {threshold} days.")
+
+st.subheader("Expiries per week, next 12 months")
+weeks = report.expiries_per_week(table, now)
+st.bar_chart(
+    pd.DataFrame(weeks, columns=["week", "certificates"]),
+    x="week",
+    y="certificates",
+    x_label="week starting",
+    y_label="certificates expiring",
+)

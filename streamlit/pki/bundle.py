@@ -1,0 +1,123 @@
+"""The ZIP bundle handed to whoever installs a certificate: root, certificate, key, and what to do.
+
+A client bundle carries a Mosquitto bridge configuration for the site; a server bundle an EMQX 5
+ssl listener with peer verification and the CRL check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import zipfile
+
+from pki.inventory import CertRecord, Kind
+
+
+def site_topic_prefix(cn: str) -> str:
+    """Where a site's messages land on the broker; the broker confines the site to it by its CN."""
+    return f"sites/{cn}/"
+
+
+def mosquitto_bridge_config(cn: str, broker_address: str, cert_dir: str = "/etc/mosquitto/certs") -> str:
+    host, _, port = broker_address.rpartition(":")
+    return f"""\
+# Mosquitto bridge of site {cn} to the broker, mutual TLS through HAProxy (TCP passthrough).
+connection {cn}
+address {host}:{port or 8883}
+remote_clientid {cn}
+bridge_protocol_version mqttv311
+cleansession false
+bridge_cafile {cert_dir}/ca.crt
+bridge_certfile {cert_dir}/{cn}.crt
+bridge_keyfile {cert_dir}/{cn}.key
+bridge_tls_version tlsv1.2
+bridge_insecure false
+# Local topic X is published on the broker as {site_topic_prefix(cn)}X.
+topic # out 1 "" {site_topic_prefix(cn)}
+"""
+
+
+def emqx_listener_config(cn: str, cert_dir: str = "/opt/emqx/etc/certs") -> str:
+    return f"""\
+# EMQX 5 (emqx.conf): mutual TLS on 8883; only clients with a valid, unrevoked certificate of this CA.
+listeners.ssl.default {{
+  bind = "0.0.0.0:8883"
+  ssl_options {{
+    cacertfile = "{cert_dir}/ca.crt"
+    certfile = "{cert_dir}/{cn}.crt"
+    keyfile = "{cert_dir}/{cn}.key"
+    verify = verify_peer
+    fail_if_no_peer_cert = true
+    # Fetch the CRL from the URL inside each client certificate (refreshed every 15 minutes by default).
+    enable_crl_check = true
+    versions = ["tlsv1.3", "tlsv1.2"]
+  }}
+}}
+# The site's identity is its certificate's CN:
+mqtt.peer_cert_as_username = cn
+mqtt.peer_cert_as_clientid = cn
+"""
+
+
+def bundle_readme(record: CertRecord, broker_address: str, crl_url: str) -> str:
+    cn = record.cn
+    expires = record.not_after.strftime("%Y-%m-%d %H:%M UTC")
+    head = f"""\
+{cn}: {record.kind.value} certificate of the AK-SG IoT CA
+Serial {record.serial_hex}, valid until {expires}.
+
+Files
+  ca.crt       the CA's root certificate: verifies the other side
+  {cn}.crt     this certificate, followed by the intermediate CA certificate
+  {cn}.key     the private key. Keep it secret: mode 0600, never copied elsewhere, never emailed.
+
+Revocation: brokers check the CRL at {crl_url}
+"""
+    if record.kind is Kind.SERVER:
+        return (
+            head
+            + f"""
+Install on the broker (EMQX 5)
+  install -m 0644 ca.crt {cn}.crt /opt/emqx/etc/certs/
+  install -m 0600 -o emqx {cn}.key /opt/emqx/etc/certs/
+then add to emqx.conf and restart EMQX:
+
+{emqx_listener_config(cn)}
+Server certificates cannot be renewed over mTLS: before {expires} re-issue one in app-pki.
+"""
+        )
+    return (
+        head
+        + f"""
+Install on the site (Debian with Mosquitto)
+  Easiest: scripts/enroll-site.sh --bundle {cn}.zip (it does all of the below and sets up renewal).
+  By hand:
+  install -d -m 0755 /etc/mosquitto/certs
+  install -m 0644 ca.crt {cn}.crt /etc/mosquitto/certs/
+  install -m 0600 -o mosquitto {cn}.key /etc/mosquitto/certs/
+  then write /etc/mosquitto/conf.d/bridge-{cn}.conf and restart Mosquitto:
+
+{mosquitto_bridge_config(cn, broker_address)}
+Check the connection:  mosquitto_sub -v -t '$SYS/broker/connection/#'
+"""
+    )
+
+
+def make_bundle(record: CertRecord, root_pem: bytes, broker_address: str, crl_url: str) -> bytes:
+    """ZIP with ca.crt, {cn}.crt, {cn}.key and README.txt (four files)."""
+    key_path = record.path.with_suffix(".key")
+    buffer = io.BytesIO()
+    stamp = dt.datetime.now(dt.UTC).timetuple()[:6]
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        files = {
+            "ca.crt": (root_pem, 0o644),
+            f"{record.cn}.crt": (record.path.read_bytes(), 0o644),
+            f"{record.cn}.key": (key_path.read_bytes(), 0o600),
+            "README.txt": (bundle_readme(record, broker_address, crl_url).encode(), 0o644),
+        }
+        for name, (data, mode) in files.items():
+            info = zipfile.ZipInfo(name, date_time=stamp)
+            info.external_attr = (0o100000 | mode) << 16  # unzip restores the mode: the key stays 0600
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    return buffer.getvalue()

@@ -1,0 +1,196 @@
+"""The certificates in certs/, as plain records, parsed once and kept until their file changes.
+
+Layout (the user's design): certs/{CN}/{CN}.crt (leaf + intermediate) and {CN}.key. Folders of
+revoked certificates are renamed {CN}.revoked, and superseded expired ones {CN}.expired; a second
+archive of the same CN gets .2, .3 ... so nothing is ever overwritten.
+
+Streamlit reruns the page script on every click, so the scan must be cheap when nothing changed:
+each .crt file is stat()ed and parsed again only if its (mtime, size, inode) differs from last time.
+`parse_count` counts the parses so tests can prove it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ARCHIVE_SUFFIXES = ("revoked", "expired")
+_ARCHIVED = re.compile(r"^(?P<cn>.+)\.(?P<suffix>revoked|expired)(?:\.(?P<n>[0-9]+))?$")
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    EXPIRING = "expiring"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    INVALID = "invalid"
+
+
+class Kind(StrEnum):
+    """The certificate's type as its extended key usage says."""
+
+    CLIENT = "client"
+    SERVER = "server"
+    BOTH = "client+server"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class CertRecord:
+    folder: str
+    """Folder name under certs/ (e.g. 'site-001' or 'site-001.revoked.2')."""
+    path: Path
+    cn: str
+    kind: Kind
+    serial: int
+    sans: tuple[str, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    fingerprint: str
+    issuer: str
+    has_key: bool
+    error: str | None = None
+
+    @property
+    def archived(self) -> str | None:
+        """'revoked' or 'expired' when the folder was archived under that name, else None."""
+        match = _ARCHIVED.match(self.folder)
+        return match["suffix"] if match else None
+
+    @property
+    def serial_hex(self) -> str:
+        return f"{self.serial:X}"
+
+    def days_left(self, now: dt.datetime) -> int:
+        return (self.not_after - now).days
+
+    def status(self, now: dt.datetime, revoked_serials: frozenset[int] | None, expiring_days: int) -> Status:
+        """Revoked if the CA's CRL lists it (or its folder says so), then expired, expiring, active."""
+        if self.error:
+            return Status.INVALID
+        if self.archived == "revoked" or (revoked_serials is not None and self.serial in revoked_serials):
+            return Status.REVOKED
+        if self.not_after <= now:
+            return Status.EXPIRED
+        if self.not_after - now <= dt.timedelta(days=expiring_days):
+            return Status.EXPIRING
+        return Status.ACTIVE
+
+    def pem(self) -> str:
+        return self.path.read_text(encoding="ascii", errors="replace")
+
+
+def kind_of(cert: x509.Certificate) -> Kind:
+    try:
+        usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return Kind.OTHER
+    client = ExtendedKeyUsageOID.CLIENT_AUTH in usages
+    server = ExtendedKeyUsageOID.SERVER_AUTH in usages
+    if client and server:
+        return Kind.BOTH
+    return Kind.CLIENT if client else Kind.SERVER if server else Kind.OTHER
+
+
+def sans_of(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(str(name.value) for name in names)
+
+
+def common_name(cert: x509.Certificate) -> str:
+    attributes = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attributes[0].value) if attributes else ""
+
+
+def parse_certificate_file(path: Path, folder: str) -> CertRecord:
+    """One record from a PEM file whose first certificate is the leaf."""
+    has_key = path.with_suffix(".key").exists()
+    try:
+        leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
+    except (ValueError, OSError, IndexError) as exc:
+        epoch = dt.datetime.fromtimestamp(0, dt.UTC)
+        return CertRecord(folder, path, path.stem, Kind.OTHER, 0, (), epoch, epoch, "", "", has_key, str(exc))
+    return CertRecord(
+        folder=folder,
+        path=path,
+        cn=common_name(leaf),
+        kind=kind_of(leaf),
+        serial=leaf.serial_number,
+        sans=sans_of(leaf),
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+        fingerprint=leaf.fingerprint(hashes.SHA256()).hex(),
+        issuer=leaf.issuer.rfc4514_string(),
+        has_key=has_key,
+    )
+
+
+class Inventory:
+    """The records of one certs/ folder, refreshed incrementally; safe to share between sessions."""
+
+    def __init__(self, certs_dir: Path) -> None:
+        self.certs_dir = certs_dir
+        self.parse_count = 0
+        self._entries: dict[str, tuple[tuple[int, int, int], CertRecord]] = {}
+        self._lock = threading.Lock()
+
+    def records(self) -> list[CertRecord]:
+        """Every certificate under certs/, newest first within a CN; parses only changed files."""
+        with self._lock:
+            fresh: dict[str, tuple[tuple[int, int, int], CertRecord]] = {}
+            for folder in _subfolders(self.certs_dir):
+                for entry in _crt_files(folder.path):
+                    stat = entry.stat()
+                    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+                    known = self._entries.get(entry.path)
+                    if known and known[0] == signature:
+                        fresh[entry.path] = known
+                    else:
+                        self.parse_count += 1
+                        fresh[entry.path] = (signature, parse_certificate_file(Path(entry.path), folder.name))
+            self._entries = fresh
+            records = [record for _, record in fresh.values()]
+        return sorted(records, key=lambda r: (r.cn.lower(), -r.not_after.timestamp(), r.folder))
+
+    def current(self, cn: str) -> CertRecord | None:
+        """The certificate in the live folder certs/{cn}/, if any."""
+        return next((r for r in self.records() if r.folder == cn), None)
+
+
+def _subfolders(certs_dir: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(certs_dir) as entries:
+            # Hidden folders are staging areas of an issuance in progress.
+            return [e for e in entries if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _crt_files(folder: str) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        # ca.crt is the root that a bundle may carry next to the certificate, not a certificate of the fleet.
+        return [e for e in entries if e.name.endswith(".crt") and e.name != "ca.crt" and e.is_file()]
+
+
+def archive_folder_name(certs_dir: Path, cn: str, suffix: str) -> str:
+    """The first free name among {cn}.{suffix}, {cn}.{suffix}.2, ...; never an existing one."""
+    if suffix not in ARCHIVE_SUFFIXES:
+        raise ValueError(f"unknown archive suffix {suffix!r}")
+    name = f"{cn}.{suffix}"
+    number = 1
+    while (certs_dir / name).exists():
+        number += 1
+        name = f"{cn}.{suffix}.{number}"
+    return name

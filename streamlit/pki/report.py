@@ -1,0 +1,102 @@
+"""Figures and tables about the fleet's certificates, computed from inventory records.
+
+Pure functions of (records, now, revoked serials): the pages render what these return.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pki.inventory import CertRecord, Kind, Status
+
+SHOWN_STATUSES = (Status.ACTIVE, Status.EXPIRING, Status.EXPIRED, Status.REVOKED)
+VALID = (Status.ACTIVE, Status.EXPIRING)
+COLUMNS = ["CN", "Type", "Serial", "SANs", "Issued", "Expires", "Days left", "Status", "Folder"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One certificate as the tables show it."""
+
+    record: CertRecord
+    status: Status
+
+    @property
+    def cn(self) -> str:
+        return self.record.cn
+
+    def as_dict(self, now: dt.datetime) -> dict[str, object]:
+        r = self.record
+        return {
+            "CN": r.cn,
+            "Type": r.kind.value,
+            "Serial": r.serial_hex,
+            "SANs": ", ".join(r.sans),
+            "Issued": r.not_before.strftime("%Y-%m-%d"),
+            "Expires": r.not_after.strftime("%Y-%m-%d"),
+            "Days left": max(r.days_left(now), 0),
+            "Status": self.status.value,
+            "Folder": r.folder,
+        }
+
+
+def rows(
+    records: Iterable[CertRecord], now: dt.datetime, revoked: frozenset[int] | None, expiring_days: int
+) -> list[Row]:
+    return [Row(r, r.status(now, revoked, expiring_days)) for r in records]
+
+
+def status_counts(table: Sequence[Row]) -> dict[Status, int]:
+    counts = Counter(row.status for row in table)
+    return {status: counts.get(status, 0) for status in SHOWN_STATUSES}
+
+
+def counts_by_type(table: Sequence[Row]) -> dict[Status, dict[Kind, int]]:
+    """Status x type, every cell present (zeros included) for client and server."""
+    kinds = [Kind.CLIENT, Kind.SERVER, *sorted({r.record.kind for r in table} - {Kind.CLIENT, Kind.SERVER})]
+    result = {status: dict.fromkeys(kinds, 0) for status in SHOWN_STATUSES}
+    for row in table:
+        if row.status in result:
+            result[row.status][row.record.kind] += 1
+    return result
+
+
+def expiring_within(table: Sequence[Row], now: dt.datetime, days: int) -> list[Row]:
+    """Valid certificates that expire within `days`, soonest first."""
+    limit = now + dt.timedelta(days=days)
+    return sorted(
+        (r for r in table if r.status in VALID and r.record.not_after <= limit), key=lambda r: r.record.not_after
+    )
+
+
+def expiries_per_week(table: Sequence[Row], now: dt.datetime, weeks: int = 53) -> list[tuple[dt.date, int]]:
+    """How many valid certificates expire in each week (Monday first) from this week on."""
+    start = (now - dt.timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = [0] * weeks
+    for row in table:
+        if row.status in VALID:
+            index = (row.record.not_after - start).days // 7
+            if 0 <= index < weeks:
+                counts[index] += 1
+    return [((start + dt.timedelta(weeks=i)).date(), counts[i]) for i in range(weeks)]
+
+
+def search(table: Sequence[Row], text: str, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> list[Row]:
+    """Rows whose CN, serial (hex or decimal), SAN or folder contains `text`, of the given statuses and types."""
+    needle = text.strip().lower()
+    statuses, kinds = set(statuses), set(kinds)
+    found = []
+    for row in table:
+        r = row.record
+        if statuses and row.status.value not in statuses:
+            continue
+        if kinds and r.kind.value not in kinds:
+            continue
+        haystack = (r.cn, r.serial_hex, str(r.serial), r.folder, *r.sans)
+        if needle and not any(needle in value.lower() for value in haystack):
+            continue
+        found.append(row)
+    return found

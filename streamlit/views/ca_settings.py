@@ -1,0 +1,80 @@
+"""CA Settings: where the CA is, its root and fingerprint, the CRL, provisioners, the bootstrap command."""
+
+import pandas as pd
+import streamlit as st
+
+from pki.step import StepError
+from views import common
+
+st.title("CA Settings")
+settings = common.settings()
+client = common.ca()
+
+
+@st.cache_data(show_spinner=False)
+def root_fingerprint(root: str, mtime: float) -> str:
+    return client.root_fingerprint()
+
+
+st.subheader("Addresses")
+st.markdown(
+    f"**CA URL (this GUI)** `{settings.ca_url}`  \n**Public CA URL (sites)** `{settings.public_ca_url}`  \n"
+    f"**CRL URL (in every certificate)** `{settings.crl_url}`"
+)
+
+st.subheader("Root of trust")
+try:
+    fingerprint = root_fingerprint(str(settings.root), settings.root.stat().st_mtime)
+except (StepError, OSError) as exc:
+    fingerprint = ""
+    st.error(f"The root fingerprint cannot be computed: {exc}")
+st.markdown(f"**Root fingerprint (SHA-256)**  \n`{fingerprint}`")
+left, right, crl_col = st.columns(3)
+left.download_button(
+    "Root certificate", settings.root.read_bytes(), "root_ca.crt", icon=":material/download:", on_click="ignore"
+)
+right.download_button(
+    "Intermediate certificate",
+    settings.intermediate.read_bytes(),
+    "intermediate_ca.crt",
+    icon=":material/download:",
+    on_click="ignore",
+)
+crl, crl_problem = common.crl()
+if crl:
+    crl_col.download_button("CRL (PEM)", crl.pem, "ca.crl", icon=":material/download:", on_click="ignore")
+else:
+    crl_col.warning(f"CRL unavailable: {crl_problem}")
+
+st.subheader("Bootstrap a site")
+st.caption("Run this on a site (or a broker) to trust this CA. The copy button is at the top right of the box.")
+st.code(
+    f"step ca bootstrap --ca-url {settings.public_ca_url} --fingerprint {fingerprint}", language="bash", wrap_lines=True
+)
+
+st.subheader("Provisioners")
+try:
+    provisioners = client.provisioners()
+except StepError as exc:
+    st.error(f"The provisioners cannot be listed: {exc}")
+else:
+    roles = {
+        "admin": "super-admin of the CA (password stays with the CA)",
+        settings.client_provisioner: "client certificates (clientAuth only)",
+        settings.server_provisioner: "server certificates (serverAuth only)",
+    }
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Name": p.name,
+                    "Type": p.type,
+                    "Used for": roles.get(p.name, ""),
+                    "Default validity (days)": p.default_days or "CA default (1)",
+                    "Maximum validity (days)": p.max_days or "CA default (1)",
+                }
+                for p in sorted(provisioners, key=lambda p: p.name)
+            ]
+        ),
+        hide_index=True,
+    )

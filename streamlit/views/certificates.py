@@ -1,0 +1,69 @@
+"""View Certificates: every certificate under certs/, searchable, with details and a download."""
+
+import pandas as pd
+import streamlit as st
+
+from pki import report
+from pki.inventory import Kind, Status
+from views import common
+
+st.title("View Certificates")
+settings = common.settings()
+now = common.now()
+crl, crl_problem = common.crl()
+if crl is None:
+    st.warning(
+        f"The CA's CRL cannot be read ({crl_problem}): 'revoked' only reflects folders named .revoked.",
+        icon=":material/warning:",
+    )
+table = report.rows(common.inventory().records(), now, crl.revoked if crl else None, settings.expiring_days)
+
+search_col, status_col, type_col = st.columns([2, 1, 1])
+text = search_col.text_input("Search certificates", placeholder="CN, serial, SAN or folder")
+statuses = status_col.multiselect("Status", [s.value for s in Status])
+kinds = type_col.multiselect("Type", [k.value for k in Kind])
+shown = report.search(table, text, statuses, kinds)
+
+st.caption(f"{len(shown)} of {len(table)} certificates. Select a row for its details.")
+event = st.dataframe(
+    pd.DataFrame([row.as_dict(now) for row in shown], columns=report.COLUMNS),
+    key="certificate_table",
+    on_select="rerun",
+    selection_mode="single-row",
+    hide_index=True,
+)
+selected_rows = event.selection.rows if event else []
+if selected_rows and selected_rows[0] < len(shown):
+    chosen = shown[selected_rows[0]]
+elif len(shown) == 1:
+    chosen = shown[0]  # a search that finds one certificate shows it at once
+else:
+    chosen = None
+
+if chosen:
+    record = chosen.record
+    st.subheader(f"{record.cn}: {chosen.status.value}")
+    if record.error:
+        st.error(f"`{record.path}` cannot be read: {record.error}")
+    else:
+        left, right = st.columns(2)
+        left.markdown(
+            f"**Type** {record.kind.value}  \n**Serial** `{record.serial_hex}`  \n"
+            f"**Issued** {record.not_before:%Y-%m-%d %H:%M} UTC  \n"
+            f"**Expires** {record.not_after:%Y-%m-%d %H:%M} UTC  \n"
+            f"**Folder** `certs/{record.folder}/`  \n**Private key here** {'yes' if record.has_key else 'no'}"
+        )
+        right.markdown(
+            f"**Issuer** {record.issuer}  \n**SANs** {', '.join(record.sans) or 'none'}  \n"
+            f"**SHA-256 fingerprint**  \n`{record.fingerprint}`"
+        )
+        pem = record.pem()
+        st.download_button(
+            "Download certificate (public, no key)",
+            data=pem,
+            file_name=f"{record.cn}.crt",
+            mime="application/x-pem-file",
+            icon=":material/download:",
+            on_click="ignore",
+        )
+        st.code(pem, language=None)

@@ -1,0 +1,181 @@
+"""The whole flow in a real browser: Debian's Chromium, driven by Playwright, against `streamlit run`
+and the real CA. Screenshots go to a temporary folder, or to SCREENSHOT_DIR (`make screenshots`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from checks import check_bundle
+from conftest import REPO, RunningCA, free_port
+from pki.inventory import Inventory
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def gui_server(running_ca: RunningCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`streamlit run` on a free loopback port, configured like run-local.sh does; yields (url, certs)."""
+    base = tmp_path_factory.mktemp("gui")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEP", "PKI_"))}
+    env.update(
+        STEP_CA_URL=running_ca.url,
+        PKI_GUI_DIR=str(running_ca.gui_dir),
+        PKI_CERTS_DIR=str(base / "certs"),
+        PKI_DATA_DIR=str(base / "data"),
+        PKI_STEP_BIN=running_ca.settings().step_bin,
+    )
+    log = (base / "streamlit.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit" / "app.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:  # noqa: S310 (loopback)
+                if resp.read() == b"ok":
+                    break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"streamlit did not start:\n{(base / 'streamlit.log').read_text()}")
+            time.sleep(0.3)
+    yield url, base / "certs"
+    server.terminate()
+    server.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, gui_server: tuple[str, Path]) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    new_page = context.new_page()
+    new_page.goto(gui_server[0])
+    expect(new_page.get_by_role("heading", name="Dashboard")).to_be_visible(timeout=WAIT_MS)
+    yield new_page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def go(page: Page, title: str) -> None:
+    page.get_by_role("link", name=title).click()
+    expect(page.get_by_role("heading", name=title)).to_be_visible(timeout=WAIT_MS)
+
+
+def issue(page: Page, cn: str, server: bool = False, sans: str = "") -> None:
+    go(page, "Issue Certificate")
+    page.get_by_label("Common name (CN)").fill(cn)
+    if server:
+        page.get_by_text("Server (broker)").click()
+    if sans:
+        page.get_by_role("textbox", name="Subject alternative names").fill(sans)
+    page.get_by_role("button", name="Issue certificate").click()
+    expect(page.get_by_text(f"Issued {cn}")).to_be_visible(timeout=WAIT_MS)
+
+
+def revoke(page: Page, cn: str) -> None:
+    go(page, "Revoke Certificate")
+    page.get_by_role("combobox", name="Certificate").click()
+    page.get_by_role("option", name=re.compile(rf"^{re.escape(cn)} \(")).click()
+    page.get_by_label("Type the common name to confirm").fill(cn)
+    page.get_by_role("button", name="Revoke certificate").click()
+    expect(page.get_by_text("The CA's CRL now lists serial")).to_be_visible(timeout=WAIT_MS)
+
+
+def crl_serials(url: str) -> set[int]:
+    with urllib.request.urlopen(f"{url}?pem", timeout=10) as resp:  # noqa: S310 (loopback test CA)
+        return {entry.serial_number for entry in x509.load_pem_x509_crl(resp.read())}
+
+
+def test_client_certificate_from_issue_to_revocation(
+    page: Page, gui_server: tuple[str, Path], running_ca: RunningCA, screenshots: Path, tmp_path: Path
+) -> None:
+    certs = gui_server[1]
+    issue(page, "site-e2e-001", sans="site-e2e-001\n10.0.60.31")
+    page.screenshot(path=screenshots / "issue.png", full_page=True)
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download ZIP bundle").click()
+    zip_path = tmp_path / "bundle.zip"
+    download.value.save_as(zip_path)
+    check_bundle(zip_path.read_bytes(), "site-e2e-001", tmp_path / "unzipped")
+
+    go(page, "View Certificates")
+    page.get_by_role("textbox", name="Search certificates").fill("site-e2e-001")
+    page.get_by_role("textbox", name="Search certificates").press("Enter")
+    expect(page.get_by_role("heading", name="site-e2e-001: active")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_role("main")).to_contain_text("SANs site-e2e-001, 10.0.60.31")
+
+    revoke(page, "site-e2e-001")
+    page.screenshot(path=screenshots / "revoke.png", full_page=True)
+    assert (certs / "site-e2e-001.revoked").is_dir() and not (certs / "site-e2e-001").exists()
+
+    go(page, "View Certificates")
+    page.get_by_role("textbox", name="Search certificates").fill("site-e2e-001")
+    page.get_by_role("textbox", name="Search certificates").press("Enter")
+    expect(page.get_by_role("heading", name="site-e2e-001: revoked")).to_be_visible(timeout=WAIT_MS)
+    record = Inventory(certs).records()[0]
+    assert record.serial in crl_serials(running_ca.crl_url)
+
+
+def test_server_certificate_issue_and_revoke(
+    page: Page, gui_server: tuple[str, Path], running_ca: RunningCA, screenshots: Path
+) -> None:
+    certs = gui_server[1]
+    issue(page, "mqtt-e2e.example", server=True, sans="127.0.0.1")
+    record = Inventory(certs).current("mqtt-e2e.example")
+    assert record is not None and record.kind.value == "server"
+    assert record.sans == ("mqtt-e2e.example", "127.0.0.1")
+    revoke(page, "mqtt-e2e.example")
+    assert record.serial in crl_serials(running_ca.crl_url)
+    # something to show on the other pages' screenshots
+    issue(page, "site-e2e-002")
+    issue(page, "mqtt.ak-sg.com", server=True, sans="10.0.80.50")
+    go(page, "View Certificates")
+    expect(page.get_by_text("4 of 4 certificates")).to_be_visible(timeout=WAIT_MS)
+    page.screenshot(path=screenshots / "certificates.png", full_page=True)
+    go(page, "CA Settings")
+    expect(page.get_by_text("step ca bootstrap")).to_be_visible(timeout=WAIT_MS)
+    page.screenshot(path=screenshots / "ca_settings.png", full_page=True)
+    go(page, "Dashboard")
+    expect(page.get_by_text("CA ok")).to_be_visible(timeout=WAIT_MS)
+    page.wait_for_timeout(1000)  # let the chart draw
+    page.screenshot(path=screenshots / "dashboard.png", full_page=True)

@@ -1,0 +1,107 @@
+"""The certs/ inventory: parsed once, re-parsed only where something changed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from certfactory import make_certificate, write_certificate
+from pki import report
+from pki.inventory import Inventory, Kind, Status, archive_folder_name
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def test_rerun_with_nothing_changed_parses_nothing(tmp_path: Path) -> None:
+    for i in range(20):
+        write_certificate(tmp_path, f"site-{i:03}", f"site-{i:03}", not_after=NOW + dt.timedelta(days=100 + i))
+    inventory = Inventory(tmp_path)
+    assert len(inventory.records()) == 20
+    assert inventory.parse_count == 20
+    inventory.records()
+    inventory.records()
+    assert inventory.parse_count == 20
+
+
+def test_after_a_change_only_the_changed_entries_are_parsed(tmp_path: Path) -> None:
+    for i in range(10):
+        write_certificate(tmp_path, f"site-{i}", f"site-{i}", not_after=NOW + dt.timedelta(days=100))
+    inventory = Inventory(tmp_path)
+    inventory.records()
+    # one replaced in place, one added, one archived (renamed), one removed
+    changed = tmp_path / "site-1" / "site-1.crt"
+    changed.write_bytes(make_certificate("site-1", not_after=NOW + dt.timedelta(days=5)))
+    os.utime(changed, ns=(1, 1))  # a different mtime even on coarse clocks
+    write_certificate(tmp_path, "site-new", "site-new", not_after=NOW + dt.timedelta(days=100))
+    os.rename(tmp_path / "site-2", tmp_path / "site-2.revoked")
+    for f in (tmp_path / "site-3").iterdir():
+        f.unlink()
+    (tmp_path / "site-3").rmdir()
+    records = inventory.records()
+    assert inventory.parse_count == 10 + 3
+    assert {r.folder for r in records} == {f"site-{i}" for i in (0, 1, 4, 5, 6, 7, 8, 9)} | {
+        "site-new",
+        "site-2.revoked",
+    }
+    assert next(r for r in records if r.folder == "site-1").days_left(NOW) in (4, 5)
+
+
+def test_staging_folders_and_the_root_copy_are_not_certificates(tmp_path: Path) -> None:
+    write_certificate(tmp_path, ".issue-site-1-abcd", "site-1", not_after=NOW + dt.timedelta(days=9))
+    write_certificate(tmp_path, "site-2", "site-2", not_after=NOW + dt.timedelta(days=9))
+    (tmp_path / "site-2" / "ca.crt").write_bytes(make_certificate("Root", not_after=NOW + dt.timedelta(days=9)))
+    assert [r.cn for r in Inventory(tmp_path).records()] == ["site-2"]
+
+
+def test_statuses_and_types(tmp_path: Path) -> None:
+    write_certificate(tmp_path, "a", "a", not_after=NOW + dt.timedelta(days=100))
+    write_certificate(tmp_path, "b", "b", not_after=NOW + dt.timedelta(days=3), server=True)
+    write_certificate(tmp_path, "c", "c", not_after=NOW - dt.timedelta(days=1))
+    write_certificate(tmp_path, "d.revoked", "d", not_after=NOW + dt.timedelta(days=100))
+    e = write_certificate(tmp_path, "e", "e", not_after=NOW + dt.timedelta(days=100))
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "f.crt").write_text("garbage")
+    records = {r.folder: r for r in Inventory(tmp_path).records()}
+    revoked_by_crl = frozenset({records["e"].serial})
+    got = {f: r.status(NOW, revoked_by_crl, 7) for f, r in records.items()}
+    assert got == {
+        "a": Status.ACTIVE,
+        "b": Status.EXPIRING,
+        "c": Status.EXPIRED,
+        "d.revoked": Status.REVOKED,
+        "e": Status.REVOKED,  # the CRL says so, whatever the folder is called
+        "f": Status.INVALID,
+    }
+    assert records["a"].kind is Kind.CLIENT and records["b"].kind is Kind.SERVER
+    assert records["e"].path == e
+    table = report.rows(records.values(), NOW, revoked_by_crl, 7)
+    assert report.status_counts(table) == {Status.ACTIVE: 1, Status.EXPIRING: 1, Status.EXPIRED: 1, Status.REVOKED: 2}
+    assert report.counts_by_type(table)[Status.REVOKED] == {Kind.CLIENT: 2, Kind.SERVER: 0, Kind.OTHER: 0}
+    assert [r.cn for r in report.expiring_within(table, NOW, 7)] == ["b"]
+    assert [r.cn for r in report.search(table, "", ["revoked"])] == ["d", "e"]
+    assert [r.cn for r in report.search(table, records["b"].serial_hex.lower())] == ["b"]
+
+
+def test_expiries_per_week_counts_only_valid_certificates(tmp_path: Path) -> None:
+    monday = (NOW - dt.timedelta(days=NOW.weekday())).replace(hour=12, minute=0, second=0, microsecond=0)
+    for i, days in enumerate([0, 1, 7, 8, 9, 30, 400]):
+        when = monday + dt.timedelta(days=days)
+        if when > NOW:
+            write_certificate(tmp_path, f"s{i}", f"s{i}", not_after=when)
+    table = report.rows(Inventory(tmp_path).records(), NOW, frozenset(), 7)
+    weeks = report.expiries_per_week(table, NOW)
+    assert len(weeks) == 53 and weeks[0][0] == monday.date()
+    assert weeks[1][1] == 3  # days 7, 8, 9
+    assert weeks[4][1] == 1  # day 30
+    assert sum(count for _, count in weeks) == sum(
+        1 for r in table if r.record.not_after < monday + dt.timedelta(weeks=53)
+    )
+
+
+def test_archive_names_never_collide(tmp_path: Path) -> None:
+    assert archive_folder_name(tmp_path, "site-1", "revoked") == "site-1.revoked"
+    (tmp_path / "site-1.revoked").mkdir()
+    (tmp_path / "site-1.revoked.2").mkdir()
+    assert archive_folder_name(tmp_path, "site-1", "revoked") == "site-1.revoked.3"
+    assert archive_folder_name(tmp_path, "site-1", "expired") == "site-1.expired"

@@ -1,0 +1,250 @@
+"""Every page through Streamlit's AppTest, against the real CA."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import pki.step
+from conftest import REPO, RunningCA, free_port
+from pki.audit import AuditLog
+from pki.ca import CertKind, StepCA
+from pki.inventory import Inventory
+from pki.issuing import IssueRequest, issue_certificate
+
+APP = REPO / "streamlit" / "app.py"
+PAGES = ["views/dashboard.py", "views/issue.py", "views/certificates.py", "views/revoke.py", "views/ca_settings.py"]
+TIMEOUT = 60  # longer than any step call's own timeout
+
+
+@pytest.fixture
+def gui(ca: RunningCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The environment a GUI process gets, pointing at the session's CA; returns its certs/ folder."""
+    certs = tmp_path / "certs"
+    env = {
+        "STEP_CA_URL": ca.url,
+        "PKI_GUI_DIR": str(ca.gui_dir),
+        "PKI_CERTS_DIR": str(certs),
+        "PKI_DATA_DIR": str(tmp_path / "data"),
+        "PKI_STEPPATH": str(tmp_path / "gui-step"),
+        "PKI_STEP_BIN": ca.settings().step_bin,
+        "PKI_STEP_TIMEOUT": "20",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PKI_PASSWORD", raising=False)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield certs
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def step_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every step command the app starts (recorded, then really run)."""
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(argv, *args, **kwargs):
+        calls.append(list(argv))
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(pki.step.subprocess, "run", recording_run)
+    return calls
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    if page != PAGES[0]:
+        at.switch_page(page).run()
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def issue_here(ca: RunningCA, certs: Path, cn: str, kind: CertKind = CertKind.CLIENT, days: int = 30) -> None:
+    settings = ca.settings(PKI_CERTS_DIR=str(certs))
+    step_ca = StepCA(settings)
+    issue_certificate(
+        step_ca, Inventory(certs), IssueRequest(cn, kind, "", days, "EC P-256"),
+        max_days=730, revoked_serials=step_ca.crl_info().revoked, audit=AuditLog(certs.parent / "audit.log"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_without_exception(gui: Path, page: str) -> None:
+    at = open_page(page)
+    assert not at.exception, at.exception
+    assert at.title[0].value
+    assert "not available" not in texts(at.error)
+
+
+def test_issue_page_issues_and_offers_the_bundle(gui: Path) -> None:
+    at = open_page("views/issue.py")
+    at.text_input[0].input("site-301")
+    at.text_area[0].input("site-301\n10.0.60.21")
+    validity = next(r for r in at.radio if r.label == "Validity")
+    validity.set_value("90 days")
+    at.button[0].click().run()
+    assert not at.exception
+    assert "Issued **site-301** (client)" in texts(at.success)
+    assert (gui / "site-301" / "site-301.crt").exists()
+    assert (gui / "site-301" / "site-301.key").stat().st_mode & 0o777 == 0o600
+    assert at.get("download_button"), "the ZIP bundle is offered"
+
+
+def test_issue_page_refuses_an_active_cn_and_points_to_revoke(ca: RunningCA, gui: Path) -> None:
+    issue_here(ca, gui, "site-302")
+    at = open_page("views/issue.py")
+    at.text_input[0].input("site-302")
+    at.button[0].click().run()
+    assert "already has an active certificate" in texts(at.error)
+    assert "Revoke" in texts(at.error)
+    assert sorted(p.name for p in gui.iterdir()) == ["site-302"]
+
+
+BAD_INPUTS = [
+    ("", {}, "empty"),
+    (".", {}, "may hold only"),
+    ("..", {}, "may hold only"),
+    ("../x", {}, "may hold only"),
+    ("a/b", {}, "may hold only"),
+    ("-rf", {}, "may hold only"),
+    ("site;rm -rf /", {}, "may hold only"),
+    ("$(reboot)", {}, "may hold only"),
+    ("x" * 65, {}, "at most 64"),
+    ("site-ok", {"sans": "1.2.3.999"}, "not a valid IP address"),
+    ("site-ok", {"sans": "my host"}, "contains spaces"),
+    ("site-ok", {"days": 0}, "at least 1 day"),
+    ("site-ok", {"days": -3}, "at least 1 day"),
+    ("site-ok", {"days": 731}, "above the CA's maximum"),
+]
+
+
+@pytest.mark.parametrize(("cn", "extra", "message"), BAD_INPUTS, ids=[repr(b[0])[:20] + str(b[1]) for b in BAD_INPUTS])
+def test_bad_input_shows_a_message_creates_nothing_and_starts_nothing(
+    gui: Path, step_calls: list[list[str]], cn: str, extra: dict[str, object], message: str
+) -> None:
+    at = open_page("views/issue.py")
+    at.text_input[0].input(cn)
+    if "sans" in extra:
+        at.text_area[0].input(str(extra["sans"]))
+    if "days" in extra:
+        next(r for r in at.radio if r.label == "Validity").set_value("Custom")
+        at.number_input[0].set_value(extra["days"])
+    step_calls.clear()
+    at.button[0].click().run()
+    assert not at.exception
+    assert message in texts(at.error)
+    assert not gui.exists() or list(gui.iterdir()) == []
+    started = [argv for argv in step_calls if "health" not in argv and "crl" not in argv]
+    assert started == [], started
+
+
+def test_view_page_lists_searches_and_shows_details(ca: RunningCA, gui: Path) -> None:
+    issue_here(ca, gui, "site-303")
+    issue_here(ca, gui, "mqtt-303.example", CertKind.SERVER)
+    at = open_page("views/certificates.py")
+    table = at.dataframe[0].value
+    assert set(table["CN"]) == {"site-303", "mqtt-303.example"}
+    assert dict(zip(table["CN"], table["Type"], strict=True)) == {"site-303": "client", "mqtt-303.example": "server"}
+    assert set(table["Status"]) == {"active"}
+
+    at.text_input[0].input("mqtt-303").run()
+    assert list(at.dataframe[0].value["CN"]) == ["mqtt-303.example"]
+    assert "mqtt-303.example: active" in texts(at.subheader)
+    assert "BEGIN CERTIFICATE" in at.code[0].value
+
+    at.text_input[0].input("").run()
+    at.multiselect[0].set_value(["revoked"]).run()
+    assert at.dataframe[0].value.empty
+
+
+def test_view_page_row_selection_shows_details(ca: RunningCA, gui: Path) -> None:
+    issue_here(ca, gui, "site-304")
+    issue_here(ca, gui, "site-305")
+    at = open_page("views/certificates.py")
+    at.session_state["certificate_table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.run()
+    assert "site-305: active" in texts(at.subheader)
+
+
+def test_view_status_follows_the_crl_not_only_folder_names(ca: RunningCA, gui: Path) -> None:
+    issue_here(ca, gui, "site-306")
+    record = Inventory(gui).current("site-306")
+    assert record is not None
+    StepCA(ca.settings()).revoke(record.serial, 0)  # revoked with the CLI: the folder keeps its name
+    at = open_page("views/certificates.py")
+    table = at.dataframe[0].value
+    assert table.loc[table["CN"] == "site-306", "Status"].item() == "revoked"
+
+
+def test_revoke_page_revokes_renames_and_confirms_the_crl(ca: RunningCA, gui: Path) -> None:
+    issue_here(ca, gui, "site-307")
+    at = open_page("views/revoke.py")
+    at.button[0].click().run()
+    assert "Choose the certificate to revoke." in texts(at.error)
+    at.selectbox[0].set_value("site-307")
+    at.text_input[0].input("wrong")
+    at.button[0].click().run()
+    assert "type the common name exactly" in texts(at.error)
+    assert (gui / "site-307").exists()
+
+    at.selectbox[0].set_value("site-307")
+    at.text_input[0].input("site-307")
+    at.button[0].click().run()
+    assert not at.exception
+    message = texts(at.success)
+    assert "site-307" in message and "certs/site-307.revoked/" in message and "CRL now lists" in message
+    assert sorted(p.name for p in gui.iterdir()) == ["site-307.revoked"]
+    assert "No active certificate" in texts(at.info)
+
+
+def test_ca_settings_page_shows_the_bootstrap_command(ca: RunningCA, gui: Path) -> None:
+    at = open_page("views/ca_settings.py")
+    fingerprint = StepCA(ca.settings()).root_fingerprint()
+    assert at.code[0].value == f"step ca bootstrap --ca-url {ca.settings().public_ca_url} --fingerprint {fingerprint}"
+    provisioners = at.dataframe[0].value
+    assert set(provisioners["Name"]) == {"admin", "iot-devices", "iot-servers"}
+    assert len(at.get("download_button")) == 3
+
+
+def test_password_gate(gui: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PKI_PASSWORD", "s3cret-Pass")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert [t.value for t in at.title] == ["app-pki"]
+    assert not at.metric and not at.dataframe  # nothing of the CA is shown
+
+    at.text_input[0].input("wrong")
+    at.button[0].click().run()
+    assert "Wrong password." in texts(at.error)
+    assert not at.metric and not at.dataframe
+
+    at.text_input[0].input("s3cret-Pass")
+    at.button[0].click().run()
+    assert "Dashboard" in [t.value for t in at.title]
+    log = (Path(gui.parent) / "data" / "audit.log").read_text()
+    assert '"action": "login", "outcome": "failed"' in log and '"action": "login", "outcome": "ok"' in log
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_ca_down_banner_on_every_page(gui: Path, monkeypatch: pytest.MonkeyPatch, page: str) -> None:
+    monkeypatch.setenv("STEP_CA_URL", f"https://localhost:{free_port()}")
+    at = open_page(page)
+    assert not at.exception, at.exception
+    assert "The certificate authority is not available" in texts(at.error)
+
+
+def test_missing_step_cli_banner(gui: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PKI_STEP_BIN", "/nonexistent/step")
+    at = open_page("views/dashboard.py")
+    assert not at.exception
+    assert "step CLI was not found" in texts(at.error)
