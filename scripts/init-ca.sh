@@ -206,11 +206,14 @@ step ca init --deployment-type standalone --name "$ca_name" "${dns_flags[@]}" --
   </dev/null >"$work/init.log" 2>&1 || { cat "$work/init.log" >&2; die "step ca init failed."; }
 
 # Authority settings that live in ca.json (provisioners live in the database, set below):
+# - JSON logs: every signed and renewed certificate is in the request log, which the GUI reads to
+#   know the certificates of sites that enrolled by token or renewed (their keys are not on the server);
 # - disableIssuedAtCheck: tokens minted before a CA restart stay valid (pending site enrolments);
 # - the CRL, regenerated on every revoke, served over plain HTTP; its Issuing Distribution Point is
 #   exactly the URL the templates put in every certificate, or strict verifiers refuse valid ones.
 jq --arg crl_url "$crl_url" --arg crl_address "$crl_address" '
-  .authority.disableIssuedAtCheck = true
+  .logger.format = "json"
+  | .authority.disableIssuedAtCheck = true
   | .insecureAddress = $crl_address
   | .crl = {enabled: true, generateOnRevoke: true, cacheDuration: "168h", renewPeriod: "24h",
             idpURL: $crl_url}
@@ -289,5 +292,5 @@ CA '$ca_name' is set up in $STEPPATH.
   Public CA URL:    $public_ca_url
   CRL URL:          $crl_url (in every certificate)
   Provisioners:     $admin_provisioner (super-admin), $client_provisioner (clients), $server_provisioner (servers)
-Start it with: step-ca $STEPPATH/config/ca.json --password-file $STEPPATH/secrets/password
+Start it with: scripts/start-ca.sh (STEPPATH=$STEPPATH)
 EOF

@@ -66,8 +66,7 @@ trap stop_all EXIT
 trap 'exit 0' INT TERM
 
 ca_log="$data_dir/logs/step-ca.log"
-step-ca "$data_dir/ca/config/ca.json" --password-file "$data_dir/ca/secrets/password" \
-  </dev/null >>"$ca_log" 2>&1 &
+STEPPATH="$data_dir/ca" PKI_CA_LOG="$ca_log" bash "$repo_dir/scripts/start-ca.sh" >/dev/null &
 ca_pid=$!
 root="$data_dir/gui/root_ca.crt"
 ca_url="https://localhost:$ca_port"
@@ -77,7 +76,7 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 
-STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" \
+STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" PKI_CA_LOG="$ca_log" \
   "$repo_dir/.venv/bin/streamlit" run "$repo_dir/streamlit/app.py" \
   --server.port "$gui_port" --server.address "$gui_address" --server.headless true \
   --browser.gatherUsageStats false --client.toolbarMode minimal >>"$data_dir/logs/gui.log" 2>&1 &

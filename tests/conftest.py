@@ -24,6 +24,7 @@ from pki.settings import Settings, load_settings
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / ".tools" / "bin"
 INIT_CA = REPO / "scripts" / "init-ca.sh"
+START_CA = REPO / "scripts" / "start-ca.sh"
 
 
 def free_port() -> int:
@@ -71,20 +72,14 @@ class RunningCA:
         )
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
+        """Start step-ca as production does (scripts/start-ca.sh), its JSON log in log_path."""
         self.process = subprocess.Popen(
-            [
-                str(TOOLS / "step-ca"),
-                str(self.steppath / "config" / "ca.json"),
-                "--password-file",
-                str(self.steppath / "secrets" / "password"),
-            ],
+            ["bash", str(START_CA)],
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=tool_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=tool_env(STEPPATH=str(self.steppath), PKI_CA_LOG=str(self.log_path)),
         )
-        log.close()
         deadline = time.monotonic() + 30
         ca = StepCA(self.settings())
         while True:
@@ -108,6 +103,12 @@ class RunningCA:
                 self.process.wait()
         self.process = None
 
+    def step_ca_pid(self) -> int:
+        """The step-ca process itself (start-ca.sh is its parent)."""
+        assert self.process is not None
+        found = subprocess.run(["pgrep", "-P", str(self.process.pid), "step-ca"], capture_output=True, text=True)
+        return int(found.stdout.split()[0])
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -124,6 +125,8 @@ class RunningCA:
             "PKI_STEP_BIN": str(TOOLS / "step"),
             "PKI_STEP_TIMEOUT": "20",
             "PKI_AUDIT_LOG": str(self.base / "audit.log"),
+            "PKI_CA_LOG": str(self.log_path),
+            "PKI_LEDGER_DIR": str(self.base / "ledger"),
         }
         values.update(env)
         return load_settings(values)
@@ -164,4 +167,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     running = item.funcargs.get("running_ca") if hasattr(item, "funcargs") else None
     if report.failed and isinstance(running, RunningCA):
-        report.sections.append(("step-ca log (last 60 lines)", "\n".join(running.log().splitlines()[-60:])))
+        tail = [line[:400] for line in running.log().splitlines()[-40:]]
+        report.sections.append(("step-ca log (last 40 lines, cut at 400 characters)", "\n".join(tail)))

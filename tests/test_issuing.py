@@ -17,7 +17,7 @@ from pki.audit import AuditLog
 from pki.bundle import make_bundle
 from pki.ca import CertKind, StepCA
 from pki.inventory import Inventory, Kind, Status
-from pki.issuing import ActiveCertificateExists, Issued, IssueRequest, issue_certificate, revoke_certificate
+from pki.issuing import ActiveCertificateExists, Issued, IssueRequest, issue_certificate, revoke_cn
 from pki.settings import Settings
 from pki.step import CARefused, CAUnreachable
 from pki.validate import InvalidInput
@@ -80,16 +80,24 @@ def test_revoke_renames_and_reissue_keeps_every_old_folder(ca: RunningCA, certs:
     settings = gui_settings(ca, certs)
     step_ca, inventory, audit = StepCA(settings), Inventory(certs), AuditLog(settings.audit_log)
     first = issue(ca, certs, "site-203").record
+    crl = step_ca.crl_info().revoked
     with pytest.raises(InvalidInput, match="type the common name exactly"):
-        revoke_certificate(step_ca, inventory, first, reason_code=1, confirmation="site-20", audit=audit)
+        revoke_cn(
+            step_ca, inventory, "site-203", reason_code=1, confirmation="site-20", revoked_serials=crl, audit=audit
+        )
     assert (certs / "site-203").exists()
 
-    revoked = revoke_certificate(step_ca, inventory, first, reason_code=1, confirmation="site-203", audit=audit)
-    assert revoked.folder == "site-203.revoked"
+    revoked = revoke_cn(
+        step_ca, inventory, "site-203", reason_code=1, confirmation="site-203", revoked_serials=crl, audit=audit
+    )
+    assert revoked.folder == "site-203.revoked" and revoked.serials == [first.serial]
     assert first.serial in step_ca.crl_info().revoked
 
     second = issue(ca, certs, "site-203").record
-    revoke_certificate(step_ca, inventory, second, reason_code=4, confirmation="site-203", audit=audit)
+    revoke_cn(
+        step_ca, inventory, "site-203", reason_code=4, confirmation="site-203",
+        revoked_serials=step_ca.crl_info().revoked, audit=audit,
+    )  # fmt: skip
     third = issue(ca, certs, "site-203").record
     assert sorted(p.name for p in certs.iterdir()) == ["site-203", "site-203.revoked", "site-203.revoked.2"]
     assert len({first.serial, second.serial, third.serial}) == 3

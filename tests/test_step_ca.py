@@ -79,8 +79,8 @@ def test_stopped_session_ca_is_unreachable(ca: RunningCA) -> None:
 
 
 def test_hung_ca_times_out_instead_of_hanging(ca: RunningCA) -> None:
-    assert ca.process is not None
-    ca.process.send_signal(signal.SIGSTOP)
+    pid = ca.step_ca_pid()
+    os.kill(pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
         with pytest.raises((StepTimeout, CAUnreachable)) as err:
@@ -88,7 +88,7 @@ def test_hung_ca_times_out_instead_of_hanging(ca: RunningCA) -> None:
         assert time.monotonic() - started < 10
         assert ca.url in str(err.value)
     finally:
-        ca.process.send_signal(signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
 
 
 def test_missing_step_binary_is_a_typed_error(ca: RunningCA) -> None:

@@ -37,6 +37,49 @@ topic # out 1 "" {site_topic_prefix(cn)}
 """
 
 
+def mosquitto_broker_config(
+    cn: str,
+    *,
+    cert_dir: str = "/etc/mosquitto/certs",
+    crl_file: str = "/etc/mosquitto/crl.pem",
+    acl_file: str = "/etc/mosquitto/app-pki.acl",
+    bind: str = "0.0.0.0",  # noqa: S104 (text of a broker config: a broker listens for its sites)
+    port: int = 8883,
+) -> str:
+    """A Mosquitto broker listener equivalent to the EMQX one: mTLS, identity from the CN, CRL."""
+    return f"""\
+# Mosquitto as the broker: mutual TLS; a client's identity is its certificate's CN.
+per_listener_settings false
+listener {port} {bind}
+cafile {cert_dir}/ca.crt
+certfile {cert_dir}/{cn}.crt
+keyfile {cert_dir}/{cn}.key
+require_certificate true
+use_identity_as_username true
+tls_version tlsv1.2
+# Kept current by scripts/refresh-crl.sh (restart Mosquitto to drop revoked clients already connected).
+crlfile {crl_file}
+acl_file {acl_file}
+"""
+
+
+def mosquitto_acl(readers: tuple[str, ...] = ()) -> str:
+    """Each site may publish and subscribe only under its own prefix; `readers` may read all sites."""
+    lines = ["# A site's username is its certificate's CN: it is confined to sites/<CN>/."]
+    for reader in readers:
+        lines += [f"user {reader}", "topic read sites/#", ""]
+    lines += [f"pattern readwrite {site_topic_prefix('%u')}#", ""]
+    return "\n".join(lines)
+
+
+def emqx_acl() -> str:
+    return f"""\
+%% acl.conf: each site (username = certificate CN) only under its own prefix.
+{{allow, all, all, ["{site_topic_prefix("${username}")}#"]}}.
+{{deny, all}}.
+"""
+
+
 def emqx_listener_config(cn: str, cert_dir: str = "/opt/emqx/etc/certs") -> str:
     return f"""\
 # EMQX 5 (emqx.conf): mutual TLS on 8883; only clients with a valid, unrevoked certificate of this CA.
@@ -83,7 +126,19 @@ Install on the broker (EMQX 5)
 then add to emqx.conf and restart EMQX:
 
 {emqx_listener_config(cn)}
-Server certificates cannot be renewed over mTLS: before {expires} re-issue one in app-pki.
+and confine each site to its own topics (etc/acl.conf, with authorization.no_match = deny):
+
+{emqx_acl()}
+To drop a revoked site that is still connected: DELETE /api/v5/clients/<site> on the EMQX API.
+
+Or, with Mosquitto as the broker (mosquitto.conf, then the ACL file it names):
+
+{mosquitto_broker_config(cn)}
+{mosquitto_acl()}
+Keep the CRL file current with scripts/refresh-crl.sh every 15 minutes (--install-schedule).
+
+Server certificates cannot be renewed over mTLS: before {expires} re-issue one in app-pki
+(View Certificates, Re-issue).
 """
         )
     return (

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 import ssl
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -147,6 +150,41 @@ class StepCA:
         san_flags = [flag for san in (sans or []) for flag in ("--san", san)]
         out = self._run(["ca", "token", subject, *san_flags, *self._provisioner_flags(kind), *self._ca_flags()])
         return out.strip()
+
+    def enrollment_token(self, subject: str, lifetime: dt.timedelta) -> str:
+        """A one-time token for `subject` that lives `lifetime` (hours to days) and survives CA restarts.
+
+        `step ca token` refuses more than an hour, but step-ca sets no limit of its own, so the token is
+        signed with `step crypto jwt sign` and the client provisioner's key: its encrypted JWK comes from
+        the CA's public provisioner list and is decrypted inside step with the password file, never on
+        disk. The audience is the public CA URL the site will use; the `sha` claim lets the site check
+        the root it bootstraps.
+        """
+        name = self.settings.client_provisioner
+        listed = json.loads(self._run(["ca", "provisioner", "list", *self._ca_flags()]))
+        provisioner = next((p for p in listed if p.get("name") == name and p.get("encryptedKey")), None)
+        if provisioner is None:
+            raise StepError(f"The CA has no JWK provisioner {name!r} to sign enrolment tokens.", [], None, "")
+        now = int(time.time())
+        claims = {"sans": [subject], "sha": self.root_fingerprint()}
+        with tempfile.TemporaryDirectory(prefix="enrol-") as tmp:
+            key_file, payload_file = Path(tmp, "provisioner.jwe"), Path(tmp, "claims.json")
+            key_file.write_text(provisioner["encryptedKey"])
+            payload_file.write_text(json.dumps(claims))
+            token = self._run(
+                [
+                    "crypto", "jwt", "sign", str(payload_file),
+                    "--key", str(key_file),
+                    "--password-file", str(self.settings.password_file(name)),
+                    "--iss", name,
+                    "--aud", f"{self.settings.public_ca_url}/1.0/sign",
+                    "--sub", subject,
+                    "--iat", str(now), "--nbf", str(now),
+                    "--exp", str(now + int(lifetime.total_seconds())),
+                    "--jti", secrets.token_hex(32),
+                ]
+            )  # fmt: skip
+        return token.strip()
 
     def revoke(self, serial: int, reason_code: int, *, kind: CertKind = CertKind.CLIENT, reason: str = "") -> None:
         """Revoke by serial with a revoke token: works for server certificates and for keys not held here."""

@@ -1,8 +1,11 @@
-"""The certificates in certs/, as plain records, parsed once and kept until their file changes.
+"""The fleet's certificates as plain records, parsed once and kept until their file changes.
 
-Layout (the user's design): certs/{CN}/{CN}.crt (leaf + intermediate) and {CN}.key. Folders of
-revoked certificates are renamed {CN}.revoked, and superseded expired ones {CN}.expired; a second
-archive of the same CN gets .2, .3 ... so nothing is ever overwritten.
+Two sources. certs/ (the user's design): certs/{CN}/{CN}.crt (leaf + intermediate) and {CN}.key for
+what the GUI issued. Folders of revoked certificates are renamed {CN}.revoked, expired ones replaced
+by a new issue {CN}.expired, broker certificates re-issued before expiry {CN}.replaced; a second
+archive of the same CN gets .2, .3 ... so nothing is ever overwritten. And the ledger (pki.ledger):
+every certificate the CA signed or renewed, including those of sites enrolled by token. A serial in
+both is shown once, from certs/ (which knows the folder and whether the key is here).
 
 Streamlit reruns the page script on every click, so the scan must be cheap when nothing changed:
 each .crt file is stat()ed and parsed again only if its (mtime, size, inode) differs from last time.
@@ -21,10 +24,13 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ARCHIVE_SUFFIXES = ("revoked", "expired")
-_ARCHIVED = re.compile(r"^(?P<cn>.+)\.(?P<suffix>revoked|expired)(?:\.(?P<n>[0-9]+))?$")
+from pki.ledger import Ledger
+
+ARCHIVE_SUFFIXES = ("revoked", "expired", "replaced")
+_ARCHIVED = re.compile(r"^(?P<cn>.+)\.(?P<suffix>revoked|expired|replaced)(?:\.(?P<n>[0-9]+))?$")
 
 
 class Status(StrEnum):
@@ -47,7 +53,7 @@ class Kind(StrEnum):
 @dataclass(frozen=True)
 class CertRecord:
     folder: str
-    """Folder name under certs/ (e.g. 'site-001' or 'site-001.revoked.2')."""
+    """Folder name under certs/ (e.g. 'site-001' or 'site-001.revoked.2'); '' if only the CA's log has it."""
     path: Path
     cn: str
     kind: Kind
@@ -59,10 +65,16 @@ class CertRecord:
     issuer: str
     has_key: bool
     error: str | None = None
+    key_type: str = ""
+    """'EC P-256', 'RSA 2048'... as the Issue page names key types."""
+
+    @property
+    def source(self) -> str:
+        return f"certs/{self.folder}" if self.folder else "CA log"
 
     @property
     def archived(self) -> str | None:
-        """'revoked' or 'expired' when the folder was archived under that name, else None."""
+        """'revoked', 'expired' or 'replaced' when the folder was archived under that name, else None."""
         match = _ARCHIVED.match(self.folder)
         return match["suffix"] if match else None
 
@@ -109,6 +121,15 @@ def sans_of(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(str(name.value) for name in names)
 
 
+def key_type_of(cert: x509.Certificate) -> str:
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "EC P-256", "secp384r1": "EC P-384"}.get(key.curve.name, f"EC {key.curve.name}")
+    return type(key).__name__
+
+
 def common_name(cert: x509.Certificate) -> str:
     attributes = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(attributes[0].value) if attributes else ""
@@ -134,35 +155,52 @@ def parse_certificate_file(path: Path, folder: str) -> CertRecord:
         fingerprint=leaf.fingerprint(hashes.SHA256()).hex(),
         issuer=leaf.issuer.rfc4514_string(),
         has_key=has_key,
+        key_type=key_type_of(leaf),
     )
 
 
 class Inventory:
-    """The records of one certs/ folder, refreshed incrementally; safe to share between sessions."""
+    """The records of certs/ and the ledger, refreshed incrementally; safe to share between sessions."""
 
-    def __init__(self, certs_dir: Path) -> None:
+    def __init__(self, certs_dir: Path, ledger: Ledger | None = None) -> None:
         self.certs_dir = certs_dir
+        self.ledger = ledger
         self.parse_count = 0
         self._entries: dict[str, tuple[tuple[int, int, int], CertRecord]] = {}
         self._lock = threading.Lock()
 
+    def _take(
+        self, entry: os.DirEntry[str], folder: str, fresh: dict[str, tuple[tuple[int, int, int], CertRecord]]
+    ) -> None:
+        stat = entry.stat()
+        signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        known = self._entries.get(entry.path)
+        if known and known[0] == signature:
+            fresh[entry.path] = known
+        else:
+            self.parse_count += 1
+            fresh[entry.path] = (signature, parse_certificate_file(Path(entry.path), folder))
+
     def records(self) -> list[CertRecord]:
-        """Every certificate under certs/, newest first within a CN; parses only changed files."""
+        """Every certificate, newest first within a CN; parses only new or changed files."""
+        if self.ledger:
+            self.ledger.sync()
         with self._lock:
             fresh: dict[str, tuple[tuple[int, int, int], CertRecord]] = {}
             for folder in _subfolders(self.certs_dir):
                 for entry in _crt_files(folder.path):
-                    stat = entry.stat()
-                    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-                    known = self._entries.get(entry.path)
-                    if known and known[0] == signature:
-                        fresh[entry.path] = known
-                    else:
-                        self.parse_count += 1
-                        fresh[entry.path] = (signature, parse_certificate_file(Path(entry.path), folder.name))
+                    self._take(entry, folder.name, fresh)
+            in_certs = {record.serial for _, record in fresh.values() if not record.error}
+            if self.ledger and self.ledger.ledger_dir.is_dir():
+                for entry in _crt_files(str(self.ledger.ledger_dir)):
+                    self._take(entry, "", fresh)
             self._entries = fresh
-            records = [record for _, record in fresh.values()]
+            records = [record for _, record in fresh.values() if record.folder or record.serial not in in_certs]
         return sorted(records, key=lambda r: (r.cn.lower(), -r.not_after.timestamp(), r.folder))
+
+    def of_cn(self, cn: str) -> list[CertRecord]:
+        """Every certificate of one common name, from both sources."""
+        return [r for r in self.records() if r.cn == cn]
 
     def current(self, cn: str) -> CertRecord | None:
         """The certificate in the live folder certs/{cn}/, if any."""

@@ -1,8 +1,8 @@
-"""Issue and revoke, as the operator means them: validate, call the CA, file the result, audit.
+"""Issue, re-issue and revoke, as the operator means them: validate, call the CA, file, audit.
 
 Nothing is overwritten or deleted. A new certificate is written into a hidden staging folder and
 renamed into place only when complete, so a failed issuance leaves nothing behind; a folder it
-replaces (expired or revoked) is renamed, not removed.
+replaces is renamed ({CN}.expired, {CN}.revoked, {CN}.replaced), not removed.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ import datetime as dt
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from pki.audit import AuditLog
 from pki.ca import KEY_TYPES, REVOCATION_REASONS, CertKind, StepCA
 from pki.inventory import CertRecord, Inventory, Kind, Status, archive_folder_name, parse_certificate_file
 from pki.step import CARefused, StepError
 from pki.validate import InvalidInput, validate_cn, validate_days, validate_sans
+
+VALID = (Status.ACTIVE, Status.EXPIRING)
 
 
 class ActiveCertificateExists(InvalidInput):
@@ -52,16 +53,20 @@ class Issued:
 
 @dataclass(frozen=True)
 class Revoked:
-    record: CertRecord
-    folder: str
-    already_revoked: bool
+    cn: str
+    serials: list[int]
+    """Serials this call revoked (or found already revoked at the CA)."""
+    folder: str | None
+    """What certs/{CN} was renamed to, if it existed."""
+    failures: dict[int, str] = field(default_factory=dict)
+    """Serials the CA did not revoke, with its reason."""
 
 
 def validate_request(request: IssueRequest, max_days: int) -> ValidRequest:
     """All checks that need no CA; raises InvalidInput with the first problem found."""
     cn = validate_cn(request.cn)
     sans = validate_sans(request.sans)
-    if request.kind is CertKind.SERVER and cn not in sans:
+    if request.kind is CertKind.SERVER and cn.lower() not in sans:
         sans.insert(0, cn.lower())  # a TLS client checks the SANs, never the CN
     days = validate_days(request.days, max_days)
     if request.key_type not in KEY_TYPES:
@@ -69,25 +74,28 @@ def validate_request(request: IssueRequest, max_days: int) -> ValidRequest:
     return ValidRequest(cn, request.kind, sans, days, request.key_type)
 
 
-def _archive_reason(current: CertRecord, revoked_serials: frozenset[int] | None) -> str:
-    """'revoked' or 'expired' for a certificate that may be replaced; raises if it is still valid."""
-    if current.error:
-        raise InvalidInput(
-            f"certs/{current.folder} holds an unreadable certificate ({current.error}). Move it away first."
-        )
-    status = current.status(dt.datetime.now(dt.UTC), revoked_serials, expiring_days=0)
-    if status is Status.REVOKED:
-        return "revoked"
-    if status is Status.EXPIRED:
-        return "expired"
+def valid_certificates(
+    inventory: Inventory, cn: str, revoked_serials: frozenset[int] | None, now: dt.datetime | None = None
+) -> list[CertRecord]:
+    """The unexpired, unrevoked certificates of `cn`: in certs/ or known from the CA's log."""
+    now = now or dt.datetime.now(dt.UTC)
+    return [r for r in inventory.of_cn(cn) if r.status(now, revoked_serials, expiring_days=0) in VALID]
+
+
+def refuse_if_active(inventory: Inventory, cn: str, revoked_serials: frozenset[int] | None) -> None:
+    """Raise ActiveCertificateExists if `cn` already has a valid certificate anywhere in the fleet."""
+    active = valid_certificates(inventory, cn, revoked_serials)
+    if not active:
+        return
+    newest = max(active, key=lambda r: r.not_after)
     if revoked_serials is None:
         raise ActiveCertificateExists(
-            f"{current.cn} has a certificate valid until {current.not_after:%Y-%m-%d} and the CA's CRL cannot be "
-            "read to tell whether it was revoked. Try again when the CA is reachable."
+            f"{cn} has a certificate valid until {newest.not_after:%Y-%m-%d} and the CA's CRL cannot be read "
+            "to tell whether it was revoked. Try again when the CA is reachable."
         )
     raise ActiveCertificateExists(
-        f"{current.cn} already has an active certificate (serial {current.serial_hex}, valid until "
-        f"{current.not_after:%Y-%m-%d}). Revoke it on the Revoke page first, then issue a new one."
+        f"{cn} already has an active certificate (serial {newest.serial_hex}, valid until "
+        f"{newest.not_after:%Y-%m-%d}, {newest.source}). Revoke it on the Revoke page first, then issue a new one."
     )
 
 
@@ -99,15 +107,30 @@ def issue_certificate(
     max_days: int,
     revoked_serials: frozenset[int] | None,
     audit: AuditLog,
+    replace_active: bool = False,
 ) -> Issued:
-    """Validate, issue through step, and file certs/{CN}/{CN}.crt + .key atomically."""
+    """Validate, issue through step, and file certs/{CN}/{CN}.crt + .key atomically.
+
+    `replace_active` is for re-issuing a broker certificate before it expires: the CN's valid
+    certificate stays valid (the broker switches when it is installed) and its folder is kept as
+    {CN}.replaced.
+    """
     valid = validate_request(request, max_days)
     certs_dir = inventory.certs_dir
     folder = certs_dir / valid.cn
-    current = parse_certificate_file(folder / f"{valid.cn}.crt", valid.cn) if folder.exists() else None
     if folder.exists() and not (folder / f"{valid.cn}.crt").exists():
         raise InvalidInput(f"certs/{valid.cn} exists but holds no {valid.cn}.crt. Move it away first.")
-    archive_as = _archive_reason(current, revoked_serials) if current else None
+    if not replace_active:
+        refuse_if_active(inventory, valid.cn, revoked_serials)
+    archive_as = None
+    if folder.exists():
+        current = parse_certificate_file(folder / f"{valid.cn}.crt", valid.cn)
+        if current.error:
+            raise InvalidInput(
+                f"certs/{valid.cn} holds an unreadable certificate ({current.error}). Move it away first."
+            )
+        status = current.status(dt.datetime.now(dt.UTC), revoked_serials, expiring_days=0)
+        archive_as = {Status.REVOKED: "revoked", Status.EXPIRED: "expired"}.get(status, "replaced")
 
     certs_dir.mkdir(parents=True, exist_ok=True)
     staging = certs_dir / f".issue-{valid.cn}-{secrets.token_hex(4)}"
@@ -135,7 +158,7 @@ def issue_certificate(
         raise
     record = parse_certificate_file(folder / f"{valid.cn}.crt", valid.cn)
     audit.record(
-        "issue",
+        "reissue" if replace_active else "issue",
         cn=valid.cn,
         kind=valid.kind.value,
         serial=record.serial_hex,
@@ -147,43 +170,81 @@ def issue_certificate(
     return Issued(record, archived_name)
 
 
-def revoke_certificate(
+def reissue_certificate(
     ca: StepCA,
     inventory: Inventory,
     record: CertRecord,
     *,
+    max_days: int,
+    revoked_serials: frozenset[int] | None,
+    audit: AuditLog,
+) -> Issued:
+    """A fresh certificate (new key) with the names, type, key type and lifetime of `record`.
+
+    For broker certificates: they cannot renew over mTLS (serverAuth only), so they are re-issued.
+    """
+    if record.kind is not Kind.SERVER or not record.folder or record.archived:
+        raise InvalidInput(f"Only the current server certificate in certs/{record.cn}/ can be re-issued.")
+    lifetime = max(1, round((record.not_after - record.not_before).total_seconds() / 86400))
+    request = IssueRequest(
+        cn=record.cn,
+        kind=CertKind.SERVER,
+        sans=list(record.sans),
+        days=min(lifetime, max_days),
+        key_type=record.key_type if record.key_type in KEY_TYPES else "EC P-256",
+    )
+    return issue_certificate(
+        ca, inventory, request, max_days=max_days, revoked_serials=revoked_serials, audit=audit, replace_active=True
+    )
+
+
+def revoke_cn(
+    ca: StepCA,
+    inventory: Inventory,
+    cn: str,
+    *,
     reason_code: int,
     confirmation: str,
+    revoked_serials: frozenset[int] | None,
     audit: AuditLog,
 ) -> Revoked:
-    """Revoke by serial at the CA, then rename certs/{CN} to {CN}.revoked (or .revoked.N)."""
-    if confirmation.strip() != record.cn:
-        raise InvalidInput(f"To confirm, type the common name exactly: {record.cn}")
+    """Revoke every unexpired serial of `cn` (renewals included), then rename certs/{CN} to {CN}.revoked."""
+    if confirmation.strip() != cn:
+        raise InvalidInput(f"To confirm, type the common name exactly: {cn}")
     if reason_code not in REVOCATION_REASONS:
         raise InvalidInput(f"Unknown revocation reason code {reason_code}.")
-    kind = CertKind.SERVER if record.kind is Kind.SERVER else CertKind.CLIENT
-    already = False
-    try:
-        ca.revoke(record.serial, reason_code, kind=kind)
-    except CARefused as exc:
-        if "already revoked" not in str(exc):
-            audit.record("revoke", "failed", cn=record.cn, serial=record.serial_hex, error=str(exc))
-            raise
-        already = True
-    folder = record.folder
-    if record.archived is None:
-        folder = archive_folder_name(inventory.certs_dir, record.cn, "revoked")
-        os.rename(inventory.certs_dir / record.folder, inventory.certs_dir / folder)
+    targets = valid_certificates(inventory, cn, revoked_serials)
+    if not targets:
+        raise InvalidInput(f"{cn} has no valid certificate to revoke.")
+    done: list[int] = []
+    failures: dict[int, str] = {}
+    for record in targets:
+        kind = CertKind.SERVER if record.kind is Kind.SERVER else CertKind.CLIENT
+        try:
+            ca.revoke(record.serial, reason_code, kind=kind)
+        except CARefused as exc:
+            if "already revoked" not in str(exc):
+                failures[record.serial] = str(exc)
+                continue
+        except StepError as exc:
+            failures[record.serial] = str(exc)
+            continue
+        done.append(record.serial)
+    folder = None
+    live = next((r for r in targets if r.folder == cn), None)
+    if live and live.serial in done:
+        folder = archive_folder_name(inventory.certs_dir, cn, "revoked")
+        os.rename(inventory.certs_dir / cn, inventory.certs_dir / folder)
     audit.record(
         "revoke",
-        cn=record.cn,
-        serial=record.serial_hex,
+        "ok" if not failures else ("partial" if done else "failed"),
+        cn=cn,
+        serials=[f"{s:X}" for s in done],
         reason=REVOCATION_REASONS[reason_code],
         folder=folder,
-        already_revoked=already or None,
+        failed={f"{s:X}": reason for s, reason in failures.items()} or None,
     )
-    return Revoked(record, folder, already)
-
-
-def key_path(record: CertRecord) -> Path:
-    return record.path.with_suffix(".key")
+    if not done:
+        first = next(iter(failures.values()))
+        raise StepError(f"Nothing was revoked. {first}", [], None, "")
+    return Revoked(cn, done, folder, failures)

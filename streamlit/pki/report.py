@@ -14,7 +14,7 @@ from pki.inventory import CertRecord, Kind, Status
 
 SHOWN_STATUSES = (Status.ACTIVE, Status.EXPIRING, Status.EXPIRED, Status.REVOKED)
 VALID = (Status.ACTIVE, Status.EXPIRING)
-COLUMNS = ["CN", "Type", "Serial", "SANs", "Issued", "Expires", "Days left", "Status", "Folder"]
+COLUMNS = ["CN", "Type", "Serial", "SANs", "Issued", "Expires", "Days left", "Status", "Source"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class Row:
 
     record: CertRecord
     status: Status
+    superseded: bool = False
+    """Valid, but a later certificate of the same CN and type exists (a renewal or re-issue)."""
 
     @property
     def cn(self) -> str:
@@ -38,15 +40,30 @@ class Row:
             "Issued": r.not_before.strftime("%Y-%m-%d"),
             "Expires": r.not_after.strftime("%Y-%m-%d"),
             "Days left": max(r.days_left(now), 0),
-            "Status": self.status.value,
-            "Folder": r.folder,
+            "Status": self.status.value + (" (superseded)" if self.superseded else ""),
+            "Source": r.source,
         }
 
 
 def rows(
     records: Iterable[CertRecord], now: dt.datetime, revoked: frozenset[int] | None, expiring_days: int
 ) -> list[Row]:
-    return [Row(r, r.status(now, revoked, expiring_days)) for r in records]
+    """One row per certificate, with its status and whether a later one of its CN replaced it."""
+    table = [Row(r, r.status(now, revoked, expiring_days)) for r in records]
+
+    def recency(record: CertRecord) -> tuple[dt.datetime, dt.datetime, bool]:
+        # Ties (a re-issue within the same second) go to the certificate in the live certs/{CN} folder.
+        return (record.not_after, record.not_before, record.folder == record.cn)
+
+    newest: dict[tuple[str, Kind], tuple[dt.datetime, dt.datetime, bool]] = {}
+    for row in table:
+        if row.status in VALID:
+            key = (row.cn, row.record.kind)
+            newest[key] = max(newest.get(key, recency(row.record)), recency(row.record))
+    return [
+        Row(row.record, row.status, row.status in VALID and recency(row.record) < newest[(row.cn, row.record.kind)])
+        for row in table
+    ]
 
 
 def status_counts(table: Sequence[Row]) -> dict[Status, int]:
@@ -77,11 +94,25 @@ def expiries_per_week(table: Sequence[Row], now: dt.datetime, weeks: int = 53) -
     start = (now - dt.timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
     counts = [0] * weeks
     for row in table:
-        if row.status in VALID:
+        if row.status in VALID and not row.superseded:
             index = (row.record.not_after - start).days // 7
             if 0 <= index < weeks:
                 counts[index] += 1
     return [((start + dt.timedelta(weeks=i)).date(), counts[i]) for i in range(weeks)]
+
+
+def server_expiry_warnings(table: Sequence[Row], now: dt.datetime, days: int) -> list[Row]:
+    """Current broker certificates expiring within `days`: they cannot renew, someone must re-issue."""
+    return [r for r in expiring_within(table, now, days) if r.record.kind is Kind.SERVER]
+
+
+def revocable(table: Sequence[Row]) -> dict[str, list[Row]]:
+    """Common names with valid certificates, and those certificates (every one is revoked together)."""
+    by_cn: dict[str, list[Row]] = {}
+    for row in table:
+        if row.status in VALID:
+            by_cn.setdefault(row.cn, []).append(row)
+    return dict(sorted(by_cn.items(), key=lambda item: item[0].lower()))
 
 
 def search(table: Sequence[Row], text: str, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> list[Row]:

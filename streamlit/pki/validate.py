@@ -14,7 +14,7 @@ CN_MAX = 64  # X.509 upper bound for a common name (RFC 5280, ub-common-name)
 _CN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 # Folder suffixes that mark revoked and superseded certificates (see inventory.py).
-RESERVED_SUFFIXES = (".revoked", ".expired")
+RESERVED_SUFFIXES = (".revoked", ".expired", ".replaced")
 
 
 class InvalidInput(ValueError):

@@ -4,7 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from pki import report
+from pki.ca import CertKind
 from pki.inventory import Kind, Status
+from pki.issuing import reissue_certificate
+from pki.step import StepError
+from pki.validate import InvalidInput
 from views import common
 
 st.title("View Certificates")
@@ -19,7 +23,7 @@ if crl is None:
 table = report.rows(common.inventory().records(), now, crl.revoked if crl else None, settings.expiring_days)
 
 search_col, status_col, type_col = st.columns([2, 1, 1])
-text = search_col.text_input("Search certificates", placeholder="CN, serial, SAN or folder")
+text = search_col.text_input("Search certificates", placeholder="CN, serial, SAN or source")
 statuses = status_col.multiselect("Status", [s.value for s in Status])
 kinds = type_col.multiselect("Type", [k.value for k in Kind])
 shown = report.search(table, text, statuses, kinds)
@@ -51,7 +55,7 @@ if chosen:
             f"**Type** {record.kind.value}  \n**Serial** `{record.serial_hex}`  \n"
             f"**Issued** {record.not_before:%Y-%m-%d %H:%M} UTC  \n"
             f"**Expires** {record.not_after:%Y-%m-%d %H:%M} UTC  \n"
-            f"**Folder** `certs/{record.folder}/`  \n**Private key here** {'yes' if record.has_key else 'no'}"
+            f"**Source** `{record.source}`  \n**Private key here** {'yes' if record.has_key else 'no'}"
         )
         right.markdown(
             f"**Issuer** {record.issuer}  \n**SANs** {', '.join(record.sans) or 'none'}  \n"
@@ -67,3 +71,31 @@ if chosen:
             on_click="ignore",
         )
         st.code(pem, language=None)
+
+        can_reissue = record.kind is Kind.SERVER and record.folder == record.cn and chosen.status in report.VALID
+        if can_reissue:
+            st.subheader("Re-issue")
+            st.caption(
+                "A broker certificate (serverAuth only) cannot renew itself. Re-issue it: a new key and "
+                "certificate with the same names; the current one stays valid until you install the new one, "
+                f"and its folder is kept as certs/{record.cn}.replaced."
+            )
+            if st.button("Re-issue this broker certificate", icon=":material/autorenew:"):
+                try:
+                    with st.spinner("Issuing..."):
+                        issued = reissue_certificate(
+                            common.ca(),
+                            common.inventory(),
+                            record,
+                            max_days=common.max_days()[CertKind.SERVER],
+                            revoked_serials=crl.revoked if crl else None,
+                            audit=common.audit(),
+                        )
+                except (InvalidInput, StepError) as exc:
+                    st.error(f"Not re-issued: {exc}", icon=":material/error:")
+                else:
+                    st.session_state["reissued"] = (issued.record.folder, issued.archived_as)
+
+reissued = st.session_state.get("reissued")
+if reissued and (record := common.inventory().current(reissued[0])):
+    common.show_issued(record, reissued[1], verb="Re-issued")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import streamlit as st
 
 from pki.audit import AuditLog
 from pki.auth import password_matches
+from pki.bundle import make_bundle
 from pki.ca import CertKind, CRLInfo, StepCA
-from pki.inventory import Inventory
+from pki.inventory import CertRecord, Inventory
+from pki.ledger import Ledger
 from pki.settings import Settings, SettingsError, audit_path, load_settings
 from pki.step import StepError
 
@@ -43,14 +46,14 @@ def now() -> dt.datetime:
 
 
 @st.cache_resource(show_spinner=False)
-def _inventory(certs_dir: str) -> Inventory:
-    from pathlib import Path
-
-    return Inventory(Path(certs_dir))
+def _inventory(certs_dir: str, ca_log: str, ledger_dir: str) -> Inventory:
+    return Inventory(Path(certs_dir), Ledger(Path(ca_log), Path(ledger_dir)))
 
 
 def inventory() -> Inventory:
-    return _inventory(str(settings().certs_dir))
+    """certs/ and every certificate the CA's log reports (token enrolments, renewals)."""
+    s = settings()
+    return _inventory(str(s.certs_dir), str(s.ca_log), str(s.ledger_dir))
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -148,5 +151,23 @@ def ca_status() -> None:
         st.sidebar.success("CA online", icon=":material/check_circle:")
 
 
-def day(value: dt.datetime) -> str:
-    return value.strftime("%Y-%m-%d")
+def show_issued(record: CertRecord, archived_as: str | None, verb: str = "Issued") -> None:
+    """What was just issued, and its ZIP bundle (the download of the private key is audited)."""
+    s = settings()
+    st.success(
+        f"{verb} **{record.cn}** ({record.kind.value}), serial `{record.serial_hex}`, valid until "
+        f"{record.not_after:%Y-%m-%d %H:%M} UTC. Saved in `certs/{record.folder}/`.",
+        icon=":material/check_circle:",
+    )
+    if archived_as:
+        st.info(f"The previous certificate of {record.cn} was kept in `certs/{archived_as}/`.")
+    st.write("SANs: " + (", ".join(record.sans) or "none"))
+    st.download_button(
+        "Download ZIP bundle (contains the private key)",
+        data=make_bundle(record, s.root.read_bytes(), s.broker_address, s.crl_url),
+        file_name=f"{record.cn}.zip",
+        mime="application/zip",
+        icon=":material/download:",
+        on_click=lambda: audit().record("download-key", cn=record.cn, serial=record.serial_hex),
+    )
+    st.caption("ca.crt, the certificate, its private key and a README with what to do with them.")

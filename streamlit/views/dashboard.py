@@ -28,6 +28,14 @@ if crl:
 else:
     crl_col.warning(f"**CRL unavailable.** {crl_problem}", icon=":material/warning:")
 
+for row in report.server_expiry_warnings(table, now, settings.server_warning_days):
+    st.warning(
+        f"Broker certificate **{row.cn}** expires in {row.record.days_left(now)} days "
+        f"({row.record.not_after:%Y-%m-%d}). Brokers cannot renew: re-issue it on View Certificates "
+        "and install the new one on the broker.",
+        icon=":material/schedule:",
+    )
+
 for col, (status, count) in zip(st.columns(4), report.status_counts(table).items(), strict=True):
     col.metric(status.value.capitalize(), count)
 

@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-from pki.bundle import make_bundle
 from pki.ca import DEFAULT_KEY_TYPE, KEY_TYPES, CertKind
 from pki.issuing import ActiveCertificateExists, IssueRequest, issue_certificate
 from pki.step import StepError
@@ -71,22 +70,4 @@ if submitted:
 folder = st.session_state.get("issued_folder")
 record = common.inventory().current(folder) if folder else None
 if record:
-    st.success(
-        f"Issued **{record.cn}** ({record.kind.value}), serial `{record.serial_hex}`, valid until "
-        f"{record.not_after:%Y-%m-%d %H:%M} UTC. Saved in `certs/{record.folder}/`.",
-        icon=":material/check_circle:",
-    )
-    archived_as = st.session_state.get("issued_archived_as")
-    if archived_as:
-        st.info(f"The previous certificate of {record.cn} was kept in `certs/{archived_as}/`.")
-    st.write("SANs: " + (", ".join(record.sans) or "none"))
-    bundle = make_bundle(record, settings.root.read_bytes(), settings.broker_address, settings.crl_url)
-    st.download_button(
-        "Download ZIP bundle (contains the private key)",
-        data=bundle,
-        file_name=f"{record.cn}.zip",
-        mime="application/zip",
-        icon=":material/download:",
-        on_click=lambda: common.audit().record("download-key", cn=record.cn, serial=record.serial_hex),
-    )
-    st.caption("ca.crt, the certificate, its private key and a README with what to do with them.")
+    common.show_issued(record, st.session_state.get("issued_archived_as"))

@@ -1,10 +1,14 @@
-"""Revoke Certificate: pick an active certificate, a reason, confirm by typing its CN."""
+"""Revoke Certificate: pick a site or broker, a reason, confirm by typing its CN.
+
+Every valid certificate of that CN is revoked: the one in certs/, and those the CA's log knows
+(a site enrolled by token, each renewal a new serial).
+"""
 
 import streamlit as st
 
 from pki import report
 from pki.ca import REVOCATION_REASONS
-from pki.issuing import revoke_certificate
+from pki.issuing import revoke_cn
 from pki.step import StepError
 from pki.validate import InvalidInput
 from views import common
@@ -19,46 +23,50 @@ if done:
 
 now = common.now()
 crl, _ = common.crl()
-table = report.rows(common.inventory().records(), now, crl.revoked if crl else None, settings.expiring_days)
-active = {row.record.folder: row.record for row in table if row.status in report.VALID and row.record.archived is None}
+revoked_serials = crl.revoked if crl else None
+table = report.rows(common.inventory().records(), now, revoked_serials, settings.expiring_days)
+by_cn = report.revocable(table)
 
-if not active:
+if not by_cn:
     st.info("No active certificate to revoke.")
     st.stop()
 
+
+def describe(cn: str) -> str:
+    rows = by_cn[cn]
+    serials = ", ".join(row.record.serial_hex for row in rows)
+    kinds = "/".join(sorted({row.record.kind.value for row in rows}))
+    plural = "s" if len(rows) > 1 else ""
+    return f"{cn} ({kinds}, {len(rows)} valid certificate{plural}: {serials})"
+
+
 with st.form("revoke", clear_on_submit=True):
-    folder = st.selectbox(
-        "Certificate",
-        list(active),
-        index=None,
-        placeholder="Choose an active certificate",
-        format_func=lambda f: (
-            f"{active[f].cn} ({active[f].kind.value}, serial {active[f].serial_hex}, "
-            f"expires {active[f].not_after:%Y-%m-%d})"
-        ),
+    cn = st.selectbox(
+        "Certificate", list(by_cn), index=None, placeholder="Choose a site or broker", format_func=describe
     )
     reason_code = st.selectbox(
         "Reason (RFC 5280)", list(REVOCATION_REASONS), format_func=lambda c: f"{REVOCATION_REASONS[c]} ({c})"
     )
     confirmation = st.text_input("Type the common name to confirm", placeholder="the CN of the chosen certificate")
     st.caption(
-        "Revocation is permanent. The certificate's folder is renamed to {CN}.revoked and kept for audit; "
-        "brokers refuse the certificate once they load the new CRL."
+        "Revocation is permanent and covers every valid certificate of the CN (renewals included). "
+        "The folder certs/{CN} is renamed {CN}.revoked and kept for audit; brokers refuse the certificates "
+        "once they load the new CRL."
     )
     submitted = st.form_submit_button("Revoke certificate", type="primary")
 
-if submitted and folder is None:
+if submitted and cn is None:
     st.error("Choose the certificate to revoke.", icon=":material/edit:")
 elif submitted:
-    record = active[folder]
     try:
         with st.spinner("Revoking..."):
-            result = revoke_certificate(
+            result = revoke_cn(
                 common.ca(),
                 common.inventory(),
-                record,
+                cn,
                 reason_code=reason_code,
                 confirmation=confirmation,
+                revoked_serials=revoked_serials,
                 audit=common.audit(),
             )
     except InvalidInput as exc:
@@ -68,14 +76,17 @@ elif submitted:
     else:
         common.forget_ca_state()
         crl, crl_problem = common.crl()
-        first = "was already revoked at the CA" if result.already_revoked else "is revoked"
-        if crl and record.serial in crl.revoked:
-            outcome = ("success", f"The CA's CRL now lists serial {record.serial_hex}.")
+        serials = ", ".join(f"{s:X}" for s in result.serials)
+        listed = crl is not None and all(s in crl.revoked for s in result.serials)
+        message = f"**{cn}**: revoked serial {serials}."
+        if result.folder:
+            message += f" Its folder is now `certs/{result.folder}/`."
+        if listed:
+            message += " The CA's CRL now lists " + ("it." if len(result.serials) == 1 else "them all.")
         else:
-            outcome = ("warning", f"The CRL could not confirm it yet ({crl_problem or 'serial not listed'}).")
-        st.session_state["revoke_message"] = (
-            outcome[0],
-            f"**{record.cn}** (serial `{record.serial_hex}`) {first}. "
-            f"Its folder is now `certs/{result.folder}/`. {outcome[1]}",
-        )
+            message += f" The CRL could not confirm it yet ({crl_problem or 'not listed'})."
+        if result.failures:
+            failed = "; ".join(f"{s:X}: {why}" for s, why in result.failures.items())
+            message += f" NOT revoked: {failed}"
+        st.session_state["revoke_message"] = ("success" if listed and not result.failures else "warning", message)
         st.rerun()

@@ -1,0 +1,79 @@
+"""Enrolling a site by token: the private key is made on the site and never leaves it.
+
+The operator names the site and how long the token may wait; the GUI shows one command to paste on
+the site, which runs scripts/enroll-site.sh with the token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shlex
+from dataclasses import dataclass
+
+from pki.audit import AuditLog
+from pki.ca import StepCA
+from pki.inventory import Inventory
+from pki.issuing import refuse_if_active
+from pki.validate import InvalidInput, validate_cn, validate_san
+
+MAX_TOKEN_HOURS = 168  # a bearer credential: a week is plenty to get to a site
+_BROKER = re.compile(r"(?P<host>[^:\s]+):(?P<port>[0-9]{1,5})")
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    site: str
+    token: str
+    expires: dt.datetime
+    ca_url: str
+    fingerprint: str
+    broker: str
+
+    def command(self) -> str:
+        """What the operator pastes on the site (as root), next to a copy of enroll-site.sh."""
+        args = [
+            "sudo", "./enroll-site.sh",
+            "--site", self.site,
+            "--ca-url", self.ca_url,
+            "--fingerprint", self.fingerprint,
+            "--broker", self.broker,
+            "--token", self.token,
+        ]  # fmt: skip
+        return shlex.join(args)
+
+
+def validate_broker(address: str) -> str:
+    """host:port of the broker as the sites dial it (a name or address in its certificate)."""
+    match = _BROKER.fullmatch(address.strip())
+    if not match or not 1 <= int(match["port"]) <= 65535:
+        raise InvalidInput(f"The broker address {address!r} is not like mqtt.ak-sg.com:8883.")
+    validate_san(match["host"])
+    return address.strip()
+
+
+def create_enrollment(
+    ca: StepCA,
+    inventory: Inventory,
+    site: str,
+    *,
+    hours: int | float | str,
+    broker: str,
+    revoked_serials: frozenset[int] | None,
+    audit: AuditLog,
+) -> Enrollment:
+    cn = validate_cn(site)
+    try:
+        lifetime_hours = int(str(hours).strip())
+    except ValueError:
+        raise InvalidInput(f"The token lifetime {hours!r} is not a whole number of hours.") from None
+    if not 1 <= lifetime_hours <= MAX_TOKEN_HOURS:
+        raise InvalidInput(f"The token must live from 1 to {MAX_TOKEN_HOURS} hours (got {lifetime_hours}).")
+    broker = validate_broker(broker)
+    refuse_if_active(inventory, cn, revoked_serials)
+    lifetime = dt.timedelta(hours=lifetime_hours)
+    token = ca.enrollment_token(cn, lifetime)
+    expires = dt.datetime.now(dt.UTC) + lifetime
+    # The token itself is a credential: the audit records that it was made, never the token.
+    audit.record("token", cn=cn, expires=expires.isoformat(timespec="seconds"), broker=broker)
+    return Enrollment(cn, token, expires, ca.settings.public_ca_url, ca.root_fingerprint(), broker)

@@ -1,0 +1,99 @@
+"""Every certificate the CA has signed or renewed, kept as one PEM file per serial.
+
+The source is step-ca's own request log (JSON, one line per request; init-ca.sh turns JSON on):
+each successful /sign, /renew or /rekey line carries the issued certificate, base64 DER. That is
+how app-pki knows certificates whose keys never came near the server: sites enrolled by token and
+certificates renewed by the sites themselves, each renewal a new serial.
+
+The log may be rotated or lost, so what it says is copied into the ledger folder as it is read
+({SERIAL-HEX}.crt, never rewritten, never deleted) and the read position is remembered, so each
+sync reads only what was appended since the last one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+_SIGNING_PATHS = ("/sign", "/renew", "/rekey", "/1.0/sign", "/1.0/renew", "/1.0/rekey")
+_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    added: int
+    position: int
+
+
+class Ledger:
+    def __init__(self, ca_log: Path | None, ledger_dir: Path) -> None:
+        self.ca_log = ca_log
+        self.ledger_dir = ledger_dir
+        self._state_file = ledger_dir / ".position.json"
+        self._lock = threading.Lock()
+
+    def _load_position(self) -> tuple[int, int]:
+        try:
+            state = json.loads(self._state_file.read_text())
+            return int(state["inode"]), int(state["offset"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return 0, 0
+
+    def _save_position(self, inode: int, offset: int) -> None:
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"inode": inode, "offset": offset}))
+        os.replace(tmp, self._state_file)
+
+    def sync(self) -> SyncResult:
+        """Copy the certificates logged since the last sync into the ledger. Cheap when nothing is new."""
+        if self.ca_log is None:
+            return SyncResult(0, 0)
+        with self._lock:
+            try:
+                stat = self.ca_log.stat()
+            except FileNotFoundError:
+                return SyncResult(0, 0)
+            inode, offset = self._load_position()
+            if inode != stat.st_ino or offset > stat.st_size:
+                offset = 0  # a new or truncated log: read it from the start (re-adding is harmless)
+            if offset == stat.st_size:
+                return SyncResult(0, offset)
+            self.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            added = 0
+            with self.ca_log.open("rb") as log:
+                log.seek(offset)
+                pending = b""
+                while chunk := log.read(_CHUNK):
+                    lines = (pending + chunk).split(b"\n")
+                    pending = lines.pop()  # an incomplete last line waits for the next sync
+                    for line in lines:
+                        added += self._ingest(line)
+                    offset += len(chunk)
+                offset -= len(pending)
+            self._save_position(stat.st_ino, offset)
+            return SyncResult(added, offset)
+
+    def _ingest(self, line: bytes) -> int:
+        if not line.startswith(b"{") or b'"certificate"' not in line:
+            return 0
+        try:
+            entry = json.loads(line)
+            if entry.get("path") not in _SIGNING_PATHS or int(entry.get("status", 0)) not in (200, 201):
+                return 0
+            cert = x509.load_der_x509_certificate(base64.b64decode(entry["certificate"]))
+        except (ValueError, KeyError, TypeError):
+            return 0
+        target = self.ledger_dir / f"{cert.serial_number:X}.crt"
+        if target.exists():
+            return 0
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        os.replace(tmp, target)
+        return 1

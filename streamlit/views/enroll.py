@@ -1,0 +1,71 @@
+"""Enroll a Site: a one-time token and the exact command to paste on the site.
+
+The site makes its own key with scripts/enroll-site.sh and gets its certificate with the token:
+the private key never leaves the site.
+"""
+
+import streamlit as st
+
+from pki.enrollment import MAX_TOKEN_HOURS, create_enrollment
+from pki.issuing import ActiveCertificateExists
+from pki.step import StepError
+from pki.validate import InvalidInput
+from views import common
+
+st.title("Enroll a Site")
+settings = common.settings()
+st.caption(
+    "Creates a one-time enrolment token for a site. On the site, enroll-site.sh makes the key, gets the "
+    "certificate with the token, installs the Mosquitto bridge and daily renewal. The token works once, "
+    "until it expires, also across CA restarts."
+)
+
+with st.form("enroll"):
+    site = st.text_input("Site name (CN)", placeholder="site-001")
+    hours = st.number_input(f"Token valid for (hours, 1 to {MAX_TOKEN_HOURS})", value=24, step=1)
+    broker = st.text_input("Broker address the site dials", value=settings.broker_address)
+    submitted = st.form_submit_button("Create enrolment token", type="primary")
+
+if submitted:
+    st.session_state.pop("enrollment", None)
+    try:
+        with st.spinner("Signing the token..."):
+            st.session_state["enrollment"] = create_enrollment(
+                common.ca(),
+                common.inventory(),
+                site,
+                hours=hours,
+                broker=broker,
+                revoked_serials=common.revoked_serials(),
+                audit=common.audit(),
+            )
+    except ActiveCertificateExists as exc:
+        st.error(str(exc), icon=":material/block:")
+        st.page_link("views/revoke.py", label="Go to Revoke Certificate", icon=":material/block:")
+    except InvalidInput as exc:
+        st.error(str(exc), icon=":material/edit:")
+    except StepError as exc:
+        st.error(f"No token was made. {exc}", icon=":material/error:")
+
+enrollment = st.session_state.get("enrollment")
+if enrollment:
+    st.success(
+        f"Enrolment token for **{enrollment.site}**, usable once until {enrollment.expires:%Y-%m-%d %H:%M} UTC.",
+        icon=":material/key:",
+    )
+    st.markdown(
+        "1. Copy `enroll-site.sh` to the site (download below).\n"
+        "2. On the site, in the folder of the script, run this command as root (the copy button is at the "
+        "top right of the box):"
+    )
+    st.code(enrollment.command(), language="bash", wrap_lines=True)
+    st.caption("Check first with --dry-run added: it changes nothing. The token is a secret until it is used.")
+    if settings.enroll_script.is_file():
+        st.download_button(
+            "Download enroll-site.sh",
+            data=settings.enroll_script.read_bytes(),
+            file_name="enroll-site.sh",
+            mime="text/x-shellscript",
+            icon=":material/download:",
+            on_click="ignore",
+        )

@@ -1,0 +1,247 @@
+"""Token enrolment, the ledger of what the CA signed, revoking a whole site, re-issuing a broker."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certfactory import make_certificate, write_certificate
+from conftest import RunningCA
+from pki import report
+from pki.audit import AuditLog
+from pki.ca import CertKind, StepCA
+from pki.enrollment import MAX_TOKEN_HOURS, create_enrollment
+from pki.inventory import Inventory, Kind, Status
+from pki.issuing import ActiveCertificateExists, IssueRequest, issue_certificate, reissue_certificate, revoke_cn
+from pki.ledger import Ledger
+from pki.settings import Settings
+from pki.step import CARefused, run_step
+from pki.validate import InvalidInput
+
+
+class Fleet:
+    """A GUI's view of the session CA: own certs/ and audit; the CA's real log feeds its ledger."""
+
+    def __init__(self, ca: RunningCA, tmp: Path) -> None:
+        self.ca = ca
+        self.tmp = tmp
+        self.settings: Settings = ca.settings(
+            PKI_CERTS_DIR=str(tmp / "certs"),
+            PKI_AUDIT_LOG=str(tmp / "audit.log"),
+            PKI_LEDGER_DIR=str(tmp / "ledger"),
+        )
+        self.step_ca = StepCA(self.settings)
+        self.inventory = Inventory(self.settings.certs_dir, Ledger(self.settings.ca_log, self.settings.ledger_dir))
+        self.audit = AuditLog(self.settings.audit_log)
+
+    def revoked(self) -> frozenset[int]:
+        return self.step_ca.crl_info().revoked
+
+    def enroll_on_site(self, token: str, cn: str, folder: str = "") -> Path:
+        """What a site does with the token: its own key, its certificate (the key stays here)."""
+        site = self.tmp / (folder or f"site-{cn}")
+        site.mkdir()
+        run_step(
+            ["ca", "certificate", cn, str(site / "c.crt"), str(site / "c.key"), "--token", token,
+             "--ca-url", self.settings.public_ca_url, "--root", str(self.settings.root)],
+            step_path=site / "step", timeout=20, step_bin=self.settings.step_bin,
+        )  # fmt: skip
+        return site
+
+    def renew_on_site(self, site: Path) -> None:
+        run_step(
+            ["ca", "renew", "--force", "--ca-url", self.settings.public_ca_url, "--root", str(self.settings.root),
+             str(site / "c.crt"), str(site / "c.key")],
+            step_path=site / "step", timeout=20, step_bin=self.settings.step_bin,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def fleet(ca: RunningCA, tmp_path: Path) -> Fleet:
+    return Fleet(ca, tmp_path)
+
+
+def token_claims(token: str) -> dict[str, object]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def serial_of(path: Path) -> int:
+    return x509.load_pem_x509_certificates(path.read_bytes())[0].serial_number
+
+
+def test_enrolment_token_lives_for_hours_and_works_once(fleet: Fleet) -> None:
+    enrollment = create_enrollment(
+        fleet.step_ca, fleet.inventory, "site-501", hours=48, broker="mqtt.ak-sg.com:8883",
+        revoked_serials=fleet.revoked(), audit=fleet.audit,
+    )  # fmt: skip
+    claims = token_claims(enrollment.token)
+    assert claims["sub"] == "site-501" and claims["sans"] == ["site-501"]
+    assert claims["exp"] - claims["iat"] == 48 * 3600
+    assert claims["aud"] == f"{fleet.settings.public_ca_url}/1.0/sign"
+    assert claims["sha"] == fleet.step_ca.root_fingerprint() == enrollment.fingerprint
+    assert "--token " + enrollment.token in enrollment.command()
+    assert enrollment.command().startswith("sudo ./enroll-site.sh --site site-501 --ca-url ")
+
+    site = fleet.enroll_on_site(enrollment.token, "site-501")
+    cert = x509.load_pem_x509_certificates((site / "c.crt").read_bytes())[0]
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
+    with pytest.raises(CARefused):
+        fleet.enroll_on_site(enrollment.token, "site-501", folder="second-host")
+
+    entry = fleet.audit.entries()[0]
+    assert entry["action"] == "token" and entry["cn"] == "site-501"
+    assert enrollment.token not in fleet.settings.audit_log.read_text()
+
+
+def test_enrolment_token_survives_a_ca_restart(fleet: Fleet, ca: RunningCA) -> None:
+    enrollment = create_enrollment(
+        fleet.step_ca, fleet.inventory, "site-502", hours=1, broker="mqtt.ak-sg.com:8883",
+        revoked_serials=fleet.revoked(), audit=fleet.audit,
+    )  # fmt: skip
+    ca.restart()
+    fleet.enroll_on_site(enrollment.token, "site-502")
+
+
+@pytest.mark.parametrize(
+    ("site", "hours", "broker", "message"),
+    [
+        ("../x", 24, "mqtt.ak-sg.com:8883", "may hold only"),
+        ("site-ok", 0, "mqtt.ak-sg.com:8883", "from 1 to"),
+        ("site-ok", MAX_TOKEN_HOURS + 1, "mqtt.ak-sg.com:8883", "from 1 to"),
+        ("site-ok", "x", "mqtt.ak-sg.com:8883", "whole number of hours"),
+        ("site-ok", 24, "mqtt.ak-sg.com", "not like"),
+        ("site-ok", 24, "bad host:8883", "not like"),
+    ],
+)
+def test_bad_enrolment_input_mints_nothing(fleet: Fleet, site: str, hours: object, broker: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        create_enrollment(
+            fleet.step_ca, fleet.inventory, site, hours=hours, broker=broker,  # type: ignore[arg-type]
+            revoked_serials=frozenset(), audit=fleet.audit,
+        )  # fmt: skip
+    assert fleet.audit.entries() == []
+
+
+def test_ledger_knows_token_enrolments_and_renewals_and_revoke_takes_them_all(fleet: Fleet) -> None:
+    enrollment = create_enrollment(
+        fleet.step_ca, fleet.inventory, "site-503", hours=2, broker="mqtt.ak-sg.com:8883",
+        revoked_serials=fleet.revoked(), audit=fleet.audit,
+    )  # fmt: skip
+    site = fleet.enroll_on_site(enrollment.token, "site-503")
+    first = serial_of(site / "c.crt")
+    time.sleep(1.1)  # a renewal one second later expires one second later
+    fleet.renew_on_site(site)
+    second = serial_of(site / "c.crt")
+    assert first != second
+
+    records = fleet.inventory.of_cn("site-503")
+    assert {r.serial for r in records} == {first, second}
+    assert all(r.source == "CA log" and not r.has_key for r in records)
+    table = report.rows(fleet.inventory.records(), dt.datetime.now(dt.UTC), fleet.revoked(), 7)
+    by_serial = {row.record.serial: row for row in table if row.cn == "site-503"}
+    assert by_serial[first].superseded and not by_serial[second].superseded
+
+    # The site has a valid certificate: neither the Issue page nor another token may make a second one.
+    with pytest.raises(ActiveCertificateExists, match="CA log"):
+        issue_certificate(
+            fleet.step_ca, fleet.inventory, IssueRequest("site-503", CertKind.CLIENT, "", 30, "EC P-256"),
+            max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit,
+        )  # fmt: skip
+
+    revoked = revoke_cn(
+        fleet.step_ca, fleet.inventory, "site-503", reason_code=5, confirmation="site-503",
+        revoked_serials=fleet.revoked(), audit=fleet.audit,
+    )  # fmt: skip
+    assert sorted(revoked.serials) == sorted([first, second]) and revoked.folder is None
+    crl = fleet.revoked()
+    assert first in crl and second in crl
+    statuses = {r.serial: r.status(dt.datetime.now(dt.UTC), crl, 7) for r in fleet.inventory.of_cn("site-503")}
+    assert set(statuses.values()) == {Status.REVOKED}
+    # A revoked site cannot renew.
+    with pytest.raises(CARefused):
+        fleet.renew_on_site(site)
+
+
+def request_line(cn: str, path: str = "/sign", status: int = 201) -> bytes:
+    """A step-ca JSON request-log line for a signed certificate."""
+    pem = make_certificate(cn, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=9))
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    entry = {"path": path, "status": status, "certificate": base64.b64encode(der).decode(), "subject": cn}
+    return json.dumps(entry).encode() + b"\n"
+
+
+def test_ledger_sync_is_incremental_and_survives_a_new_log(tmp_path: Path) -> None:
+    log = tmp_path / "step-ca.log"
+    ledger = Ledger(log, tmp_path / "ledger")
+    assert ledger.sync().added == 0  # no log yet
+    line = request_line
+
+    log.write_bytes(b"badger INFO: not json\n" + line("a") + line("b", "/renew") + line("c", "/sign", 403))
+    assert ledger.sync().added == 2
+    assert ledger.sync().added == 0  # nothing new: nothing read
+    d = line("d")
+    with log.open("ab") as out:
+        out.write(d[:-20])  # half a line: waits
+    assert ledger.sync().added == 0
+    with log.open("ab") as out:
+        out.write(d[-20:])
+    assert ledger.sync().added == 1
+    log.unlink()
+    log.write_bytes(line("e"))  # rotated: a new file from the start
+    assert ledger.sync().added == 1
+    assert len(list((tmp_path / "ledger").glob("*.crt"))) == 4
+
+
+def test_broker_certificate_is_reissued_and_the_old_folder_kept(fleet: Fleet) -> None:
+    issued = issue_certificate(
+        fleet.step_ca, fleet.inventory,
+        IssueRequest("mqtt-504.example", CertKind.SERVER, "10.0.80.54", 90, "RSA 2048"),
+        max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit,
+    )  # fmt: skip
+    old = issued.record
+    again = reissue_certificate(
+        fleet.step_ca, fleet.inventory, old, max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit
+    )
+    new = again.record
+    assert again.archived_as == "mqtt-504.example.replaced"
+    assert new.serial != old.serial and new.sans == old.sans and new.key_type == "RSA 2048"
+    assert new.kind is Kind.SERVER and abs(
+        (new.not_after - new.not_before) - (old.not_after - old.not_before)
+    ) < dt.timedelta(minutes=2)
+    certs = fleet.settings.certs_dir
+    assert sorted(p.name for p in certs.iterdir()) == ["mqtt-504.example", "mqtt-504.example.replaced"]
+    assert (certs / "mqtt-504.example.replaced" / "mqtt-504.example.key").exists()
+    table = report.rows(fleet.inventory.records(), dt.datetime.now(dt.UTC), fleet.revoked(), 7)
+    old_row = next(r for r in table if r.record.serial == old.serial)
+    assert old_row.status is Status.ACTIVE and old_row.superseded
+    assert fleet.audit.entries()[0]["action"] == "reissue"
+
+
+def test_client_certificates_are_not_reissued(fleet: Fleet) -> None:
+    issued = issue_certificate(
+        fleet.step_ca, fleet.inventory, IssueRequest("site-505", CertKind.CLIENT, "", 30, "EC P-256"),
+        max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit,
+    )  # fmt: skip
+    with pytest.raises(InvalidInput, match="server certificate"):
+        reissue_certificate(
+            fleet.step_ca, fleet.inventory, issued.record, max_days=730, revoked_serials=frozenset(), audit=fleet.audit
+        )
+
+
+def test_server_expiry_warning_30_days_ahead(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    write_certificate(tmp_path, "broker-soon", "broker-soon", not_after=now + dt.timedelta(days=20), server=True)
+    write_certificate(tmp_path, "broker-later", "broker-later", not_after=now + dt.timedelta(days=40), server=True)
+    write_certificate(tmp_path, "site-soon", "site-soon", not_after=now + dt.timedelta(days=20))
+    table = report.rows(Inventory(tmp_path).records(), now, frozenset(), 7)
+    assert [r.cn for r in report.server_expiry_warnings(table, now, 30)] == ["broker-soon"]
