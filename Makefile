@@ -56,9 +56,11 @@ screenshots: tools $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(VENV)/bin/python bench/inventory_bench.py
 
+DATA_DIR := $(or $(PKI_DATA_DIR),$(CURDIR)/data)
+
 reset:
-	@read -r -p "Delete the local CA in data/ (every certificate it issued stops being trusted)? [y/N] " answer; \
-	  [ "$$answer" = y ] && rm -rf data && echo "data/ removed." || echo "Nothing removed."
+	@read -r -p "Delete the local CA in $(DATA_DIR) (every certificate it issued stops being trusted)? [y/N] " answer; \
+	  if [ "$$answer" = y ]; then rm -rf "$(DATA_DIR)" && echo "$(DATA_DIR) removed."; else echo "Nothing removed."; fi
 
 clean:
 	rm -rf $(VENV) .tools

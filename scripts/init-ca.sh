@@ -81,6 +81,8 @@ crl_url=${PKI_CRL_URL:-http://$public_host:$crl_port/1.0/crl}
 
 # --- validate every setting before anything is written ---
 is_port() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }
+[[ $ca_address == *:* ]] || die "PKI_CA_ADDRESS '$ca_address' has no port (expected like ':9000' or '127.0.0.1:9000')."
+[[ $crl_address == *:* ]] || die "PKI_CRL_ADDRESS '$crl_address' has no port (expected like ':9080' or '127.0.0.1:9080')."
 is_port "$ca_port" || die "PKI_CA_ADDRESS '$ca_address' has no valid port (expected like ':9000')."
 is_port "$crl_port" || die "PKI_CRL_ADDRESS '$crl_address' has no valid port (expected like ':9080')."
 [ "$ca_port" != "$crl_port" ] || die "PKI_CA_ADDRESS and PKI_CRL_ADDRESS use the same port $ca_port."
@@ -96,7 +98,8 @@ case ",$dns_names," in
   *) die "the host of PKI_PUBLIC_CA_URL ($public_ca_host) is not one of the CA's DNS names ($dns_names): add it to PKI_PUBLIC_HOSTS." ;;
 esac
 # The CRL is fetched over plain HTTP: a CRL behind TLS would need the trust it is there to check.
-[[ $crl_url =~ ^http://[^/\ ]+/[^\ ]*$ ]] || die "PKI_CRL_URL '$crl_url' is not like http://host:port/1.0/crl."
+[[ $crl_url =~ ^http://[^/\ ]+/(1\.0/)?crl$ ]] ||
+  die "PKI_CRL_URL '$crl_url' is not like http://host:port/1.0/crl (step-ca serves the CRL at /crl and /1.0/crl)."
 [[ $ca_name =~ ^[A-Za-z0-9][A-Za-z0-9\ ._-]{0,62}$ ]] || die "PKI_CA_NAME '$ca_name' must be 1-63 letters, digits, spaces, dots, dashes or underscores."
 
 mkdir -p "$PKI_GUI_DIR"
@@ -188,6 +191,9 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# A stop signal must count as a failure, so that cleanup removes the half-made CA.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 mkdir -p "$STEPPATH" "$work/cli"
 umask 077
@@ -260,7 +266,7 @@ add_provisioner() {
   STEPPATH="$work/cli" step ca provisioner add "$name" --type JWK --create \
     --password-file "$work/$name.pw" --x509-template "$template" \
     --x509-min-dur "$min_duration" --x509-max-dur "$((max_days * 24))h" \
-    --x509-default-dur "$((default_days * 24))h" "$@" \
+    --x509-default-dur "$((default_days * 24))h" --disable-ssh-ca-user --disable-ssh-ca-host "$@" \
     --admin-subject "$admin_subject" --admin-provisioner "$admin_provisioner" \
     --admin-password-file "$work/admin.pw" --ca-url "$ca_url" --root "$root" \
     </dev/null >"$work/provisioner.log" 2>&1 ||

@@ -70,29 +70,37 @@ STEPPATH="$data_dir/ca" PKI_CA_LOG="$ca_log" bash "$repo_dir/scripts/start-ca.sh
 ca_pid=$!
 root="$data_dir/gui/root_ca.crt"
 ca_url="https://localhost:$ca_port"
+ca_healthy() { STEPPATH="$data_dir/gui-step" step ca health --ca-url "$ca_url" --root "$root" >/dev/null 2>&1; }
 for _ in $(seq 1 150); do
   kill -0 "$ca_pid" 2>/dev/null || { tail -n 20 "$ca_log" >&2; die "step-ca stopped (log: $ca_log)."; }
-  STEPPATH="$data_dir/gui-step" step ca health --ca-url "$ca_url" --root "$root" >/dev/null 2>&1 && break
+  ca_healthy && break
   sleep 0.2
 done
+ca_healthy || { tail -n 20 "$ca_log" >&2; die "step-ca did not become healthy at $ca_url within 30 s (log: $ca_log)."; }
 
 STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" PKI_CA_LOG="$ca_log" \
   "$repo_dir/.venv/bin/streamlit" run "$repo_dir/streamlit/app.py" \
   --server.port "$gui_port" --server.address "$gui_address" --server.headless true \
   --browser.gatherUsageStats false --client.toolbarMode minimal >>"$data_dir/logs/gui.log" 2>&1 &
 gui_pid=$!
+# The GUI answers where it listens; 0.0.0.0 and :: mean every address, loopback included.
+probe_address=$gui_address
+case "$probe_address" in 0.0.0.0|::|"") probe_address=127.0.0.1 ;; esac
+gui_up() { (exec 3<>"/dev/tcp/$probe_address/$gui_port") 2>/dev/null; }
 for _ in $(seq 1 150); do
   kill -0 "$gui_pid" 2>/dev/null || { tail -n 20 "$data_dir/logs/gui.log" >&2; die "the GUI stopped."; }
-  (exec 3<>"/dev/tcp/127.0.0.1/$gui_port") 2>/dev/null && break
+  gui_up && break
   sleep 0.2
 done
+gui_up || { tail -n 20 "$data_dir/logs/gui.log" >&2; die "the GUI did not answer on $probe_address:$gui_port within 30 s."; }
+crl_url=$(sed -n 's/^CRL_URL=//p' "$data_dir/gui/ca-settings.env")
 
 cat <<EOF
 
 app-pki is running.
   GUI:  http://$gui_address:$gui_port
   CA:   $ca_url   (root: $root)
-  CRL:  http://localhost:$crl_port/1.0/crl
+  CRL:  $crl_url
   Logs: $data_dir/logs/
 Press Ctrl-C to stop both.
 EOF

@@ -25,8 +25,10 @@ log=${PKI_CA_LOG:-$STEPPATH/logs/step-ca.log}
 [ -f "$STEPPATH/config/ca.json" ] || { echo "start-ca.sh: no CA in $STEPPATH (run scripts/init-ca.sh)" >&2; exit 1; }
 mkdir -p "$(dirname "$log")"
 
-step-ca "$STEPPATH/config/ca.json" --password-file "$STEPPATH/secrets/password" \
-  </dev/null > >(tee -a "$log") 2>&1 &
+# The tee is started by this shell (not inside step-ca's job), so that this script can wait for it.
+exec {log_fd}> >(tee -a "$log")
+tee_pid=$!
+step-ca "$STEPPATH/config/ca.json" --password-file "$STEPPATH/secrets/password" </dev/null >&"$log_fd" 2>&1 &
 ca_pid=$!
 trap 'kill -TERM "$ca_pid" 2>/dev/null || true' TERM INT
 status=0
@@ -36,4 +38,6 @@ if kill -0 "$ca_pid" 2>/dev/null; then
   status=0
   wait "$ca_pid" || status=$?
 fi
+exec {log_fd}>&-
+wait "$tee_pid" || true  # it ends at step-ca's last line: nothing outlives this script
 exit "$status"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
-from conftest import RunningCA
+from conftest import INIT_CA, RunningCA
 from pki.ca import StepCA
 from pki.step import run_step
 
@@ -44,7 +47,8 @@ def test_other_settings_are_reported_and_not_applied(ca: RunningCA) -> None:
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path: Path, ca: RunningCA) -> None:
     fresh = RunningCA(tmp_path)
     cases = {
-        "PKI_CA_ADDRESS": ("nope", "no valid port"),
+        "PKI_CA_ADDRESS": ("nope", "has no port"),
+        "PKI_CRL_ADDRESS": (":99999", "no valid port"),
         "PKI_CERT_DEFAULT_DAYS": ("0", "not a positive whole number"),
         "PKI_PUBLIC_CA_URL": ("https://elsewhere.example:9000", "not one of the CA's DNS names"),
         "PKI_CRL_URL": ("https://pki.example/crl", "not like http://"),
@@ -87,3 +91,37 @@ def test_ca_json_has_the_crl_and_the_issued_at_check_off(ca: RunningCA) -> None:
     assert config["crl"]["idpURL"] == ca.crl_url
     assert config["insecureAddress"] == f"127.0.0.1:{ca.crl_port}"
     assert config["dnsNames"][0] == "localhost"
+
+
+def test_address_without_colon_is_refused(tmp_path: Path) -> None:
+    done = RunningCA(tmp_path).run_init(PKI_CRL_ADDRESS="9080")
+    assert done.returncode == 1 and "has no port" in done.stderr
+    assert not (tmp_path / "ca").exists()
+
+
+def test_default_crl_url_and_a_stopped_first_run_leaves_nothing(tmp_path: Path) -> None:
+    fresh = RunningCA(tmp_path)
+    env = fresh.init_env()
+    del env["PKI_CRL_URL"]
+    env["PKI_PUBLIC_HOSTS"] = "pki.example.net"
+    # Stopped while it sets up: nothing half-made may remain (a later run would refuse it).
+    process = subprocess.Popen(
+        ["bash", str(INIT_CA)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not (fresh.steppath / "config" / "ca.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "removed the partial CA" in stderr
+    assert not (fresh.steppath / "config").exists()
+
+    done = subprocess.run(["bash", str(INIT_CA)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    record = (fresh.gui_dir / "ca-settings.env").read_text()
+    assert f"CRL_URL=http://pki.example.net:{fresh.crl_port}/1.0/crl" in record
+    assert f"PUBLIC_CA_URL=https://pki.example.net:{fresh.port}" in record
+    config = json.loads((fresh.steppath / "config" / "ca.json").read_text())
+    assert config["crl"]["idpURL"] == f"http://pki.example.net:{fresh.crl_port}/1.0/crl"
+    assert config["dnsNames"] == ["localhost", "step-ca", "pki.example.net"]

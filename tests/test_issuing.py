@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from certfactory import write_certificate
 from checks import check_bundle
 from conftest import RunningCA, free_port
 from pki.audit import AuditLog
@@ -172,3 +173,43 @@ def test_audit_lines_are_json(ca: RunningCA, certs: Path) -> None:
     issue(ca, certs, "site-208")
     lines = gui_settings(ca, certs).audit_log.read_text().splitlines()
     assert all(json.loads(line)["time"] for line in lines)
+
+
+def test_expired_cn_is_issued_again_and_the_old_folder_kept_as_expired(ca: RunningCA, certs: Path) -> None:
+    write_certificate(certs, "site-209", "site-209", not_after=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    issued = issue(ca, certs, "site-209")
+    assert issued.archived_as == "site-209.expired"
+    assert sorted(p.name for p in certs.iterdir()) == ["site-209", "site-209.expired"]
+    assert (certs / "site-209.expired" / "site-209.key").exists()
+
+
+def test_a_session_that_loses_the_race_revokes_and_keeps_its_certificate(ca: RunningCA, certs: Path) -> None:
+    settings = gui_settings(ca, certs)
+    real_ca = StepCA(settings)
+
+    class OtherSessionMeanwhile(StepCA):
+        """The real CA; right after it signs, another session files certs/site-210 first."""
+
+        def issue(self, *args, **kwargs):
+            real_ca.issue(*args, **kwargs)
+            write_certificate(certs, "site-210", "site-210", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=9))
+
+    request = IssueRequest(cn="site-210", kind=CertKind.CLIENT, sans="", days=30, key_type="EC P-256")
+    with pytest.raises(InvalidInput, match="another session at the same moment") as err:
+        issue_certificate(
+            OtherSessionMeanwhile(settings), Inventory(certs), request, max_days=730,
+            revoked_serials=frozenset(), audit=AuditLog(settings.audit_log),
+        )  # fmt: skip
+    kept = certs / "site-210.revoked"
+    assert kept.is_dir() and (kept / "site-210.key").exists()
+    serial = x509.load_pem_x509_certificates((kept / "site-210.crt").read_bytes())[0].serial_number
+    assert serial in real_ca.crl_info().revoked
+    assert "site-210.revoked" in str(err.value)
+    assert not [p for p in certs.iterdir() if p.name.startswith(".")]
+
+
+def test_server_cn_must_be_a_host_name_and_is_refused_before_anything_runs(ca: RunningCA, certs: Path) -> None:
+    with pytest.raises(InvalidInput, match="must be its host name"):
+        issue(ca, certs, "my_broker", CertKind.SERVER)
+    assert not certs.exists() or list(certs.iterdir()) == []
+    assert not (certs.parent / "audit.log").exists()

@@ -18,7 +18,14 @@ from pki.inventory import Inventory
 from pki.issuing import IssueRequest, issue_certificate
 
 APP = REPO / "streamlit" / "app.py"
-PAGES = ["views/dashboard.py", "views/issue.py", "views/certificates.py", "views/revoke.py", "views/ca_settings.py"]
+PAGES = [
+    "views/dashboard.py",
+    "views/issue.py",
+    "views/certificates.py",
+    "views/revoke.py",
+    "views/enroll.py",
+    "views/ca_settings.py",
+]
 TIMEOUT = 60  # longer than any step call's own timeout
 
 
@@ -243,8 +250,9 @@ def test_ca_down_banner_on_every_page(gui: Path, monkeypatch: pytest.MonkeyPatch
     assert "The certificate authority is not available" in texts(at.error)
 
 
-def test_missing_step_cli_banner(gui: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("page", PAGES)
+def test_missing_step_cli_banner(gui: Path, monkeypatch: pytest.MonkeyPatch, page: str) -> None:
     monkeypatch.setenv("PKI_STEP_BIN", "/nonexistent/step")
-    at = open_page("views/dashboard.py")
-    assert not at.exception
+    at = open_page(page)
+    assert not at.exception, at.exception
     assert "step CLI was not found" in texts(at.error)

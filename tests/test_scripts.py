@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,51 @@ def test_run_local_refuses_a_taken_port(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"port {port} (GUI_PORT) is already in use" in done.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was created
+
+
+def test_run_local_starts_both_and_ctrl_c_stops_both(tmp_path: Path) -> None:
+    env = tool_env(
+        CA_PORT=str(free_port()), CRL_PORT=str(free_port()), GUI_PORT=str(free_port()), PKI_DATA_DIR=str(tmp_path)
+    )
+    process = subprocess.Popen(
+        ["bash", str(REPO / "scripts" / "run-local.sh")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    output = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        assert "app-pki is running." in "".join(output), "".join(output)
+        gui = f"http://127.0.0.1:{env['GUI_PORT']}/_stcore/health"
+        with urllib.request.urlopen(gui, timeout=10) as resp:
+            assert resp.read() == b"ok"
+        children = _descendants(process.pid)
+        assert any("step-ca" in cmd for cmd in children.values()), children
+        assert any("streamlit" in cmd for cmd in children.values()), children
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert "app-pki stopped." in rest
+    survivors = {pid: cmd for pid, cmd in children.items() if Path(f"/proc/{pid}").exists()}
+    assert not survivors, f"outlived Ctrl-C: {survivors}"
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, with its command line."""
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        listed = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+        for child in map(int, listed):
+            try:
+                found[child] = Path(f"/proc/{child}/cmdline").read_text().replace("\0", " ")
+            except OSError:
+                continue
+            todo.append(child)
+    return found

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
+import pki.step
 from conftest import RunningCA, free_port
 from pki.ca import CertKind, StepCA
 from pki.step import CARefused, CAUnreachable, StepError, StepNotFound, StepTimeout, run_step
@@ -98,12 +99,37 @@ def test_missing_step_binary_is_a_typed_error(ca: RunningCA) -> None:
 
 
 def test_step_env_is_cleaned_of_step_variables(ca: RunningCA, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A stray STEP_CA_URL would redirect every call; run_step must drop it.
+    # step reads every flag from STEP_<FLAG> too: a stray STEP_CA_URL would redirect calls that omit it.
     monkeypatch.setenv("STEP_CA_URL", f"https://localhost:{free_port()}")
     monkeypatch.setenv("STEP_PROVISIONER", "admin")
+    monkeypatch.setenv("STEPDEBUG", "1")
+    seen: list[dict[str, str]] = []
+    real_run = subprocess.run
+
+    def recording_run(*args, **kwargs):
+        seen.append(kwargs["env"])
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(pki.step.subprocess, "run", recording_run)
     StepCA(ca.settings()).health()
-    out = run_step(["path"], step_path=ca.base / "gui-step", timeout=10, step_bin=str(ca.settings().step_bin))
-    assert out.strip() == str(ca.base / "gui-step")
+    assert seen, "run_step did not run step"
+    step_vars = {k for k in seen[0] if k.startswith("STEP")}
+    assert step_vars == {"STEPPATH"}
+    assert seen[0]["STEPPATH"] == str(ca.base / "gui-step")
+
+
+def test_cn_step_from_a_device_provisioner_cannot_use_the_admin_api(
+    step_ca: StepCA, ca: RunningCA, tmp_path: Path
+) -> None:
+    # "step" is the super-admin's subject; a device certificate with that CN must still not be an admin.
+    issue(step_ca, tmp_path, "step", CertKind.CLIENT)
+    settings = ca.settings()
+    with pytest.raises(CARefused):
+        run_step(
+            ["ca", "admin", "list", "--admin-cert", str(tmp_path / "step.crt"),
+             "--admin-key", str(tmp_path / "step.key"), "--ca-url", ca.url, "--root", str(settings.root)],
+            step_path=tmp_path / "admin-step", timeout=20, step_bin=settings.step_bin,
+        )  # fmt: skip
 
 
 def test_client_certificate_has_client_auth_only(step_ca: StepCA, ca: RunningCA, tmp_path: Path) -> None:

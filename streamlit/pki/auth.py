@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 
 def password_matches(expected: str, given: str) -> bool:
-    """True if `given` is the password; the time taken does not depend on where they differ."""
-    return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
+    """True if `given` is the password. Both are hashed first, so that neither where they differ nor
+    the password's length shows in the time taken."""
+    return hmac.compare_digest(
+        hashlib.sha256(expected.encode("utf-8")).digest(), hashlib.sha256(given.encode("utf-8")).digest()
+    )

@@ -19,11 +19,13 @@ def site_topic_prefix(cn: str) -> str:
 
 
 def mosquitto_bridge_config(cn: str, broker_address: str, cert_dir: str = "/etc/mosquitto/certs") -> str:
-    host, _, port = broker_address.rpartition(":")
+    host, sep, port = broker_address.rpartition(":")
+    if not sep:
+        host, port = broker_address, "8883"
     return f"""\
 # Mosquitto bridge of site {cn} to the broker, mutual TLS through HAProxy (TCP passthrough).
 connection {cn}
-address {host}:{port or 8883}
+address {host}:{port}
 remote_clientid {cn}
 bridge_protocol_version mqttv311
 cleansession false

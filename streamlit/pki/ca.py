@@ -7,6 +7,7 @@ no call depends on a context or defaults file.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import secrets
 import ssl
@@ -241,12 +242,12 @@ class StepCA:
     def fetch_crl(self, timeout: float | None = None) -> x509.CertificateRevocationList:
         """The CA's current CRL, fetched over its TLS API (the same CRL its plain-HTTP port serves)."""
         url = f"{self.settings.ca_url}/1.0/crl"
-        context = ssl.create_default_context(cafile=str(self.settings.root))
         try:
+            context = ssl.create_default_context(cafile=str(self.settings.root))
             # The URL is the configured https CA URL, never user input.
             with urllib.request.urlopen(url, timeout=timeout or self.settings.step_timeout, context=context) as resp:  # noqa: S310
                 data = resp.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
             raise CAUnreachable(f"The CRL at {url} cannot be fetched: {exc}", ["GET", url], None, str(exc)) from None
         try:
             return x509.load_der_x509_crl(data)

@@ -172,7 +172,10 @@ class Inventory:
     def _take(
         self, entry: os.DirEntry[str], folder: str, fresh: dict[str, tuple[tuple[int, int, int], CertRecord]]
     ) -> None:
-        stat = entry.stat()
+        try:
+            stat = entry.stat()
+        except FileNotFoundError:
+            return  # renamed or removed since the folder was listed: the next rerun sees it
         signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         known = self._entries.get(entry.path)
         if known and known[0] == signature:
@@ -217,7 +220,11 @@ def _subfolders(certs_dir: Path) -> list[os.DirEntry[str]]:
 
 
 def _crt_files(folder: str) -> list[os.DirEntry[str]]:
-    with os.scandir(folder) as entries:
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return []
+    with entries:
         # ca.crt is the root that a bundle may carry next to the certificate, not a certificate of the fleet.
         return [e for e in entries if e.name.endswith(".crt") and e.name != "ca.crt" and e.is_file()]
 

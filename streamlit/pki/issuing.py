@@ -12,12 +12,13 @@ import os
 import secrets
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pki.audit import AuditLog
 from pki.ca import KEY_TYPES, REVOCATION_REASONS, CertKind, StepCA
 from pki.inventory import CertRecord, Inventory, Kind, Status, archive_folder_name, parse_certificate_file
 from pki.step import CARefused, StepError
-from pki.validate import InvalidInput, validate_cn, validate_days, validate_sans
+from pki.validate import InvalidInput, validate_cn, validate_days, validate_san, validate_sans
 
 VALID = (Status.ACTIVE, Status.EXPIRING)
 
@@ -66,8 +67,16 @@ def validate_request(request: IssueRequest, max_days: int) -> ValidRequest:
     """All checks that need no CA; raises InvalidInput with the first problem found."""
     cn = validate_cn(request.cn)
     sans = validate_sans(request.sans)
-    if request.kind is CertKind.SERVER and cn.lower() not in sans:
-        sans.insert(0, cn.lower())  # a TLS client checks the SANs, never the CN
+    if request.kind is CertKind.SERVER:
+        try:
+            cn_as_san = validate_san(cn)
+        except InvalidInput:
+            raise InvalidInput(
+                f"The common name {cn!r} of a server certificate must be its host name or IP address "
+                "(letters, digits, dashes, dots), since clients check it as a SAN."
+            ) from None
+        if cn_as_san not in sans:
+            sans.insert(0, cn_as_san)  # a TLS client checks the SANs, never the CN
     days = validate_days(request.days, max_days)
     if request.key_type not in KEY_TYPES:
         raise InvalidInput(f"Unknown key type {request.key_type!r}; choose one of {', '.join(KEY_TYPES)}.")
@@ -132,11 +141,11 @@ def issue_certificate(
         status = current.status(dt.datetime.now(dt.UTC), revoked_serials, expiring_days=0)
         archive_as = {Status.REVOKED: "revoked", Status.EXPIRED: "expired"}.get(status, "replaced")
 
-    certs_dir.mkdir(parents=True, exist_ok=True)
     staging = certs_dir / f".issue-{valid.cn}-{secrets.token_hex(4)}"
-    staging.mkdir(mode=0o700)
     archived_name = None
     try:
+        certs_dir.mkdir(parents=True, exist_ok=True)
+        staging.mkdir(mode=0o700)
         crt, key = staging / f"{valid.cn}.crt", staging / f"{valid.cn}.key"
         ca.issue(
             valid.cn, valid.kind, sans=valid.sans, days=valid.days, key_type=valid.key_type, crt_path=crt, key_path=key
@@ -151,9 +160,11 @@ def issue_certificate(
         except OSError:
             if archived_name:
                 os.rename(certs_dir / archived_name, folder)
-            raise
+                archived_name = None
+            raise _lost_race(ca, valid, staging, certs_dir) from None
     except (StepError, InvalidInput, OSError) as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
         audit.record("issue", "failed", cn=valid.cn, kind=valid.kind.value, error=str(exc))
         raise
     record = parse_certificate_file(folder / f"{valid.cn}.crt", valid.cn)
@@ -168,6 +179,25 @@ def issue_certificate(
         archived_previous_as=archived_name,
     )
     return Issued(record, archived_name)
+
+
+def _lost_race(ca: StepCA, valid: ValidRequest, staging: Path, certs_dir: Path) -> InvalidInput:
+    """Another session filed certs/{CN} while this one was issuing: this certificate is valid at the
+    CA but has no place. Revoke it (superseded) and keep it as {CN}.revoked.N, so nothing is lost."""
+    record = parse_certificate_file(staging / f"{valid.cn}.crt", valid.cn)
+    kept = archive_folder_name(certs_dir, valid.cn, "revoked")
+    try:
+        ca.revoke(record.serial, 4, kind=valid.kind)
+        os.rename(staging, certs_dir / kept)
+    except (StepError, OSError) as exc:
+        return InvalidInput(
+            f"{valid.cn} was issued twice at the same moment; the second certificate (serial {record.serial_hex}) "
+            f"could not be revoked or filed ({exc}): it is in certs/{staging.name}/. Revoke it by serial."
+        )
+    return InvalidInput(
+        f"{valid.cn} was issued by another session at the same moment. This session's certificate "
+        f"(serial {record.serial_hex}) was revoked and kept in certs/{kept}/."
+    )
 
 
 def reissue_certificate(
@@ -234,7 +264,10 @@ def revoke_cn(
     live = next((r for r in targets if r.folder == cn), None)
     if live and live.serial in done:
         folder = archive_folder_name(inventory.certs_dir, cn, "revoked")
-        os.rename(inventory.certs_dir / cn, inventory.certs_dir / folder)
+        try:
+            os.rename(inventory.certs_dir / cn, inventory.certs_dir / folder)
+        except FileNotFoundError:
+            folder = None  # another session archived it meanwhile; the revocation stands
     audit.record(
         "revoke",
         "ok" if not failures else ("partial" if done else "failed"),

@@ -104,7 +104,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     try:
         timeout = float(env.get("PKI_STEP_TIMEOUT") or 20)
     except ValueError:
-        raise SettingsError(f"PKI_STEP_TIMEOUT={env['PKI_STEP_TIMEOUT']!r} is not a number of seconds.") from None
+        timeout = 0
+    if not timeout > 0:
+        raise SettingsError(f"PKI_STEP_TIMEOUT={env.get('PKI_STEP_TIMEOUT')!r} is not a positive number of seconds.")
     return Settings(
         ca_url=(env.get("STEP_CA_URL") or "https://localhost:9000").rstrip("/"),
         root=Path(env.get("STEP_CA_ROOT") or gui_dir / "root_ca.crt"),

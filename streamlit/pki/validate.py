@@ -51,6 +51,8 @@ def validate_san(value: str) -> str:
         raise InvalidInput("A subject alternative name is empty.")
     if any(ch.isspace() for ch in san):
         raise InvalidInput(f"The subject alternative name {san!r} contains spaces.")
+    if san.endswith(".") or "%" in san:
+        raise InvalidInput(f"{san!r} is not a host name or an address (no trailing dot, no %zone).")
     if _looks_like_ip(san):
         try:
             return str(ipaddress.ip_address(san))

@@ -25,20 +25,15 @@ st.markdown(
 st.subheader("Root of trust")
 try:
     fingerprint = root_fingerprint(str(settings.root), settings.root.stat().st_mtime)
+    root_pem, intermediate_pem = settings.root.read_bytes(), settings.intermediate.read_bytes()
 except (StepError, OSError) as exc:
-    fingerprint = ""
-    st.error(f"The root fingerprint cannot be computed: {exc}")
+    st.error(f"The CA's certificates cannot be read: {exc}", icon=":material/error:")
+    st.stop()
 st.markdown(f"**Root fingerprint (SHA-256)**  \n`{fingerprint}`")
 left, right, crl_col = st.columns(3)
-left.download_button(
-    "Root certificate", settings.root.read_bytes(), "root_ca.crt", icon=":material/download:", on_click="ignore"
-)
+left.download_button("Root certificate", root_pem, "root_ca.crt", icon=":material/download:", on_click="ignore")
 right.download_button(
-    "Intermediate certificate",
-    settings.intermediate.read_bytes(),
-    "intermediate_ca.crt",
-    icon=":material/download:",
-    on_click="ignore",
+    "Intermediate certificate", intermediate_pem, "intermediate_ca.crt", icon=":material/download:", on_click="ignore"
 )
 crl, crl_problem = common.crl()
 if crl:
@@ -53,16 +48,19 @@ st.code(
 )
 
 st.subheader("Provisioners")
-try:
-    provisioners = client.provisioners()
-except StepError as exc:
-    st.error(f"The provisioners cannot be listed: {exc}")
+provisioners, problem = common.provisioners()
+if provisioners is None:
+    st.error(f"The provisioners cannot be listed: {problem}")
 else:
     roles = {
         "admin": "super-admin of the CA (password stays with the CA)",
         settings.client_provisioner: "client certificates (clientAuth only)",
         settings.server_provisioner: "server certificates (serverAuth only)",
     }
+
+    def days(value: int | None) -> str:
+        return str(value) if value else "CA default (1)"
+
     st.dataframe(
         pd.DataFrame(
             [
@@ -70,8 +68,8 @@ else:
                     "Name": p.name,
                     "Type": p.type,
                     "Used for": roles.get(p.name, ""),
-                    "Default validity (days)": p.default_days or "CA default (1)",
-                    "Maximum validity (days)": p.max_days or "CA default (1)",
+                    "Default validity (days)": days(p.default_days),
+                    "Maximum validity (days)": days(p.max_days),
                 }
                 for p in sorted(provisioners, key=lambda p: p.name)
             ]

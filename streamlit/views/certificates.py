@@ -7,8 +7,6 @@ from pki import report
 from pki.ca import CertKind
 from pki.inventory import Kind, Status
 from pki.issuing import reissue_certificate
-from pki.step import StepError
-from pki.validate import InvalidInput
 from views import common
 
 st.title("View Certificates")
@@ -91,8 +89,8 @@ if chosen:
                             revoked_serials=crl.revoked if crl else None,
                             audit=common.audit(),
                         )
-                except (InvalidInput, StepError) as exc:
-                    st.error(f"Not re-issued: {exc}", icon=":material/error:")
+                except common.FAILED as exc:
+                    st.error(common.failure_message(exc, "Re-issuing"), icon=":material/error:")
                 else:
                     st.session_state["reissued"] = (issued.record.folder, issued.archived_as)
 

@@ -2,13 +2,15 @@
 
 Streamlit reruns a page on every click, so each thing that costs a process or a request is cached
 here once: the CA's health and provisioners briefly, the CRL until a revoke, the inventory for the
-life of the server (it refreshes itself incrementally).
+life of the server (it refreshes itself incrementally). The checks every page makes use a short
+timeout, so a CA that hangs slows a page by seconds, not by the full step timeout.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -16,11 +18,12 @@ import streamlit as st
 from pki.audit import AuditLog
 from pki.auth import password_matches
 from pki.bundle import make_bundle
-from pki.ca import CertKind, CRLInfo, StepCA
+from pki.ca import CertKind, CRLInfo, Provisioner, StepCA
 from pki.inventory import CertRecord, Inventory
 from pki.ledger import Ledger
 from pki.settings import Settings, SettingsError, audit_path, load_settings
 from pki.step import StepError
+from pki.validate import InvalidInput
 
 
 def settings() -> Settings:
@@ -56,10 +59,13 @@ def inventory() -> Inventory:
     return _inventory(str(s.certs_dir), str(s.ca_log), str(s.ledger_dir))
 
 
+STATUS_TIMEOUT = 5.0  # seconds for the health and CRL checks of every page
+
+
 @st.cache_data(ttl=10, show_spinner=False)
 def _ca_problem(ca_url: str, _ca: StepCA) -> str | None:
     try:
-        _ca.health()
+        _ca.health(timeout=STATUS_TIMEOUT)
     except StepError as exc:
         return str(exc)
     return None
@@ -74,7 +80,7 @@ def ca_problem() -> str | None:
 @st.cache_data(ttl=60, show_spinner=False)
 def _crl(ca_url: str, _ca: StepCA) -> tuple[CRLInfo | None, str | None]:
     try:
-        return _ca.crl_info(), None
+        return _ca.crl_info(timeout=STATUS_TIMEOUT), None
     except StepError as exc:
         return None, str(exc)
 
@@ -96,25 +102,44 @@ def forget_ca_state() -> None:
     _ca_problem.clear()
 
 
+FAILED = (InvalidInput, StepError, OSError)
+"""What an operation may raise that the page turns into a message (never a traceback)."""
+
+
+def failure_message(exc: Exception, what: str) -> str:
+    if isinstance(exc, InvalidInput):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{what} failed on the server's disk: {exc.strerror or exc} ({exc.filename or ''})."
+    return f"{what} failed. {exc}"
+
+
 @st.cache_data(ttl=300, show_spinner=False)
-def _max_days(ca_url: str, _ca: StepCA) -> dict[CertKind, int]:
-    s = _ca.settings
-    limits = {CertKind.CLIENT: s.max_days, CertKind.SERVER: s.max_days}
+def _provisioners(ca_url: str, _ca: StepCA) -> tuple[list[Provisioner] | None, str | None]:
     try:
-        by_name = {p.name: p for p in _ca.provisioners()}
-    except StepError:
-        return limits
-    for kind in CertKind:
-        found = by_name.get(_ca.provisioner_for(kind))
-        if found and found.max_days:
-            limits[kind] = found.max_days
-    return limits
+        return _ca.provisioners(), None
+    except StepError as exc:
+        return None, str(exc)
+
+
+def provisioners() -> tuple[list[Provisioner] | None, str | None]:
+    """The CA's provisioners (cached five minutes), or None and why they could not be listed."""
+    client = ca()
+    return _provisioners(client.settings.ca_url, client)
 
 
 def max_days() -> dict[CertKind, int]:
     """The longest validity the CA allows per certificate type (from its provisioners)."""
     client = ca()
-    return _max_days(client.settings.ca_url, client)
+    s = client.settings
+    limits = {CertKind.CLIENT: s.max_days, CertKind.SERVER: s.max_days}
+    listed, _ = provisioners()
+    by_name = {p.name: p for p in listed or []}
+    for kind in CertKind:
+        found = by_name.get(client.provisioner_for(kind))
+        if found and found.max_days:
+            limits[kind] = found.max_days
+    return limits
 
 
 def require_login() -> None:
@@ -133,6 +158,7 @@ def require_login() -> None:
             log.record("login")
             st.rerun()
         log.record("login", "failed")
+        time.sleep(1)  # slows down guessing
         st.error("Wrong password.", icon=":material/lock:")
     st.stop()
 

@@ -48,7 +48,11 @@ st.dataframe(
 
 st.subheader("Expiring soon")
 threshold = st.number_input(
-    "Show certificates that expire within (days)", min_value=1, max_value=3650, value=settings.expiring_days, step=1
+    "Show certificates that expire within (days)",
+    min_value=1,
+    max_value=max(3650, settings.expiring_days),
+    value=settings.expiring_days,
+    step=1,
 )
 soon = report.expiring_within(table, now, int(threshold))
 if soon:

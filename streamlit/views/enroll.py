@@ -8,8 +8,6 @@ import streamlit as st
 
 from pki.enrollment import MAX_TOKEN_HOURS, create_enrollment
 from pki.issuing import ActiveCertificateExists
-from pki.step import StepError
-from pki.validate import InvalidInput
 from views import common
 
 st.title("Enroll a Site")
@@ -42,10 +40,8 @@ if submitted:
     except ActiveCertificateExists as exc:
         st.error(str(exc), icon=":material/block:")
         st.page_link("views/revoke.py", label="Go to Revoke Certificate", icon=":material/block:")
-    except InvalidInput as exc:
-        st.error(str(exc), icon=":material/edit:")
-    except StepError as exc:
-        st.error(f"No token was made. {exc}", icon=":material/error:")
+    except common.FAILED as exc:
+        st.error(common.failure_message(exc, "Making the token"), icon=":material/error:")
 
 enrollment = st.session_state.get("enrollment")
 if enrollment:

@@ -4,8 +4,6 @@ import streamlit as st
 
 from pki.ca import DEFAULT_KEY_TYPE, KEY_TYPES, CertKind
 from pki.issuing import ActiveCertificateExists, IssueRequest, issue_certificate
-from pki.step import StepError
-from pki.validate import InvalidInput
 from views import common
 
 PRESETS = (30, 90, 365, 730)
@@ -58,10 +56,8 @@ if submitted:
     except ActiveCertificateExists as exc:
         st.error(str(exc), icon=":material/block:")
         st.page_link("views/revoke.py", label="Go to Revoke Certificate", icon=":material/block:")
-    except InvalidInput as exc:
-        st.error(str(exc), icon=":material/edit:")
-    except StepError as exc:
-        st.error(f"The certificate was not issued. {exc}", icon=":material/error:")
+    except common.FAILED as exc:
+        st.error(common.failure_message(exc, "Issuing"), icon=":material/error:")
     else:
         common.forget_ca_state()
         st.session_state["issued_folder"] = issued.record.folder

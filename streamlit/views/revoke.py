@@ -9,8 +9,6 @@ import streamlit as st
 from pki import report
 from pki.ca import REVOCATION_REASONS
 from pki.issuing import revoke_cn
-from pki.step import StepError
-from pki.validate import InvalidInput
 from views import common
 
 st.title("Revoke Certificate")
@@ -40,7 +38,7 @@ def describe(cn: str) -> str:
     return f"{cn} ({kinds}, {len(rows)} valid certificate{plural}: {serials})"
 
 
-with st.form("revoke", clear_on_submit=True):
+with st.form("revoke"):
     cn = st.selectbox(
         "Certificate", list(by_cn), index=None, placeholder="Choose a site or broker", format_func=describe
     )
@@ -69,10 +67,8 @@ elif submitted:
                 revoked_serials=revoked_serials,
                 audit=common.audit(),
             )
-    except InvalidInput as exc:
-        st.error(str(exc), icon=":material/edit:")
-    except StepError as exc:
-        st.error(f"The certificate was not revoked. {exc}", icon=":material/error:")
+    except common.FAILED as exc:
+        st.error(common.failure_message(exc, "Revoking"), icon=":material/error:")
     else:
         common.forget_ca_state()
         crl, crl_problem = common.crl()
