@@ -161,7 +161,7 @@ if [ -n "$ca_url" ]; then
   [[ $ca_url =~ ^https://[^/]+$ ]] || die "--ca-url '$ca_url' is not like https://pki.example.com:9000."
   if ! out=$(step ca root "$root" --ca-url "$ca_url" --fingerprint "$fingerprint" </dev/null 2>&1); then
     case "$out" in
-      *fingerprint*|*mismatch*) die "the CA at $ca_url has another root than fingerprint $fingerprint: wrong CA, or someone in between. Nothing was changed." ;;
+      *"was not found"*|*fingerprint*|*mismatch*) die "the CA at $ca_url has another root than fingerprint $fingerprint: wrong CA, or someone in between. Nothing was changed." ;;
       *) die "the CA at $ca_url cannot be reached: $(tail -n 1 <<<"$out")" ;;
     esac
   fi
@@ -233,18 +233,22 @@ owner_mosquitto() {
   if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown mosquitto: "$@"; fi
 }
 
+# The certificate first, into the scratch folder: if the CA refuses, nothing on this host has changed.
+if [ "$have_valid" = false ] && [ -n "$token" ]; then
+  if ! out=$(step ca certificate "$site" "$work/$site.crt" "$work/$site.key" --token "$token" \
+        --kty EC --curve P-256 --ca-url "$ca_url" --root "$root" --force </dev/null 2>&1); then
+    case "$out" in
+      *authorization*|*unauthorized*|*401*) die "the CA refused the token: it was already used, has expired, or was made for another CA. Ask for a new one (GUI: Enroll a Site). Nothing was changed." ;;
+      *) die "getting the certificate failed: $(tail -n 1 <<<"$out"). Nothing was changed." ;;
+    esac
+  fi
+fi
+
 mkdir -p "$certs_dir" "$state_dir" "$site_steppath"
 put_file "$root" "$ca_crt" 0644
 if [ "$have_valid" = true ]; then
   say "A valid certificate of $site is installed ($crt): kept, the token was not used."
 elif [ -n "$token" ]; then
-  if ! out=$(step ca certificate "$site" "$work/$site.crt" "$work/$site.key" --token "$token" \
-        --kty EC --curve P-256 --ca-url "$ca_url" --root "$root" --force </dev/null 2>&1); then
-    case "$out" in
-      *authorization*|*unauthorized*|*401*) die "the CA refused the token: it was already used, has expired, or was made for another CA. Ask for a new one (GUI: Enroll a Site). Nothing was changed." ;;
-      *) die "getting the certificate failed: $(tail -n 1 <<<"$out")" ;;
-    esac
-  fi
   put_file "$work/$site.crt" "$crt" 0644
   put_file "$work/$site.key" "$key" 0600
 else

@@ -52,15 +52,23 @@ fi
 declare -A unit_seconds=([s]=1 [m]=60 [h]=3600 [d]=86400)
 min_valid_seconds=$(( BASH_REMATCH[1] * unit_seconds[${BASH_REMATCH[2]}] ))
 
+# quote ARG: the argument as both sh (cron) and systemd (ExecStart=) read it back: bare when plain,
+# else in single quotes. Neither reads an escaped single quote the same way, so those are refused.
+quote() {
+  if [[ $1 =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then printf '%s' "$1"
+  elif [[ $1 == *"'"* ]]; then echo "refresh-crl.sh: cannot schedule an argument with a single quote: $1" >&2; exit 2
+  else printf "'%s'" "$1"; fi
+}
+
 if [ -n "$schedule" ]; then
   # The scheduled command is this script with the same arguments, minus the scheduling ones.
   script=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
-  command=$(printf '%q ' "$script")
+  command="$(quote "$script") "
   skip=false
   for arg in "${original_args[@]}"; do
     if [ "$skip" = true ]; then skip=false; continue; fi
     case "$arg" in --install-schedule|--prefix) skip=true; continue ;; esac
-    command+=$(printf '%q ' "$arg")
+    command+="$(quote "$arg") "
   done
   case "$schedule" in
     systemd)

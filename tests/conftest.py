@@ -62,6 +62,8 @@ class RunningCA:
             "PKI_CA_ADDRESS": f"127.0.0.1:{self.port}",
             "PKI_CRL_ADDRESS": f"127.0.0.1:{self.crl_port}",
             "PKI_CRL_URL": self.crl_url,
+            # short enough that the renewal-after-expiry test waits seconds, not minutes
+            "PKI_CERT_MIN_DURATION": "10s",
         }
         settings.update(overrides)
         return tool_env(**settings)
@@ -132,18 +134,32 @@ class RunningCA:
         return load_settings(values)
 
 
-@pytest.fixture(scope="session")
-def running_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCA]:
+def started_ca(base: Path, **init_settings: str) -> RunningCA:
+    """A new CA in `base`, set up by scripts/init-ca.sh and started by scripts/start-ca.sh."""
     for tool in ("step", "step-ca"):
         if not (TOOLS / tool).exists():
             pytest.fail(f"{TOOLS / tool} is missing: run `make test` (it runs scripts/install-step.sh first).")
     if shutil.which("jq", path=f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}") is None:
         pytest.fail("jq is missing: run scripts/install-step.sh.")
-    ca = RunningCA(tmp_path_factory.mktemp("pki"))
-    done = ca.run_init()
+    ca = RunningCA(base)
+    done = ca.run_init(**init_settings)
     if done.returncode != 0:
         pytest.fail(f"scripts/init-ca.sh failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     ca.start()
+    return ca
+
+
+@pytest.fixture(scope="session")
+def running_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCA]:
+    ca = started_ca(tmp_path_factory.mktemp("pki"))
+    yield ca
+    ca.stop()
+
+
+@pytest.fixture(scope="session")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCA]:
+    """A second, unrelated CA made the same way: the 'wrong CA' of refusal tests."""
+    ca = started_ca(tmp_path_factory.mktemp("other-pki"), PKI_CA_NAME="Other CA")
     yield ca
     ca.stop()
 

@@ -1,0 +1,325 @@
+"""enroll-site.sh and refresh-crl.sh: every check fails clearly and changes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import http.server
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from conftest import REPO, RunningCA, free_port, tool_env
+from pki.audit import AuditLog
+from pki.bundle import make_bundle
+from pki.ca import CertKind, StepCA
+from pki.enrollment import Enrollment, create_enrollment
+from pki.inventory import Inventory
+from pki.issuing import IssueRequest, issue_certificate
+
+ENROLL = REPO / "scripts" / "enroll-site.sh"
+REFRESH = REPO / "scripts" / "refresh-crl.sh"
+
+
+def tree(prefix: Path) -> dict[str, str]:
+    """Every file under `prefix` with its content hash: 'changes nothing' means this is unchanged."""
+    if not prefix.exists():
+        return {}
+    return {
+        str(p.relative_to(prefix)): hashlib.sha256(p.read_bytes()).hexdigest() for p in prefix.rglob("*") if p.is_file()
+    }
+
+
+def enroll(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ENROLL), *args], capture_output=True, text=True, timeout=120, env=env or tool_env()
+    )
+
+
+@pytest.fixture
+def gui(ca: RunningCA, tmp_path: Path) -> tuple[StepCA, Inventory, AuditLog]:
+    settings = ca.settings(PKI_CERTS_DIR=str(tmp_path / "certs"), PKI_AUDIT_LOG=str(tmp_path / "audit.log"))
+    return StepCA(settings), Inventory(settings.certs_dir), AuditLog(settings.audit_log)
+
+
+def token_for(gui: tuple[StepCA, Inventory, AuditLog], site: str) -> Enrollment:
+    step_ca, inventory, audit = gui
+    return create_enrollment(
+        step_ca, inventory, site, hours=1, broker="127.0.0.1:8883", revoked_serials=frozenset(), audit=audit
+    )
+
+
+def args_of(enrollment: Enrollment, prefix: Path, *extra: str) -> list[str]:
+    return ["--site", enrollment.site, "--ca-url", enrollment.ca_url, "--fingerprint", enrollment.fingerprint,
+            "--broker", enrollment.broker, "--token", enrollment.token, "--prefix", str(prefix), *extra]  # fmt: skip
+
+
+def test_dry_run_then_run_then_rerun(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+    enrollment = token_for(gui, "site-701")
+    prefix = tmp_path / "site"
+    dry = enroll(*args_of(enrollment, prefix, "--dry-run"))
+    assert dry.returncode == 0, dry.stderr
+    assert "Checks passed" in dry.stdout and "would" in dry.stdout
+    assert tree(prefix) == {}
+
+    first = enroll(*args_of(enrollment, prefix))
+    assert first.returncode == 0, first.stderr
+    files = tree(prefix)
+    assert set(files) >= {
+        "etc/mosquitto/certs/ca.crt", "etc/mosquitto/certs/site-701.crt", "etc/mosquitto/certs/site-701.key",
+        "etc/mosquitto/conf.d/app-pki-bridge.conf", "etc/app-pki/renew.sh",
+        "etc/systemd/system/app-pki-renew.service", "etc/systemd/system/app-pki-renew.timer",
+    }  # fmt: skip
+    assert (prefix / "etc/mosquitto/certs/site-701.key").stat().st_mode & 0o777 == 0o600
+    bridge = (prefix / "etc/mosquitto/conf.d/app-pki-bridge.conf").read_text()
+    for line in ("address 127.0.0.1:8883", "remote_clientid site-701", "bridge_tls_version tlsv1.2",
+                 'topic # out 1 "" sites/site-701/', "bridge_insecure false"):  # fmt: skip
+        assert line in bridge
+
+    again = enroll(*args_of(enrollment, prefix))  # the token is spent: a rerun must not need it
+    assert again.returncode == 0, again.stderr
+    assert "nothing changed" in again.stdout
+    assert tree(prefix) == files
+
+
+def test_cron_schedule_and_custom_topics(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+    enrollment = token_for(gui, "site-702")
+    prefix = tmp_path / "site"
+    done = enroll(*args_of(enrollment, prefix, "--schedule", "cron", "--topic", 'telemetry/# out 1 "" sites/site-702/'))
+    assert done.returncode == 0, done.stderr
+    cron = (prefix / "etc/cron.d/app-pki-renew").read_text()
+    assert f"root {prefix}/etc/app-pki/renew.sh" in cron
+    assert not (prefix / "etc/systemd").exists()
+    assert (
+        'topic telemetry/# out 1 "" sites/site-702/'
+        in (prefix / "etc/mosquitto/conf.d/app-pki-bridge.conf").read_text()
+    )
+
+
+def test_missing_step_says_how_to_install_it(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+    enrollment = token_for(gui, "site-703")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "cat", "mktemp", "rm", "sed", "cut", "tr", "head", "date", "base64", "mosquitto", "curl"):
+        found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin")
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    done = enroll(*args_of(enrollment, tmp_path / "site"), env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    assert done.returncode == 1
+    assert "dpkg -i step-cli_amd64.deb" in done.stderr
+    assert tree(tmp_path / "site") == {}
+
+
+def test_token_for_another_site_expired_or_used(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+    enrollment = token_for(gui, "site-704")
+    wrong_site = enroll(*args_of(enrollment, tmp_path / "a"), "--site", "site-999")
+    assert wrong_site.returncode == 1 and "is for site 'site-704', not 'site-999'" in wrong_site.stderr
+
+    step_ca = gui[0]
+    short = step_ca.enrollment_token("site-705", dt.timedelta(seconds=1))
+    time.sleep(2)
+    expired = enroll("--token", short, "--broker", "127.0.0.1:8883", "--prefix", str(tmp_path / "b"))
+    assert expired.returncode == 1 and "the token expired at" in expired.stderr
+
+    assert enroll(*args_of(enrollment, tmp_path / "c")).returncode == 0
+    used = enroll(*args_of(enrollment, tmp_path / "d"))
+    assert used.returncode == 1
+    assert "already used" in used.stderr
+    for prefix in ("a", "b", "d"):
+        assert tree(tmp_path / prefix) == {}
+
+
+def test_wrong_fingerprint_other_ca_and_unreachable_ca(
+    gui: tuple[StepCA, Inventory, AuditLog], other_ca: RunningCA, tmp_path: Path
+) -> None:
+    enrollment = token_for(gui, "site-706")
+    zeros = "0" * 64
+    wrong_fp = enroll(*args_of(enrollment, tmp_path / "a"), "--fingerprint", zeros)
+    assert wrong_fp.returncode == 1 and f"not {zeros}" in wrong_fp.stderr
+
+    # A different CA at the URL (as if DNS or a proxy led the site elsewhere): its root does not match.
+    impostor = enroll(*args_of(enrollment, tmp_path / "b"), "--ca-url", other_ca.url)
+    assert impostor.returncode == 1
+    assert "has another root than fingerprint" in impostor.stderr, impostor.stderr
+
+    down = enroll(*args_of(enrollment, tmp_path / "c"), "--ca-url", f"https://localhost:{free_port()}")
+    assert down.returncode == 1 and "cannot be reached" in down.stderr
+    for prefix in ("a", "b", "c"):
+        assert tree(tmp_path / prefix) == {}
+
+
+def test_clock_skew_is_refused(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+    enrollment = token_for(gui, "site-707")
+    # This host's clock ten minutes ahead: a `date` that adds 600 s to "now" and nothing else.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "date").write_text(
+        '#!/bin/bash\nif [ "$*" = "+%s" ]; then echo $(( $(/bin/date +%s) + 600 )); else exec /bin/date "$@"; fi\n'
+    )
+    (shim / "date").chmod(0o755)
+    env = tool_env()
+    env["PATH"] = f"{shim}:{env['PATH']}"
+    done = enroll(*args_of(enrollment, tmp_path / "site"), env=env)
+    assert done.returncode == 1
+    assert "clock is 6" in done.stderr and "off the CA's" in done.stderr
+    assert tree(tmp_path / "site") == {}
+
+
+def test_bundle_mode_installs_a_client_bundle_and_refuses_others(
+    gui: tuple[StepCA, Inventory, AuditLog], ca: RunningCA, tmp_path: Path
+) -> None:
+    step_ca, inventory, audit = gui
+    settings = step_ca.settings
+
+    def bundle_of(cn: str, kind: CertKind) -> Path:
+        record = issue_certificate(
+            step_ca, inventory, IssueRequest(cn, kind, "", 30, "EC P-256"), max_days=730,
+            revoked_serials=frozenset(), audit=audit,
+        ).record  # fmt: skip
+        path = tmp_path / f"{cn}.zip"
+        path.write_bytes(make_bundle(record, settings.root.read_bytes(), "127.0.0.1:8883", settings.crl_url))
+        return path
+
+    client = bundle_of("site-708", CertKind.CLIENT)
+    fingerprint = step_ca.root_fingerprint()
+    prefix = tmp_path / "site"
+    done = enroll("--bundle", str(client), "--ca-url", settings.public_ca_url, "--fingerprint", fingerprint,
+                  "--broker", "127.0.0.1:8883", "--prefix", str(prefix))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    installed = prefix / "etc/mosquitto/certs"
+    assert (installed / "site-708.key").stat().st_mode & 0o777 == 0o600
+    assert (installed / "site-708.crt").read_bytes() == (settings.certs_dir / "site-708" / "site-708.crt").read_bytes()
+    assert (prefix / "etc/app-pki/renew.sh").exists()
+
+    server = bundle_of("broker-708", CertKind.SERVER)
+    refused = enroll("--bundle", str(server), "--prefix", str(tmp_path / "s2"))
+    assert refused.returncode == 1 and "not a client certificate" in refused.stderr
+    assert tree(tmp_path / "s2") == {}
+
+
+# --- refresh-crl.sh ---
+
+
+def refresh(ca: RunningCA, out: Path, *extra: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(REFRESH), "--url", url or ca.crl_url, "--ca-file", str(ca.gui_dir / "root_ca.crt"),
+         "--ca-file", str(ca.gui_dir / "intermediate_ca.crt"), "--out", str(out), *extra],
+        capture_output=True, text=True, timeout=60, env=tool_env(),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A plain HTTP server on loopback serving a folder: an old or foreign CRL at a URL."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+
+    def handler(*args: object) -> http.server.SimpleHTTPRequestHandler:
+        return http.server.SimpleHTTPRequestHandler(*args, directory=str(folder))  # type: ignore[arg-type]
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_refresh_replaces_reloads_and_is_quiet_when_unchanged(ca: RunningCA, tmp_path: Path) -> None:
+    out = tmp_path / "crl.pem"
+    marker = tmp_path / "reloaded"
+    first = refresh(ca, out, "--reload-cmd", f"echo x >> {marker}")
+    assert first.returncode == 0, first.stderr
+    assert out.read_text().startswith("-----BEGIN X509 CRL-----") and out.stat().st_mode & 0o777 == 0o644
+    assert marker.read_text() == "x\n"
+    again = refresh(ca, out, "--reload-cmd", f"echo x >> {marker}")
+    assert again.returncode == 0 and "is current" in again.stdout
+    assert marker.read_text() == "x\n"  # nothing changed: no reload
+
+
+def test_refresh_keeps_the_previous_crl_on_any_failure(
+    ca: RunningCA, other_ca: RunningCA, served: tuple[Path, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "crl.pem"
+    assert refresh(ca, out).returncode == 0
+    before = out.read_bytes()
+    folder, base = served
+
+    # Signed by another CA.
+    shutil.copy(other_ca_crl(other_ca, tmp_path), folder / "foreign.crl")
+    foreign = refresh(ca, out, url=f"{base}/foreign.crl")
+    assert foreign.returncode == 1 and "not signed by the CA" in foreign.stderr
+
+    # The CA is down.
+    down = refresh(ca, out, url=f"http://127.0.0.1:{free_port()}/1.0/crl")
+    assert down.returncode == 1 and "previous CRL stays" in down.stderr
+
+    # Not a CRL at all.
+    (folder / "junk.crl").write_text("<html>proxy error</html>")
+    junk = refresh(ca, out, url=f"{base}/junk.crl")
+    assert junk.returncode == 1
+
+    # Older than the one in place (a replayed CRL): revoke something to make a newer one first.
+    shutil.copy(out, folder / "old.crl")
+    StepCA(ca.settings()).revoke(123456789, 0)
+    assert refresh(ca, out).returncode == 0
+    newer = out.read_bytes()
+    rollback = refresh(ca, out, url=f"{base}/old.crl")
+    assert rollback.returncode == 1 and "older than the one" in rollback.stderr
+    assert out.read_bytes() == newer != before
+
+    # About to expire (the CA stopped renewing it).
+    stale = refresh(ca, out, "--min-valid", "30d")
+    assert stale.returncode == 1 and "less than 30d away" in stale.stderr
+    assert out.read_bytes() == newer
+
+
+def other_ca_crl(other_ca: RunningCA, tmp_path: Path) -> Path:
+    target = tmp_path / "other.crl"
+    done = subprocess.run(["curl", "-fsS", "-o", str(target), other_ca.crl_url], capture_output=True, check=False)
+    assert done.returncode == 0
+    return target
+
+
+def test_refresh_installs_its_schedule(ca: RunningCA, tmp_path: Path) -> None:
+    out = tmp_path / "crl.pem"
+    for kind, path in (("systemd", "etc/systemd/system/app-pki-crl-refresh.service"),
+                       ("cron", "etc/cron.d/app-pki-crl-refresh")):  # fmt: skip
+        done = refresh(ca, out, "--reload-cmd", "systemctl restart mosquitto",
+                       "--install-schedule", kind, "--prefix", str(tmp_path / kind))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        text = (tmp_path / kind / path).read_text()
+        assert "refresh-crl.sh --url" in text and ca.crl_url in text and "'systemctl restart mosquitto'" in text
+        assert "--install-schedule" not in text and "--prefix" not in text
+    assert (
+        (tmp_path / "systemd/etc/systemd/system/app-pki-crl-refresh.timer").read_text().count("OnUnitActiveSec=15min")
+    )
+    assert not out.exists()  # installing fetches nothing
+
+
+def test_expired_site_certificate_renews_after_expiry(ca: RunningCA, tmp_path: Path) -> None:
+    """A site that was offline past its expiry comes back (the client provisioner allows it)."""
+    settings = ca.settings()
+    token = StepCA(settings).enrollment_token("site-709", dt.timedelta(hours=1))
+    crt, key = tmp_path / "s.crt", tmp_path / "s.key"
+    common = ["--ca-url", settings.public_ca_url, "--root", str(settings.root)]
+    step = str(Path(settings.step_bin))
+    env = tool_env(STEPPATH=str(tmp_path / "step"))
+    # step-ca checks an expired chain at the leaf's expiry minus a minute; the leaf is backdated a minute.
+    # On a CA younger than that, a short-lived leaf would predate its intermediate, so live a bit longer.
+    intermediate = x509.load_pem_x509_certificate(settings.intermediate.read_bytes())
+    age = (dt.datetime.now(dt.UTC) - intermediate.not_valid_before_utc).total_seconds()
+    lifetime = max(15, int(75 - age))
+    subprocess.run([step, "ca", "certificate", "site-709", str(crt), str(key), "--token", token,
+                    "--not-after", f"{lifetime}s", *common],
+                   check=True, capture_output=True, env=env, stdin=subprocess.DEVNULL)  # fmt: skip
+    expired_at = x509.load_pem_x509_certificate(crt.read_bytes()).not_valid_after_utc
+    time.sleep(max(0.0, (expired_at - dt.datetime.now(dt.UTC)).total_seconds()) + 1.5)
+    renewed = subprocess.run([step, "ca", "renew", "--force", *common, str(crt), str(key)],
+                             capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert renewed.returncode == 0, renewed.stderr
+    assert x509.load_pem_x509_certificate(crt.read_bytes()).not_valid_after_utc > dt.datetime.now(dt.UTC)
