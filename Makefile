@@ -39,6 +39,11 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# dclint (compose linter) from npm, at the version package-lock.json pins.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 run: tools $(VENV)/.runtime
 	@scripts/run-local.sh
 
@@ -47,7 +52,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check .
 	shellcheck $(SHELL_SCRIPTS)
 
-test: tools $(VENV)/.dev lint
+test: tools $(VENV)/.dev node_modules/.installed lint
 	$(VENV)/bin/pytest
 
 screenshots: tools $(VENV)/.dev
@@ -63,4 +68,4 @@ reset:
 	  if [ "$$answer" = y ]; then rm -rf "$(DATA_DIR)" && echo "$(DATA_DIR) removed."; else echo "Nothing removed."; fi
 
 clean:
-	rm -rf $(VENV) .tools
+	rm -rf $(VENV) .tools node_modules

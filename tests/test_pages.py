@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import pki.step
+from certfactory import write_certificate
 from conftest import REPO, RunningCA, free_port
 from pki.audit import AuditLog
 from pki.ca import CertKind, StepCA
@@ -256,3 +258,55 @@ def test_missing_step_cli_banner(gui: Path, monkeypatch: pytest.MonkeyPatch, pag
     at = open_page(page)
     assert not at.exception, at.exception
     assert "step CLI was not found" in texts(at.error)
+
+
+def test_enroll_page_mints_a_token_and_shows_the_command(gui: Path) -> None:
+    at = open_page("views/enroll.py")
+    at.text_input[0].input("site-801")
+    at.number_input[0].set_value(12)
+    at.button[0].click().run()
+    assert not at.exception
+    assert "Enrolment token for **site-801**" in texts(at.success)
+    command = at.code[0].value
+    assert command.startswith("sudo ./enroll-site.sh --site site-801 --ca-url ")
+    assert "--token eyJ" in command and "--broker mqtt.ak-sg.com:8883" in command
+    assert at.get("download_button"), "enroll-site.sh is offered for download"
+    audit = (gui.parent / "data" / "audit.log").read_text()
+    assert '"action": "token"' in audit and "eyJ" not in audit
+
+
+@pytest.mark.parametrize(
+    ("site", "hours", "message"), [("../x", 24, "may hold only"), ("site-802", 0, "from 1 to 168")]
+)
+def test_enroll_page_refuses_bad_input(
+    gui: Path, step_calls: list[list[str]], site: str, hours: int, message: str
+) -> None:
+    at = open_page("views/enroll.py")
+    at.text_input[0].input(site)
+    at.number_input[0].set_value(hours)
+    step_calls.clear()
+    at.button[0].click().run()
+    assert message in texts(at.error)
+    assert not at.code
+    assert [argv for argv in step_calls if "jwt" in argv] == []
+
+
+def test_view_page_reissues_a_broker_certificate(ca: RunningCA, gui: Path) -> None:
+    issue_here(ca, gui, "mqtt-803.example", CertKind.SERVER)
+    at = open_page("views/certificates.py")
+    at.text_input[0].input("mqtt-803").run()
+    reissue = next(b for b in at.button if b.label == "Re-issue this broker certificate")
+    reissue.click().run()
+    assert not at.exception
+    assert "Re-issued **mqtt-803.example**" in texts(at.success)
+    assert sorted(p.name for p in gui.iterdir()) == ["mqtt-803.example", "mqtt-803.example.replaced"]
+
+
+def test_dashboard_warns_before_a_broker_certificate_expires(gui: Path) -> None:
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=20)
+    write_certificate(gui, "mqtt-804.example", "mqtt-804.example", not_after=soon, server=True)
+    write_certificate(gui, "site-804", "site-804", not_after=soon)
+    at = open_page("views/dashboard.py")
+    warnings = texts(at.warning)
+    assert "Broker certificate **mqtt-804.example** expires in" in warnings
+    assert "site-804" not in warnings
