@@ -6,7 +6,7 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 Usage:
-  enroll-site.sh --token TOKEN [--site NAME] [--ca-url URL] [--fingerprint FP] [options]
+  enroll-site.sh --token TOKEN | --token-file FILE [--site NAME] [--ca-url URL] [--fingerprint FP] [options]
       The key is made here and never leaves the site. TOKEN comes from the GUI ("Enroll a Site"),
       which prints this whole command.
   enroll-site.sh --bundle NAME.zip [--ca-url URL] [--fingerprint FP] [options]
@@ -21,17 +21,20 @@ Options:
                          of the certificate's lifetime)
   --reload-cmd CMD       reloads the bridge after a renewal (default: systemctl restart mosquitto)
   --schedule KIND        systemd, cron or none (default: systemd if present, else cron)
+  --token-file FILE      read the token from FILE (keeps it out of the process list and shell history)
   --prefix DIR           install under DIR instead of / (tests, unprivileged runs; nothing is enabled)
-  --force                get a new certificate even if a valid one is installed (the old is kept)
+  --force                get a new certificate even if this token's certificate is installed (old files kept)
   --dry-run              run every check, print what would change, change nothing
   -h, --help             this text
 
-Checks, in order: step is installed, the token is for this site and not expired, the CA answers at
-the URL, its root has the expected fingerprint, this host's clock is within a minute of the CA's.
+Checks, in order: step is installed, this runs as root (or with --prefix) and can write where it
+installs, the token is for this site, the CA answers at the URL, its root has the expected
+fingerprint, this host's clock is within a minute of the CA's, the token has not expired.
 Files (under --prefix): /etc/mosquitto/certs/{ca.crt,SITE.crt,SITE.key},
 /etc/mosquitto/conf.d/app-pki-bridge.conf, /etc/app-pki/{site.env,renew.sh},
 /etc/systemd/system/app-pki-renew.{service,timer} or /etc/cron.d/app-pki-renew.
-Running it again with the same arguments changes nothing.
+Running it again with the same arguments changes nothing; a new token (after a revocation, say)
+gets a new certificate.
 EOF
 }
 
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --token) token=${2:?--token needs a value}; shift ;;
+    --token-file) token=$(tr -d ' \n\r' < "${2:?--token-file needs a value}") || { echo "enroll-site.sh: cannot read $2" >&2; exit 2; }; shift ;;
     --site) site=${2:?--site needs a value}; shift ;;
     --ca-url) ca_url=${2:?--ca-url needs a value}; shift ;;
     --fingerprint) fingerprint=${2:?--fingerprint needs a value}; shift ;;
@@ -63,6 +67,7 @@ while [ $# -gt 0 ]; do
 done
 
 # --- arguments ---
+fingerprint=$(tr -d ':' <<<"$fingerprint" | tr 'A-F' 'a-f')
 if [ -n "$token" ] && [ -n "$bundle" ]; then die "give --token or --bundle, not both."; fi
 if [ -z "$token" ] && [ -z "$bundle" ]; then die "give --token (from the GUI's Enroll a Site) or --bundle FILE.zip (see --help)."; fi
 if [ -n "$prefix" ]; then
@@ -103,6 +108,24 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] ||
 command -v curl >/dev/null 2>&1 || die "curl is needed to compare this host's clock with the CA's: apt-get install curl"
 [ -z "$bundle" ] || command -v unzip >/dev/null 2>&1 || die "unzip is needed to read the bundle: apt-get install unzip"
 
+# Where things go. Checked before any token is spent: a run that cannot write would burn it.
+certs_dir="$prefix/etc/mosquitto/certs"
+conf_file="$prefix/etc/mosquitto/conf.d/app-pki-bridge.conf"
+state_dir="$prefix/etc/app-pki"
+site_steppath="$prefix/var/lib/app-pki/step"
+if [ -z "$prefix" ] && [ "$(id -u)" -ne 0 ]; then
+  die "run it as root (sudo), or give --prefix DIR to install under a folder of your own."
+fi
+# writable DIR: DIR, or its nearest existing parent, can be written by this user.
+writable() {
+  local dir=$1
+  while [ ! -e "$dir" ]; do dir=$(dirname "$dir"); done
+  [ -d "$dir" ] && [ -w "$dir" ]
+}
+for dir in "$certs_dir" "$(dirname "$conf_file")" "$state_dir" "$site_steppath"; do
+  writable "$dir" || die "cannot write $dir (or create it): nothing was changed."
+done
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export STEPPATH="$work/step"
@@ -118,10 +141,8 @@ if [ -n "$token" ]; then
   token_sha=$(json_field sha <<<"$claims")
   [ -n "$site" ] || site=$token_site
   [ "$token_site" = "$site" ] || die "the token is for site '$token_site', not '$site'."
+  token_id=$(json_field jti <<<"$claims")
   [[ $token_exp =~ ^[0-9]+$ ]] || die "the token has no expiry: it is not an app-pki enrolment token."
-  if [ "$token_exp" -le "$(date +%s)" ]; then
-    die "the token expired at $(date -u -d "@$token_exp" '+%Y-%m-%d %H:%M UTC'). Ask for a new one (GUI: Enroll a Site)."
-  fi
   [ -n "$ca_url" ] || ca_url=${token_aud%/1.0/sign}
   [ -n "$fingerprint" ] || fingerprint=$token_sha
   [ "$token_sha" = "$fingerprint" ] || die "the token was made for a CA with root fingerprint $token_sha, not $fingerprint."
@@ -173,36 +194,38 @@ if [ -n "$ca_url" ]; then
   skew=$(( $(date +%s) - $(date -d "$ca_date" +%s) ))
   [ "${skew#-}" -le 60 ] ||
     die "this host's clock is ${skew}s off the CA's ($ca_date): certificates would look not yet valid or expired. Fix the time (e.g. systemd-timesyncd) and run again."
+  # The token's expiry, judged by the CA's clock (the one that will check it).
+  if [ -n "$token" ] && [ "$token_exp" -le "$(date -d "$ca_date" +%s)" ]; then
+    die "the token expired at $(date -u -d "@$token_exp" '+%Y-%m-%d %H:%M UTC'). Ask for a new one (GUI: Enroll a Site)."
+  fi
 else
   cp "$work/bundle/ca.crt" "$root"
   say "No --ca-url: the bundle is installed without automatic renewal."
   schedule=none
 fi
 
-# --- where things go ---
-certs_dir="$prefix/etc/mosquitto/certs"
-conf_file="$prefix/etc/mosquitto/conf.d/app-pki-bridge.conf"
-state_dir="$prefix/etc/app-pki"
+# --- the files of this site ---
 crt="$certs_dir/$site.crt"
 key="$certs_dir/$site.key"
 ca_crt="$certs_dir/ca.crt"
-site_steppath="$prefix/var/lib/app-pki/step"
+has_systemd=false
+[ -d /run/systemd/system ] && has_systemd=true
 if [ -z "$schedule" ]; then
-  if [ -z "$prefix" ] && ! command -v systemctl >/dev/null 2>&1; then schedule=cron; else schedule=systemd; fi
+  if [ -z "$prefix" ] && [ "$has_systemd" = false ]; then schedule=cron; else schedule=systemd; fi
 fi
 if [ -z "$reload_cmd" ]; then
   if [ -n "$prefix" ]; then reload_cmd=true
-  elif command -v systemctl >/dev/null 2>&1; then reload_cmd="systemctl restart mosquitto"
+  elif [ "$has_systemd" = true ]; then reload_cmd="systemctl restart mosquitto"
   else reload_cmd="service mosquitto restart"; fi
 fi
 
-# Is a valid certificate for this site already installed? Then the token is not spent again.
+# Was this very token already used here? Then its certificate is installed and the token is not
+# spent again. A different token (a re-enrolment after a revocation, say) gets a new certificate.
 have_valid=false
-if [ -f "$crt" ] && [ -f "$key" ] && [ "$force" = false ]; then
-  if step certificate verify "$crt" --roots "$root" >/dev/null 2>&1 &&
-     [ "$(cert_cn "$crt")" = "$site" ]; then
-    have_valid=true
-  fi
+if [ -n "$token" ] && [ "$force" = false ] && [ -f "$crt" ] && [ -f "$key" ] && [ -f "$state_dir/site.env" ] &&
+   grep -qx "TOKEN_ID=$token_id" "$state_dir/site.env" &&
+   step certificate verify "$crt" --roots "$root" >/dev/null 2>&1 && [ "$(cert_cn "$crt")" = "$site" ]; then
+  have_valid=true
 fi
 
 if [ "$dry_run" = true ]; then
@@ -271,8 +294,8 @@ bridge_certfile $crt
 bridge_keyfile $key
 bridge_tls_version tlsv1.2
 bridge_insecure false
-notifications true
-notification_topic sites/$site/bridge/state
+# No notifications: the local copy would be forwarded again under the site's prefix.
+notifications false
 EOF
   for topic in "${topics[@]}"; do echo "topic $topic"; done
 } > "$work/bridge.conf"
@@ -283,6 +306,7 @@ SITE=$site
 CA_URL=$ca_url
 FINGERPRINT=$fingerprint
 BROKER=$broker
+TOKEN_ID=${token_id:-}
 EOF
 put_file "$work/site.env" "$state_dir/site.env" 0644
 
@@ -294,7 +318,8 @@ if [ "$schedule" != none ]; then
 # Written by app-pki enroll-site.sh: renew the certificate of site $site when it is due, then reload
 # the bridge. Run daily by app-pki-renew.timer (or cron). Exit 0: nothing due or renewed.
 set -eu
-export STEPPATH='$site_steppath'
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH STEPPATH='$site_steppath'
 status=0
 '$step_bin' certificate needs-renewal '$crt'$renew_flag >/dev/null 2>&1 || status=\$?
 case \$status in
@@ -337,12 +362,17 @@ EOF
   fi
 fi
 
-if [ -z "$prefix" ] && [ "$changed" -gt 0 ]; then
+# Activate what changed. A marker makes a run after a failed activation try again, even though
+# the files are then already in place.
+pending="$state_dir/.activation-pending"
+if [ -z "$prefix" ] && { [ "$changed" -gt 0 ] || [ -f "$pending" ]; }; then
+  touch "$pending"
   if [ "$schedule" = systemd ]; then
     systemctl daemon-reload
     systemctl enable --now app-pki-renew.timer
   fi
-  sh -c "$reload_cmd" || die "the bridge configuration is written but '$reload_cmd' failed: look at the Mosquitto log."
+  sh -c "$reload_cmd" || die "the bridge configuration is written but '$reload_cmd' failed: look at the Mosquitto log, then run this again."
+  rm -f "$pending"
 fi
 
 expiry=$(cert_expiry "$crt")

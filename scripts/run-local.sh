@@ -66,7 +66,8 @@ trap stop_all EXIT
 trap 'exit 0' INT TERM
 
 ca_log="$data_dir/logs/step-ca.log"
-STEPPATH="$data_dir/ca" PKI_CA_LOG="$ca_log" bash "$repo_dir/scripts/start-ca.sh" >/dev/null &
+journal="$data_dir/logs/issued.log"
+STEPPATH="$data_dir/ca" PKI_CA_LOG="$journal" bash "$repo_dir/scripts/start-ca.sh" >>"$ca_log" &
 ca_pid=$!
 root="$data_dir/gui/root_ca.crt"
 ca_url="https://localhost:$ca_port"
@@ -78,7 +79,7 @@ for _ in $(seq 1 150); do
 done
 ca_healthy || { tail -n 20 "$ca_log" >&2; die "step-ca did not become healthy at $ca_url within 30 s (log: $ca_log)."; }
 
-STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" PKI_CA_LOG="$ca_log" \
+STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" PKI_CA_LOG="$journal" \
   "$repo_dir/.venv/bin/streamlit" run "$repo_dir/streamlit/app.py" \
   --server.port "$gui_port" --server.address "$gui_address" --server.headless true \
   --browser.gatherUsageStats false --client.toolbarMode minimal >>"$data_dir/logs/gui.log" 2>&1 &

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Run step-ca in the foreground, its output also appended to a log file.
-# The log is the CA's record of every certificate it signs or renews (JSON, one request per line):
-# the GUI reads it to know site certificates whose keys never came near the server.
+# Run step-ca in the foreground. Its whole output goes to stdout (the CA's log). Each request line that
+# carries a signed certificate (/sign, /renew, /rekey; step-ca logs JSON) is also appended to
+# $PKI_CA_LOG: the issuance journal, which the GUI reads to know certificates whose keys never came
+# near the server (token enrolments, renewals). It grows by a few KB per certificate, nothing else.
 set -euo pipefail
 
 usage() {
@@ -9,8 +10,8 @@ usage() {
 Usage: scripts/start-ca.sh [--help]
 
 Starts step-ca with $STEPPATH/config/ca.json and the CA-key password in $STEPPATH/secrets/password.
-Output goes to stdout and is appended to $PKI_CA_LOG (default $STEPPATH/logs/step-ca.log).
-SIGTERM / SIGINT stop step-ca cleanly.
+Output goes to stdout; request lines with a certificate are also appended to $PKI_CA_LOG
+(default $STEPPATH/logs/step-ca.log). SIGTERM / SIGINT stop step-ca cleanly.
 USAGE
 }
 
@@ -21,13 +22,23 @@ case "${1:-}" in
 esac
 
 : "${STEPPATH:?start-ca.sh: STEPPATH is not set}"
-log=${PKI_CA_LOG:-$STEPPATH/logs/step-ca.log}
+journal=${PKI_CA_LOG:-$STEPPATH/logs/step-ca.log}
 [ -f "$STEPPATH/config/ca.json" ] || { echo "start-ca.sh: no CA in $STEPPATH (run scripts/init-ca.sh)" >&2; exit 1; }
-mkdir -p "$(dirname "$log")"
+mkdir -p "$(dirname "$journal")"
+touch "$journal"  # present from the start: the GUI warns when it is missing
 
-# The tee is started by this shell (not inside step-ca's job), so that this script can wait for it.
-exec {log_fd}> >(tee -a "$log")
-tee_pid=$!
+# split_output: every line to stdout, certificate lines also to the journal (one write per line).
+split_output() {
+  local line
+  while IFS= read -r line || [ -n "$line" ]; do
+    printf '%s\n' "$line"
+    if [[ $line == '{'*'"certificate":'* ]]; then printf '%s\n' "$line" >> "$journal"; fi
+  done
+}
+
+# The splitter is started by this shell (not inside step-ca's job), so that this script can wait for it.
+exec {log_fd}> >(split_output)
+splitter_pid=$!
 step-ca "$STEPPATH/config/ca.json" --password-file "$STEPPATH/secrets/password" </dev/null >&"$log_fd" 2>&1 &
 ca_pid=$!
 trap 'kill -TERM "$ca_pid" 2>/dev/null || true' TERM INT
@@ -39,5 +50,5 @@ if kill -0 "$ca_pid" 2>/dev/null; then
   wait "$ca_pid" || status=$?
 fi
 exec {log_fd}>&-
-wait "$tee_pid" || true  # it ends at step-ca's last line: nothing outlives this script
+wait "$splitter_pid" || true  # it ends at step-ca's last line: nothing outlives this script
 exit "$status"

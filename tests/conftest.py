@@ -49,6 +49,8 @@ class RunningCA:
         self.steppath = base / "ca"
         self.gui_dir = base / "gui"
         self.log_path = base / "step-ca.log"
+        self.journal = base / "issued.log"
+        """The issuance journal start-ca.sh writes (certificate lines only): the ledger's source."""
         self.port = free_port()
         self.crl_port = free_port()
         self.url = f"https://localhost:{self.port}"
@@ -75,13 +77,14 @@ class RunningCA:
 
     def start(self) -> None:
         """Start step-ca as production does (scripts/start-ca.sh), its JSON log in log_path."""
-        self.process = subprocess.Popen(
-            ["bash", str(START_CA)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=tool_env(STEPPATH=str(self.steppath), PKI_CA_LOG=str(self.log_path)),
-        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                ["bash", str(START_CA)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=tool_env(STEPPATH=str(self.steppath), PKI_CA_LOG=str(self.journal)),
+            )
         deadline = time.monotonic() + 30
         ca = StepCA(self.settings())
         while True:
@@ -127,7 +130,7 @@ class RunningCA:
             "PKI_STEP_BIN": str(TOOLS / "step"),
             "PKI_STEP_TIMEOUT": "20",
             "PKI_AUDIT_LOG": str(self.base / "audit.log"),
-            "PKI_CA_LOG": str(self.log_path),
+            "PKI_CA_LOG": str(self.journal),
             "PKI_LEDGER_DIR": str(self.base / "ledger"),
         }
         values.update(env)

@@ -17,7 +17,7 @@ from conftest import RunningCA
 from pki import report
 from pki.audit import AuditLog
 from pki.ca import CertKind, StepCA
-from pki.enrollment import MAX_TOKEN_HOURS, create_enrollment
+from pki.enrollment import MAX_TOKEN_HOURS, Enrollment, create_enrollment
 from pki.inventory import Inventory, Kind, Status
 from pki.issuing import ActiveCertificateExists, IssueRequest, issue_certificate, reissue_certificate, revoke_cn
 from pki.ledger import Ledger
@@ -245,3 +245,58 @@ def test_server_expiry_warning_30_days_ahead(tmp_path: Path) -> None:
     write_certificate(tmp_path, "site-soon", "site-soon", not_after=now + dt.timedelta(days=20))
     table = report.rows(Inventory(tmp_path).records(), now, frozenset(), 7)
     assert [r.cn for r in report.server_expiry_warnings(table, now, 30)] == ["broker-soon"]
+
+
+def test_only_the_certificate_a_reissue_replaced_is_revoked(fleet: Fleet) -> None:
+    old = issue_certificate(
+        fleet.step_ca, fleet.inventory, IssueRequest("mqtt-506.example", CertKind.SERVER, "", 30, "EC P-256"),
+        max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit,
+    ).record  # fmt: skip
+    new = reissue_certificate(
+        fleet.step_ca, fleet.inventory, old, max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit
+    ).record
+    with pytest.raises(InvalidInput, match="not a valid certificate"):
+        revoke_cn(
+            fleet.step_ca, fleet.inventory, "mqtt-506.example", reason_code=4, confirmation="mqtt-506.example",
+            revoked_serials=fleet.revoked(), audit=fleet.audit, only={123},
+        )  # fmt: skip
+    done = revoke_cn(
+        fleet.step_ca, fleet.inventory, "mqtt-506.example", reason_code=4, confirmation="mqtt-506.example",
+        revoked_serials=fleet.revoked(), audit=fleet.audit, only={old.serial},
+    )  # fmt: skip
+    crl = fleet.revoked()
+    assert done.serials == [old.serial] and done.folder is None
+    assert old.serial in crl and new.serial not in crl
+    assert (fleet.settings.certs_dir / "mqtt-506.example").is_dir()
+
+
+def test_no_broker_warning_for_a_certificate_a_reissue_replaced(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    write_certificate(tmp_path, "mqtt-507.replaced", "mqtt-507", not_after=now + dt.timedelta(days=20), server=True)
+    write_certificate(tmp_path, "mqtt-507", "mqtt-507", not_after=now + dt.timedelta(days=90), server=True)
+    table = report.rows(Inventory(tmp_path).records(), now, frozenset(), 7)
+    assert report.server_expiry_warnings(table, now, 30) == []
+    assert report.expiring_within(table, now, 30) == []
+
+
+def test_the_journal_holds_only_certificate_lines(fleet: Fleet, ca: RunningCA) -> None:
+    issue_certificate(
+        fleet.step_ca, fleet.inventory, IssueRequest("site-508", CertKind.CLIENT, "", 30, "EC P-256"),
+        max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit,
+    )  # fmt: skip
+    lines = ca.journal.read_text().splitlines()
+    assert lines and all('"certificate":' in line and line.startswith("{") for line in lines)
+    assert '"path":"/health"' in ca.log()  # the full log has everything else
+
+
+def test_a_second_token_for_a_site_names_the_first_one_still_usable(fleet: Fleet) -> None:
+    def token() -> Enrollment:
+        return create_enrollment(
+            fleet.step_ca, fleet.inventory, "site-509", hours=3, broker="mqtt.ak-sg.com:8883",
+            revoked_serials=fleet.revoked(), audit=fleet.audit,
+        )  # fmt: skip
+
+    first = token()
+    second = token()
+    assert first.earlier_tokens == ()
+    assert second.earlier_tokens == (first.expires.replace(microsecond=0),)

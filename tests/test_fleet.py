@@ -63,7 +63,7 @@ class BrokerSide:
         return subprocess.run(
             ["bash", str(REFRESH), "--url", self.ca.crl_url, "--ca-file", str(self.cert_dir / "ca.crt"),
              "--ca-file", str(self.cert_dir / f"{BROKER_CN}.crt"), "--out", str(self.crl_file),
-             "--reload-cmd", self.broker.restart_command],
+             "--reload-cmd", f"kill -HUP $(cat {self.broker.pid_file})", "--restart-cmd", self.broker.restart_command],
             capture_output=True, text=True, timeout=60, env=tool_env(),
         )  # fmt: skip
 

@@ -6,6 +6,9 @@ import datetime as dt
 import os
 from pathlib import Path
 
+import pytest
+
+import pki.inventory as inventory_module
 from certfactory import make_certificate, write_certificate
 from pki import report
 from pki.inventory import Inventory, Kind, Status, archive_folder_name
@@ -105,3 +108,25 @@ def test_archive_names_never_collide(tmp_path: Path) -> None:
     (tmp_path / "site-1.revoked.2").mkdir()
     assert archive_folder_name(tmp_path, "site-1", "revoked") == "site-1.revoked.3"
     assert archive_folder_name(tmp_path, "site-1", "expired") == "site-1.expired"
+
+
+def test_unchanged_folders_are_not_listed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(5):
+        write_certificate(tmp_path, f"s{i}", f"s{i}", not_after=NOW + dt.timedelta(days=30))
+    listed: list[str] = []
+    real = inventory_module._crt_files
+
+    def counting(folder: str) -> list[os.DirEntry[str]]:
+        listed.append(folder)
+        return real(folder)
+
+    monkeypatch.setattr(inventory_module, "_crt_files", counting)
+    inventory = Inventory(tmp_path)
+    inventory.records()
+    assert len(listed) == 5
+    listed.clear()
+    inventory.records()
+    assert listed == []  # nothing changed: no folder read again
+    write_certificate(tmp_path, "s2", "s2-extra", not_after=NOW + dt.timedelta(days=30))  # a new file in s2
+    assert {r.cn for r in inventory.records()} >= {"s2-extra"}
+    assert listed == [str(tmp_path / "s2")]

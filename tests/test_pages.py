@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from cryptography import x509
 from streamlit.testing.v1 import AppTest
 
 import pki.step
@@ -18,6 +19,7 @@ from pki.audit import AuditLog
 from pki.ca import CertKind, StepCA
 from pki.inventory import Inventory
 from pki.issuing import IssueRequest, issue_certificate
+from pki.step import run_step
 
 APP = REPO / "streamlit" / "app.py"
 PAGES = [
@@ -199,15 +201,13 @@ def test_view_status_follows_the_crl_not_only_folder_names(ca: RunningCA, gui: P
 def test_revoke_page_revokes_renames_and_confirms_the_crl(ca: RunningCA, gui: Path) -> None:
     issue_here(ca, gui, "site-307")
     at = open_page("views/revoke.py")
-    at.button[0].click().run()
-    assert "Choose the certificate to revoke." in texts(at.error)
-    at.selectbox[0].set_value("site-307")
+    assert not at.button, "no revoke button before a certificate is chosen"
+    at.selectbox[0].set_value("site-307").run()
     at.text_input[0].input("wrong")
     at.button[0].click().run()
     assert "type the common name exactly" in texts(at.error)
     assert (gui / "site-307").exists()
 
-    at.selectbox[0].set_value("site-307")
     at.text_input[0].input("site-307")
     at.button[0].click().run()
     assert not at.exception
@@ -310,3 +310,39 @@ def test_dashboard_warns_before_a_broker_certificate_expires(gui: Path) -> None:
     warnings = texts(at.warning)
     assert "Broker certificate **mqtt-804.example** expires in" in warnings
     assert "site-804" not in warnings
+
+
+def test_a_site_known_only_from_the_ca_journal_is_shown_and_revoked(
+    ca: RunningCA, gui: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = ca.settings()
+    step_ca = StepCA(settings)
+    token = step_ca.enrollment_token("site-805", dt.timedelta(hours=1))
+    site = tmp_path / "site-host"
+    run_step(
+        ["ca", "certificate", "site-805", str(site / "c.crt"), str(site / "c.key"), "--token", token,
+         "--ca-url", settings.public_ca_url, "--root", str(settings.root)],
+        step_path=site / "step", timeout=20, step_bin=settings.step_bin,
+    )  # fmt: skip
+    monkeypatch.setenv("PKI_CA_LOG", str(ca.journal))
+    monkeypatch.setenv("PKI_LEDGER_DIR", str(tmp_path / "ledger"))
+
+    at = open_page("views/certificates.py")
+    at.text_input[0].input("site-805").run()
+    table = at.dataframe[0].value
+    assert list(table["Source"]) == ["CA log"] and list(table["Status"]) == ["active"]
+    assert not any("issuance journal" in w for w in texts(at.warning).splitlines())
+
+    at.switch_page("views/revoke.py").run()
+    at.selectbox[0].set_value("site-805").run()
+    at.text_input[0].input("site-805")
+    at.button[0].click().run()
+    assert "CRL now lists it" in texts(at.success)
+    assert x509.load_pem_x509_certificate((site / "c.crt").read_bytes()).serial_number in step_ca.crl_info().revoked
+
+
+def test_a_missing_ca_journal_is_a_warning(gui: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PKI_CA_LOG", str(tmp_path / "no-such-journal.log"))
+    for page in ("views/dashboard.py", "views/certificates.py"):
+        at = open_page(page)
+        assert "issuance journal" in texts(at.warning) and "does not exist" in texts(at.warning)

@@ -323,3 +323,94 @@ def test_expired_site_certificate_renews_after_expiry(ca: RunningCA, tmp_path: P
                              capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)  # fmt: skip
     assert renewed.returncode == 0, renewed.stderr
     assert x509.load_pem_x509_certificate(crt.read_bytes()).not_valid_after_utc > dt.datetime.now(dt.UTC)
+
+
+def test_refresh_never_trusts_the_systems_ca_store(
+    ca: RunningCA, other_ca: RunningCA, served: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A CRL signed by a CA this host trusts system-wide (any public CA) must not replace ours."""
+    out = tmp_path / "crl.pem"
+    assert refresh(ca, out).returncode == 0
+    before = out.read_bytes()
+    folder, base = served
+    shutil.copy(other_ca_crl(other_ca, tmp_path), folder / "system-trusted.crl")
+    store = tmp_path / "system-store"
+    store.mkdir()
+    for name in ("root_ca.crt", "intermediate_ca.crt"):  # one certificate per file: what rehash indexes
+        shutil.copy(other_ca.gui_dir / name, store / f"other-{name.replace('.crt', '.pem')}")
+    subprocess.run(["openssl", "rehash", str(store)], check=True, capture_output=True)
+    assert len(list(store.iterdir())) == 4  # two certificates, two hash links
+    env = tool_env(SSL_CERT_DIR=str(store))
+    done = subprocess.run(
+        ["bash", str(REFRESH), "--url", f"{base}/system-trusted.crl", "--ca-file", str(ca.gui_dir / "root_ca.crt"),
+         "--ca-file", str(ca.gui_dir / "intermediate_ca.crt"), "--out", str(out)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1 and "not signed by the CA" in done.stderr
+    assert out.read_bytes() == before
+
+
+def test_refresh_retries_a_failed_reload_and_restarts_only_for_new_revocations(ca: RunningCA, tmp_path: Path) -> None:
+    out = tmp_path / "crl.pem"
+    log = tmp_path / "actions"
+    flaky = f"test -f {tmp_path}/ok || {{ touch {tmp_path}/ok; exit 1; }}; echo reload >> {log}"
+    commands = ("--reload-cmd", flaky, "--restart-cmd", f"echo restart >> {log}")
+
+    failed = refresh(ca, out, *commands)
+    assert failed.returncode == 1 and "tries again" in failed.stderr
+    assert out.exists() and not log.exists()  # the CRL is in place; the broker was not reloaded
+    retried = refresh(ca, out, *commands)
+    assert retried.returncode == 0 and "is current" in retried.stdout
+    assert log.read_text() == "reload\n"
+    assert refresh(ca, out, *commands).returncode == 0
+    assert log.read_text() == "reload\n"  # nothing pending, nothing changed: nothing run
+
+    StepCA(ca.settings()).revoke(987654321, 1)  # a new serial on the CRL: connected clients must go
+    assert refresh(ca, out, *commands).returncode == 0
+    assert log.read_text() == "reload\nrestart\n"
+
+
+def test_a_revoked_site_re_enrols_with_a_new_token(
+    gui: tuple[StepCA, Inventory, AuditLog], ca: RunningCA, tmp_path: Path
+) -> None:
+    step_ca = gui[0]
+    prefix = tmp_path / "site"
+    first = token_for(gui, "site-710")
+    assert enroll(*args_of(first, prefix)).returncode == 0
+    crt = prefix / "etc/mosquitto/certs/site-710.crt"
+    old = x509.load_pem_x509_certificates(crt.read_bytes())[0]
+    step_ca.revoke(old.serial_number, 1)
+
+    second = step_ca.enrollment_token("site-710", dt.timedelta(hours=1))  # the GUI refuses while it is valid
+    token_file = tmp_path / "token"
+    token_file.write_text(second + "\n")
+    again = enroll("--token-file", str(token_file), "--broker", "127.0.0.1:8883", "--prefix", str(prefix))
+    assert again.returncode == 0, again.stderr
+    new = x509.load_pem_x509_certificates(crt.read_bytes())[0]
+    assert new.serial_number != old.serial_number
+    backups = sorted(p.name for p in crt.parent.glob("site-710.*.bak.*"))
+    assert len(backups) == 2 and any(name.startswith("site-710.key.bak.") for name in backups)
+    assert (
+        enroll("--token-file", str(token_file), "--broker", "127.0.0.1:8883", "--prefix", str(prefix)).returncode == 0
+    )
+
+
+def test_renewal_runs_under_crons_bare_environment(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+    enrollment = token_for(gui, "site-711")
+    prefix = tmp_path / "site"
+    marker = tmp_path / "reloaded"
+    # The reload needs /usr/sbin (like `service`): cron's PATH is only /usr/bin:/bin.
+    reload_cmd = f"haproxy -v >/dev/null && touch {marker}"
+    done = enroll(
+        *args_of(enrollment, prefix, "--schedule", "cron", "--renew-before", "8784h", "--reload-cmd", reload_cmd)
+    )
+    assert done.returncode == 0, done.stderr
+    crt = prefix / "etc/mosquitto/certs/site-711.crt"
+    before = crt.read_bytes()
+    time.sleep(1.1)
+    renewed = subprocess.run(
+        ["/bin/sh", str(prefix / "etc/app-pki/renew.sh")],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    assert crt.read_bytes() != before and marker.exists()

@@ -28,14 +28,14 @@ class AuditLog:
         finally:
             os.close(fd)
 
-    def entries(self, limit: int = 200) -> list[dict[str, Any]]:
-        """The newest `limit` entries, newest first."""
+    def entries(self, limit: int | None = 200) -> list[dict[str, Any]]:
+        """The newest `limit` entries (all with None), newest first."""
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             return []
         result = []
-        for line in reversed(lines[-limit:]):
+        for line in reversed(lines if limit is None else lines[-limit:]):
             try:
                 result.append(json.loads(line))
             except json.JSONDecodeError:

@@ -29,6 +29,8 @@ class Enrollment:
     ca_url: str
     fingerprint: str
     broker: str
+    earlier_tokens: tuple[dt.datetime, ...] = ()
+    """Expiry of tokens made earlier for this site that may still be used: each would be a certificate."""
 
     def command(self) -> str:
         """What the operator pastes on the site (as root), next to a copy of enroll-site.sh."""
@@ -71,9 +73,27 @@ def create_enrollment(
         raise InvalidInput(f"The token must live from 1 to {MAX_TOKEN_HOURS} hours (got {lifetime_hours}).")
     broker = validate_broker(broker)
     refuse_if_active(inventory, cn, revoked_serials)
+    earlier = pending_tokens(audit, cn)
     lifetime = dt.timedelta(hours=lifetime_hours)
     token = ca.enrollment_token(cn, lifetime)
     expires = dt.datetime.now(dt.UTC) + lifetime
     # The token itself is a credential: the audit records that it was made, never the token.
     audit.record("token", cn=cn, expires=expires.isoformat(timespec="seconds"), broker=broker)
-    return Enrollment(cn, token, expires, ca.settings.public_ca_url, ca.root_fingerprint(), broker)
+    return Enrollment(cn, token, expires, ca.settings.public_ca_url, ca.root_fingerprint(), broker, earlier)
+
+
+def pending_tokens(audit: AuditLog, cn: str) -> tuple[dt.datetime, ...]:
+    """Expiry times of the tokens made for `cn` that have not expired yet (from the audit trail).
+
+    step-ca knows a token only when it is used, so an unused one is invisible to the CA: if two are
+    used, the site ends up with two valid certificates. The page warns instead of refusing, since a
+    lost token is the usual reason to make another.
+    """
+    now = dt.datetime.now(dt.UTC)
+    found = []
+    for entry in audit.entries(limit=None):
+        if entry.get("action") == "token" and entry.get("cn") == cn and entry.get("outcome") == "ok":
+            expires = dt.datetime.fromisoformat(entry["expires"])
+            if expires > now:
+                found.append(expires)
+    return tuple(sorted(found))

@@ -7,8 +7,9 @@ archive of the same CN gets .2, .3 ... so nothing is ever overwritten. And the l
 every certificate the CA signed or renewed, including those of sites enrolled by token. A serial in
 both is shown once, from certs/ (which knows the folder and whether the key is here).
 
-Streamlit reruns the page script on every click, so the scan must be cheap when nothing changed:
-each .crt file is stat()ed and parsed again only if its (mtime, size, inode) differs from last time.
+Streamlit reruns the page script on every click, so the scan must be cheap when nothing changed: a
+folder is listed again only if its mtime changed (a file in it was added, removed or renamed), and a
+.crt file is parsed again only if its (mtime, size, inode) changed (it was rewritten in place).
 `parse_count` counts the parses so tests can prove it.
 """
 
@@ -167,22 +168,32 @@ class Inventory:
         self.ledger = ledger
         self.parse_count = 0
         self._entries: dict[str, tuple[tuple[int, int, int], CertRecord]] = {}
+        self._listings: dict[str, tuple[int, list[str]]] = {}
         self._lock = threading.Lock()
 
-    def _take(
-        self, entry: os.DirEntry[str], folder: str, fresh: dict[str, tuple[tuple[int, int, int], CertRecord]]
-    ) -> None:
+    def _crt_paths(self, folder: str, listings: dict[str, tuple[int, list[str]]]) -> list[str]:
+        """The .crt files of a folder, listed again only when the folder's mtime changed."""
         try:
-            stat = entry.stat()
+            mtime = os.stat(folder).st_mtime_ns
+        except FileNotFoundError:
+            return []
+        known = self._listings.get(folder)
+        paths = known[1] if known and known[0] == mtime else [e.path for e in _crt_files(folder)]
+        listings[folder] = (mtime, paths)
+        return paths
+
+    def _take(self, path: str, folder: str, fresh: dict[str, tuple[tuple[int, int, int], CertRecord]]) -> None:
+        try:
+            stat = os.stat(path)
         except FileNotFoundError:
             return  # renamed or removed since the folder was listed: the next rerun sees it
         signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        known = self._entries.get(entry.path)
+        known = self._entries.get(path)
         if known and known[0] == signature:
-            fresh[entry.path] = known
+            fresh[path] = known
         else:
             self.parse_count += 1
-            fresh[entry.path] = (signature, parse_certificate_file(Path(entry.path), folder))
+            fresh[path] = (signature, parse_certificate_file(Path(path), folder))
 
     def records(self) -> list[CertRecord]:
         """Every certificate, newest first within a CN; parses only new or changed files."""
@@ -190,16 +201,23 @@ class Inventory:
             self.ledger.sync()
         with self._lock:
             fresh: dict[str, tuple[tuple[int, int, int], CertRecord]] = {}
+            listings: dict[str, tuple[int, list[str]]] = {}
             for folder in _subfolders(self.certs_dir):
-                for entry in _crt_files(folder.path):
-                    self._take(entry, folder.name, fresh)
+                for path in self._crt_paths(folder.path, listings):
+                    self._take(path, folder.name, fresh)
             in_certs = {record.serial for _, record in fresh.values() if not record.error}
-            if self.ledger and self.ledger.ledger_dir.is_dir():
-                for entry in _crt_files(str(self.ledger.ledger_dir)):
-                    self._take(entry, "", fresh)
+            if self.ledger:
+                for path in self._crt_paths(str(self.ledger.ledger_dir), listings):
+                    self._take(path, "", fresh)
             self._entries = fresh
+            self._listings = listings
             records = [record for _, record in fresh.values() if record.folder or record.serial not in in_certs]
         return sorted(records, key=lambda r: (r.cn.lower(), -r.not_after.timestamp(), r.folder))
+
+    @property
+    def ledger_problem(self) -> str | None:
+        """Why certificates known only from the CA's journal may be missing, if they may."""
+        return self.ledger.problem if self.ledger else None
 
     def of_cn(self, cn: str) -> list[CertRecord]:
         """Every certificate of one common name, from both sources."""

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import secrets
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,15 +238,24 @@ def revoke_cn(
     confirmation: str,
     revoked_serials: frozenset[int] | None,
     audit: AuditLog,
+    only: Collection[int] | None = None,
 ) -> Revoked:
-    """Revoke every unexpired serial of `cn` (renewals included), then rename certs/{CN} to {CN}.revoked."""
+    """Revoke every unexpired serial of `cn` (renewals included), or those of `only` (e.g. just the
+    certificate a broker re-issue replaced), then rename certs/{CN} to {CN}.revoked if its one went."""
     if confirmation.strip() != cn:
         raise InvalidInput(f"To confirm, type the common name exactly: {cn}")
     if reason_code not in REVOCATION_REASONS:
         raise InvalidInput(f"Unknown revocation reason code {reason_code}.")
     targets = valid_certificates(inventory, cn, revoked_serials)
+    if only is not None:
+        unknown = set(only) - {r.serial for r in targets}
+        if unknown:
+            raise InvalidInput(f"{', '.join(f'{s:X}' for s in unknown)} is not a valid certificate of {cn}.")
+        targets = [r for r in targets if r.serial in set(only)]
     if not targets:
-        raise InvalidInput(f"{cn} has no valid certificate to revoke.")
+        raise InvalidInput(
+            f"{cn} has no valid certificate to revoke." if only is None else "Choose at least one certificate."
+        )
     done: list[int] = []
     failures: dict[int, str] = {}
     for record in targets:

@@ -38,6 +38,8 @@ class Ledger:
         self.ledger_dir = ledger_dir
         self._state_file = ledger_dir / ".position.json"
         self._lock = threading.Lock()
+        self.problem: str | None = None
+        """Why the last sync could not read the journal (then certificates known only from it are missing)."""
 
     def _load_position(self) -> tuple[int, int]:
         try:
@@ -57,28 +59,38 @@ class Ledger:
             return SyncResult(0, 0)
         with self._lock:
             try:
-                stat = self.ca_log.stat()
+                result = self._read_new_lines(self.ca_log)
             except FileNotFoundError:
+                self.problem = f"The CA's issuance journal {self.ca_log} does not exist."
                 return SyncResult(0, 0)
-            inode, offset = self._load_position()
-            if inode != stat.st_ino or offset > stat.st_size:
-                offset = 0  # a new or truncated log: read it from the start (re-adding is harmless)
-            if offset == stat.st_size:
-                return SyncResult(0, offset)
-            self.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            added = 0
-            with self.ca_log.open("rb") as log:
-                log.seek(offset)
-                pending = b""
-                while chunk := log.read(_CHUNK):
-                    lines = (pending + chunk).split(b"\n")
-                    pending = lines.pop()  # an incomplete last line waits for the next sync
-                    for line in lines:
-                        added += self._ingest(line)
-                    offset += len(chunk)
-                offset -= len(pending)
-            self._save_position(stat.st_ino, offset)
-            return SyncResult(added, offset)
+            except OSError as exc:
+                self.problem = f"The CA's issuance journal {self.ca_log} cannot be read: {exc.strerror or exc}."
+                return SyncResult(0, 0)
+            self.problem = None
+            return result
+
+    def _read_new_lines(self, journal: Path) -> SyncResult:
+        """Ingest what was appended since the last sync (called with the lock held)."""
+        stat = journal.stat()
+        inode, offset = self._load_position()
+        if inode != stat.st_ino or offset > stat.st_size:
+            offset = 0  # a new or truncated journal: read it from the start (re-adding is harmless)
+        if offset == stat.st_size:
+            return SyncResult(0, offset)
+        self.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        added = 0
+        with journal.open("rb") as log:
+            log.seek(offset)
+            pending = b""
+            while chunk := log.read(_CHUNK):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()  # an incomplete last line waits for the next sync
+                for line in lines:
+                    added += self._ingest(line)
+                offset += len(chunk)
+            offset -= len(pending)
+        self._save_position(stat.st_ino, offset)
+        return SyncResult(added, offset)
 
     def _ingest(self, line: bytes) -> int:
         if not line.startswith(b"{") or b'"certificate"' not in line:

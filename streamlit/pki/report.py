@@ -82,11 +82,11 @@ def counts_by_type(table: Sequence[Row]) -> dict[Status, dict[Kind, int]]:
 
 
 def expiring_within(table: Sequence[Row], now: dt.datetime, days: int) -> list[Row]:
-    """Valid certificates that expire within `days`, soonest first."""
+    """Current valid certificates that expire within `days`, soonest first. Superseded ones (renewed or
+    re-issued) are left out: their replacement is what matters."""
     limit = now + dt.timedelta(days=days)
-    return sorted(
-        (r for r in table if r.status in VALID and r.record.not_after <= limit), key=lambda r: r.record.not_after
-    )
+    soon = [r for r in table if r.status in VALID and not r.superseded and r.record.not_after <= limit]
+    return sorted(soon, key=lambda r: r.record.not_after)
 
 
 def expiries_per_week(table: Sequence[Row], now: dt.datetime, weeks: int = 53) -> list[tuple[dt.date, int]]:

@@ -43,7 +43,8 @@ class Settings:
     server_warning_days: int
     """Broker certificates cannot renew themselves: warn this many days before they expire."""
     ca_log: Path
-    """step-ca's JSON request log (scripts/start-ca.sh writes it), the source of the ledger."""
+    """The CA's issuance journal: its JSON request lines that carry a certificate (scripts/start-ca.sh
+    writes it), the source of the ledger."""
     ledger_dir: Path
     enroll_script: Path
 
@@ -125,7 +126,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         audit_log=audit_path(env),
         broker_address=env.get("PKI_BROKER_ADDRESS") or "mqtt.ak-sg.com:8883",
         server_warning_days=_int(env, "PKI_SERVER_WARNING_DAYS", 30),
-        ca_log=Path(env.get("PKI_CA_LOG") or data_dir(env) / "logs" / "step-ca.log"),
+        ca_log=Path(env.get("PKI_CA_LOG") or data_dir(env) / "logs" / "issued.log"),
         ledger_dir=Path(env.get("PKI_LEDGER_DIR") or data_dir(env) / "ledger"),
         enroll_script=Path(env.get("PKI_ENROLL_SCRIPT") or REPO_DIR / "scripts" / "enroll-site.sh"),
     )

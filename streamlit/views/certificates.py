@@ -18,7 +18,7 @@ if crl is None:
         f"The CA's CRL cannot be read ({crl_problem}): 'revoked' only reflects folders named .revoked.",
         icon=":material/warning:",
     )
-table = report.rows(common.inventory().records(), now, crl.revoked if crl else None, settings.expiring_days)
+table = report.rows(common.records(), now, crl.revoked if crl else None, settings.expiring_days)
 
 search_col, status_col, type_col = st.columns([2, 1, 1])
 text = search_col.text_input("Search certificates", placeholder="CN, serial, SAN or source")
@@ -94,6 +94,9 @@ if chosen:
                 else:
                     st.session_state["reissued"] = (issued.record.folder, issued.archived_as)
 
+# The result (and its key download) stays while that certificate is the one selected, no longer.
 reissued = st.session_state.get("reissued")
-if reissued and (record := common.inventory().current(reissued[0])):
+if reissued and chosen and chosen.cn == reissued[0] and (record := common.inventory().current(reissued[0])):
     common.show_issued(record, reissued[1], verb="Re-issued")
+elif reissued:
+    del st.session_state["reissued"]

@@ -177,6 +177,19 @@ def ca_status() -> None:
         st.sidebar.success("CA online", icon=":material/check_circle:")
 
 
+def records() -> list[CertRecord]:
+    """The fleet's certificates, with a warning when the CA's journal cannot be read."""
+    fleet = inventory()
+    found = fleet.records()
+    if fleet.ledger_problem:
+        st.warning(
+            f"{fleet.ledger_problem} Certificates of sites enrolled by token and renewals are not shown, "
+            "and revoking a site may miss some of its certificates.",
+            icon=":material/warning:",
+        )
+    return found
+
+
 def show_issued(record: CertRecord, archived_as: str | None, verb: str = "Issued") -> None:
     """What was just issued, and its ZIP bundle (the download of the private key is audited)."""
     s = settings()

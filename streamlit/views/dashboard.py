@@ -11,7 +11,7 @@ settings = common.settings()
 now = common.now()
 problem = common.ca_problem()
 crl, crl_problem = common.crl()
-table = report.rows(common.inventory().records(), now, crl.revoked if crl else None, settings.expiring_days)
+table = report.rows(common.records(), now, crl.revoked if crl else None, settings.expiring_days)
 
 health, crl_col = st.columns(2)
 if problem:

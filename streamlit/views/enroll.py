@@ -49,6 +49,12 @@ if enrollment:
         f"Enrolment token for **{enrollment.site}**, usable once until {enrollment.expires:%Y-%m-%d %H:%M} UTC.",
         icon=":material/key:",
     )
+    for expires in enrollment.earlier_tokens:
+        st.warning(
+            f"An earlier token for {enrollment.site} can still be used until {expires:%Y-%m-%d %H:%M} UTC. "
+            "If both are used the site gets two certificates: revoke the one it does not use.",
+            icon=":material/warning:",
+        )
     st.markdown(
         "1. Copy `enroll-site.sh` to the site (download below).\n"
         "2. On the site, in the folder of the script, run this command as root (the copy button is at the "

@@ -22,7 +22,7 @@ if done:
 now = common.now()
 crl, _ = common.crl()
 revoked_serials = crl.revoked if crl else None
-table = report.rows(common.inventory().records(), now, revoked_serials, settings.expiring_days)
+table = report.rows(common.records(), now, revoked_serials, settings.expiring_days)
 by_cn = report.revocable(table)
 
 if not by_cn:
@@ -32,30 +32,42 @@ if not by_cn:
 
 def describe(cn: str) -> str:
     rows = by_cn[cn]
-    serials = ", ".join(row.record.serial_hex for row in rows)
     kinds = "/".join(sorted({row.record.kind.value for row in rows}))
     plural = "s" if len(rows) > 1 else ""
-    return f"{cn} ({kinds}, {len(rows)} valid certificate{plural}: {serials})"
+    return f"{cn} ({kinds}, {len(rows)} valid certificate{plural})"
+
+
+cn = st.selectbox("Certificate", list(by_cn), index=None, placeholder="Choose a site or broker", format_func=describe)
+if cn is None:
+    st.caption("Choose the site or broker whose certificates to revoke.")
+    st.stop()
+
+rows = {row.record.serial: row for row in by_cn[cn]}
+
+
+def label(serial: int) -> str:
+    record = rows[serial].record
+    note = ", superseded" if rows[serial].superseded else ""
+    return (
+        f"serial {record.serial_hex} ({record.kind.value}, expires {record.not_after:%Y-%m-%d}, {record.source}{note})"
+    )
 
 
 with st.form("revoke"):
-    cn = st.selectbox(
-        "Certificate", list(by_cn), index=None, placeholder="Choose a site or broker", format_func=describe
-    )
+    chosen = st.multiselect(f"Certificates of {cn} to revoke", list(rows), default=list(rows), format_func=label)
     reason_code = st.selectbox(
         "Reason (RFC 5280)", list(REVOCATION_REASONS), format_func=lambda c: f"{REVOCATION_REASONS[c]} ({c})"
     )
     confirmation = st.text_input("Type the common name to confirm", placeholder="the CN of the chosen certificate")
     st.caption(
-        "Revocation is permanent and covers every valid certificate of the CN (renewals included). "
-        "The folder certs/{CN} is renamed {CN}.revoked and kept for audit; brokers refuse the certificates "
-        "once they load the new CRL."
+        "Revocation is permanent. By default every valid certificate of the CN goes (renewals included); "
+        "untick one to keep it (e.g. revoke only the broker certificate a re-issue replaced). The folder "
+        "certs/{CN} is renamed {CN}.revoked when its certificate is revoked, and kept for audit; brokers "
+        "refuse the certificates once they load the new CRL."
     )
     submitted = st.form_submit_button("Revoke certificate", type="primary")
 
-if submitted and cn is None:
-    st.error("Choose the certificate to revoke.", icon=":material/edit:")
-elif submitted:
+if submitted:
     try:
         with st.spinner("Revoking..."):
             result = revoke_cn(
@@ -66,6 +78,7 @@ elif submitted:
                 confirmation=confirmation,
                 revoked_serials=revoked_serials,
                 audit=common.audit(),
+                only=chosen,
             )
     except common.FAILED as exc:
         st.error(common.failure_message(exc, "Revoking"), icon=":material/error:")
