@@ -18,7 +18,7 @@ from cryptography import x509
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from checks import check_bundle
-from conftest import REPO, RunningCA, free_port
+from conftest import REPO, RunningCA, free_port, started_ca
 from pki.inventory import Inventory
 
 pytestmark = pytest.mark.browser
@@ -27,17 +27,26 @@ WAIT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def gui_server(running_ca: RunningCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def browser_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCA]:
+    """A CA of this module's own: its journal (and so the GUI's ledger) holds only what the browser made."""
+    ca = started_ca(tmp_path_factory.mktemp("browser-pki"))
+    yield ca
+    ca.stop()
+
+
+@pytest.fixture(scope="module")
+def gui_server(browser_ca: RunningCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`streamlit run` on a free loopback port, configured like run-local.sh does; yields (url, certs)."""
     base = tmp_path_factory.mktemp("gui")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STEP", "PKI_"))}
     env.update(
-        STEP_CA_URL=running_ca.url,
-        PKI_GUI_DIR=str(running_ca.gui_dir),
+        STEP_CA_URL=browser_ca.url,
+        PKI_GUI_DIR=str(browser_ca.gui_dir),
         PKI_CERTS_DIR=str(base / "certs"),
         PKI_DATA_DIR=str(base / "data"),
-        PKI_STEP_BIN=running_ca.settings().step_bin,
+        PKI_STEP_BIN=browser_ca.settings().step_bin,
+        PKI_CA_LOG=str(browser_ca.journal),
     )
     log = (base / "streamlit.log").open("wb")
     server = subprocess.Popen(
@@ -126,7 +135,7 @@ def crl_serials(url: str) -> set[int]:
 
 
 def test_client_certificate_from_issue_to_revocation(
-    page: Page, gui_server: tuple[str, Path], running_ca: RunningCA, screenshots: Path, tmp_path: Path
+    page: Page, gui_server: tuple[str, Path], browser_ca: RunningCA, screenshots: Path, tmp_path: Path
 ) -> None:
     certs = gui_server[1]
     issue(page, "site-e2e-001", sans="site-e2e-001\n10.0.60.31")
@@ -153,11 +162,11 @@ def test_client_certificate_from_issue_to_revocation(
     page.get_by_role("textbox", name="Search certificates").press("Enter")
     expect(page.get_by_role("heading", name="site-e2e-001: revoked")).to_be_visible(timeout=WAIT_MS)
     record = Inventory(certs).records()[0]
-    assert record.serial in crl_serials(running_ca.crl_url)
+    assert record.serial in crl_serials(browser_ca.crl_url)
 
 
 def test_server_certificate_issue_and_revoke(
-    page: Page, gui_server: tuple[str, Path], running_ca: RunningCA, screenshots: Path
+    page: Page, gui_server: tuple[str, Path], browser_ca: RunningCA, screenshots: Path
 ) -> None:
     certs = gui_server[1]
     issue(page, "mqtt-e2e.example", server=True, sans="127.0.0.1")
@@ -165,7 +174,7 @@ def test_server_certificate_issue_and_revoke(
     assert record is not None and record.kind.value == "server"
     assert record.sans == ("mqtt-e2e.example", "127.0.0.1")
     revoke(page, "mqtt-e2e.example")
-    assert record.serial in crl_serials(running_ca.crl_url)
+    assert record.serial in crl_serials(browser_ca.crl_url)
     # something to show on the other pages' screenshots
     issue(page, "site-e2e-002")
     issue(page, "mqtt.ak-sg.com", server=True, sans="10.0.80.50")

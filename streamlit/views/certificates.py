@@ -90,7 +90,7 @@ if chosen:
                             audit=common.audit(),
                         )
                 except common.FAILED as exc:
-                    st.error(common.failure_message(exc, "Re-issuing"), icon=":material/error:")
+                    common.show_failure(exc, "Re-issuing")
                 else:
                     st.session_state["reissued"] = (issued.record.folder, issued.archived_as)
 

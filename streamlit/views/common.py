@@ -20,6 +20,7 @@ from pki.auth import password_matches
 from pki.bundle import make_bundle
 from pki.ca import CertKind, CRLInfo, Provisioner, StepCA
 from pki.inventory import CertRecord, Inventory
+from pki.issuing import ActiveCertificateExists
 from pki.ledger import Ledger
 from pki.settings import Settings, SettingsError, audit_path, load_settings
 from pki.step import StepError
@@ -112,6 +113,13 @@ def failure_message(exc: Exception, what: str) -> str:
     if isinstance(exc, OSError):
         return f"{what} failed on the server's disk: {exc.strerror or exc} ({exc.filename or ''})."
     return f"{what} failed. {exc}"
+
+
+def show_failure(exc: Exception, what: str) -> None:
+    """An operation's failure as a message; a CN that is taken also gets the way to the Revoke page."""
+    st.error(failure_message(exc, what), icon=":material/error:")
+    if isinstance(exc, ActiveCertificateExists):
+        st.page_link("views/revoke.py", label="Go to Revoke Certificate", icon=":material/block:")
 
 
 @st.cache_data(ttl=300, show_spinner=False)

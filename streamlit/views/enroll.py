@@ -7,7 +7,6 @@ the private key never leaves the site.
 import streamlit as st
 
 from pki.enrollment import MAX_TOKEN_HOURS, create_enrollment
-from pki.issuing import ActiveCertificateExists
 from views import common
 
 st.title("Enroll a Site")
@@ -37,11 +36,8 @@ if submitted:
                 revoked_serials=common.revoked_serials(),
                 audit=common.audit(),
             )
-    except ActiveCertificateExists as exc:
-        st.error(str(exc), icon=":material/block:")
-        st.page_link("views/revoke.py", label="Go to Revoke Certificate", icon=":material/block:")
     except common.FAILED as exc:
-        st.error(common.failure_message(exc, "Making the token"), icon=":material/error:")
+        common.show_failure(exc, "Making the token")
 
 enrollment = st.session_state.get("enrollment")
 if enrollment:

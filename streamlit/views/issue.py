@@ -3,7 +3,7 @@
 import streamlit as st
 
 from pki.ca import DEFAULT_KEY_TYPE, KEY_TYPES, CertKind
-from pki.issuing import ActiveCertificateExists, IssueRequest, issue_certificate
+from pki.issuing import IssueRequest, issue_certificate
 from views import common
 
 PRESETS = (30, 90, 365, 730)
@@ -53,11 +53,8 @@ if submitted:
                 revoked_serials=common.revoked_serials(),
                 audit=common.audit(),
             )
-    except ActiveCertificateExists as exc:
-        st.error(str(exc), icon=":material/block:")
-        st.page_link("views/revoke.py", label="Go to Revoke Certificate", icon=":material/block:")
     except common.FAILED as exc:
-        st.error(common.failure_message(exc, "Issuing"), icon=":material/error:")
+        common.show_failure(exc, "Issuing")
     else:
         common.forget_ca_state()
         st.session_state["issued_folder"] = issued.record.folder

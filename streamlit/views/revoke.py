@@ -81,7 +81,7 @@ if submitted:
                 only=chosen,
             )
     except common.FAILED as exc:
-        st.error(common.failure_message(exc, "Revoking"), icon=":material/error:")
+        common.show_failure(exc, "Revoking")
     else:
         common.forget_ca_state()
         crl, crl_problem = common.crl()
