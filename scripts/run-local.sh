@@ -65,19 +65,27 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 0' INT TERM
 
+# wait_until WHAT PID LOG CHECK...: up to 30 s for CHECK to succeed; fails with LOG's tail if PID dies.
+wait_until() {
+  local what=$1 pid=$2 log=$3
+  shift 3
+  for _ in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$log" >&2; die "$what stopped (log: $log)."; }
+    "$@" && return 0
+    sleep 0.2
+  done
+  "$@" || { tail -n 20 "$log" >&2; die "$what did not become ready within 30 s (log: $log)."; }
+}
+
 ca_log="$data_dir/logs/step-ca.log"
 journal="$data_dir/logs/issued.log"
 STEPPATH="$data_dir/ca" PKI_CA_LOG="$journal" bash "$repo_dir/scripts/start-ca.sh" >>"$ca_log" &
 ca_pid=$!
 root="$data_dir/gui/root_ca.crt"
 ca_url="https://localhost:$ca_port"
+# shellcheck disable=SC2317  # called through wait_until
 ca_healthy() { STEPPATH="$data_dir/gui-step" step ca health --ca-url "$ca_url" --root "$root" >/dev/null 2>&1; }
-for _ in $(seq 1 150); do
-  kill -0 "$ca_pid" 2>/dev/null || { tail -n 20 "$ca_log" >&2; die "step-ca stopped (log: $ca_log)."; }
-  ca_healthy && break
-  sleep 0.2
-done
-ca_healthy || { tail -n 20 "$ca_log" >&2; die "step-ca did not become healthy at $ca_url within 30 s (log: $ca_log)."; }
+wait_until "step-ca at $ca_url" "$ca_pid" "$ca_log" ca_healthy
 
 STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" PKI_CA_LOG="$journal" \
   "$repo_dir/.venv/bin/streamlit" run "$repo_dir/streamlit/app.py" \
@@ -87,13 +95,9 @@ gui_pid=$!
 # The GUI answers where it listens; 0.0.0.0 and :: mean every address, loopback included.
 probe_address=$gui_address
 case "$probe_address" in 0.0.0.0|::|"") probe_address=127.0.0.1 ;; esac
+# shellcheck disable=SC2317  # called through wait_until
 gui_up() { (exec 3<>"/dev/tcp/$probe_address/$gui_port") 2>/dev/null; }
-for _ in $(seq 1 150); do
-  kill -0 "$gui_pid" 2>/dev/null || { tail -n 20 "$data_dir/logs/gui.log" >&2; die "the GUI stopped."; }
-  gui_up && break
-  sleep 0.2
-done
-gui_up || { tail -n 20 "$data_dir/logs/gui.log" >&2; die "the GUI did not answer on $probe_address:$gui_port within 30 s."; }
+wait_until "the GUI on $probe_address:$gui_port" "$gui_pid" "$data_dir/logs/gui.log" gui_up
 crl_url=$(sed -n 's/^CRL_URL=//p' "$data_dir/gui/ca-settings.env")
 
 cat <<EOF
