@@ -108,6 +108,16 @@ class RunningCA:
                 self.process.wait()
         self.process = None
 
+    def wait_in_journal(self, serial: int, timeout: float = 15) -> None:
+        """Until the journal holds `serial`: step-ca logs a request after answering it, so the line lands a
+        moment after the client already has its certificate (the GUI sees it on its next rerun)."""
+        needle = f'"serial":"{serial}"'
+        deadline = time.monotonic() + timeout
+        while needle not in (self.journal.read_text() if self.journal.exists() else ""):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"serial {serial} did not reach {self.journal}")
+            time.sleep(0.1)
+
     def step_ca_pid(self) -> int:
         """The step-ca process itself (start-ca.sh is its parent)."""
         assert self.process is not None

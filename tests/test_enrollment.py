@@ -143,6 +143,7 @@ def test_ledger_knows_token_enrolments_and_renewals_and_revoke_takes_them_all(fl
     fleet.renew_on_site(site)
     second = serial_of(site / "c.crt")
     assert first != second
+    fleet.ca.wait_in_journal(second)
 
     records = fleet.inventory.of_cn("site-503")
     assert {r.serial for r in records} == {first, second}

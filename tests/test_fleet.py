@@ -199,6 +199,7 @@ def test_site_enrolled_by_token_delivers_through_haproxy_and_stays_in_its_prefix
     assert broker_side.monitor.wait_for("sites/site-601/own ok")
     assert not any("spoofed" in line for line in broker_side.monitor.lines())
     # The ledger knows the site's certificate although its key never came here.
+    broker_side.ca.wait_in_journal(site.serial())
     assert site.serial() in {r.serial for r in broker_side.inventory.of_cn("site-601")}
 
 

@@ -324,6 +324,7 @@ def test_a_site_known_only_from_the_ca_journal_is_shown_and_revoked(
          "--ca-url", settings.public_ca_url, "--root", str(settings.root)],
         step_path=site / "step", timeout=20, step_bin=settings.step_bin,
     )  # fmt: skip
+    ca.wait_in_journal(x509.load_pem_x509_certificate((site / "c.crt").read_bytes()).serial_number)
     monkeypatch.setenv("PKI_CA_LOG", str(ca.journal))
     monkeypatch.setenv("PKI_LEDGER_DIR", str(tmp_path / "ledger"))
 
