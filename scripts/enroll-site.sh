@@ -68,6 +68,9 @@ done
 
 # --- arguments ---
 fingerprint=$(tr -d ':' <<<"$fingerprint" | tr 'A-F' 'a-f')
+# A site's identity, as the GUI names it: case and a trailing dot do not count.
+site=${site%.}
+site=${site,,}
 if [ -n "$token" ] && [ -n "$bundle" ]; then die "give --token or --bundle, not both."; fi
 if [ -z "$token" ] && [ -z "$bundle" ]; then die "give --token (from the GUI's Enroll a Site) or --bundle FILE.zip (see --help)."; fi
 if [ -n "$prefix" ]; then
@@ -258,7 +261,8 @@ owner_mosquitto() {
 
 # The certificate first, into the scratch folder: if the CA refuses, nothing on this host has changed.
 if [ "$have_valid" = false ] && [ -n "$token" ]; then
-  if ! out=$(step ca certificate "$site" "$work/$site.crt" "$work/$site.key" --token "$token" \
+  # The token reaches step in its environment, never as an argument: any local user can read arguments.
+  if ! out=$(STEP_TOKEN="$token" step ca certificate "$site" "$work/$site.crt" "$work/$site.key" \
         --kty EC --curve P-256 --ca-url "$ca_url" --root "$root" --force </dev/null 2>&1); then
     case "$out" in
       *authorization*|*unauthorized*|*401*) die "the CA refused the token: it was already used, has expired, or was made for another CA. Ask for a new one (GUI: Enroll a Site). Nothing was changed." ;;

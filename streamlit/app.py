@@ -14,6 +14,7 @@ pages = st.navigation(
         st.Page("views/certificates.py", title="View Certificates", icon=":material/list_alt:"),
         st.Page("views/revoke.py", title="Revoke Certificate", icon=":material/block:"),
         st.Page("views/enroll.py", title="Enroll a Site", icon=":material/router:"),
+        st.Page("views/reconcile.py", title="Reconcile", icon=":material/rule:"),
         st.Page("views/ca_settings.py", title="CA Settings", icon=":material/settings:"),
     ]
 )

@@ -1,14 +1,19 @@
-"""Checks shared by the tests: what a downloaded bundle must be."""
+"""Checks and fixtures shared by the tests: what a downloaded bundle must be, expired certificates."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from conftest import RunningCA
+from pki.step import run_step
 
 
 def check_bundle(data: bytes, cn: str, into: Path) -> None:
@@ -30,3 +35,28 @@ def check_bundle(data: bytes, cn: str, into: Path) -> None:
     assert key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) == chain[0].public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def expired_certificates(ca: RunningCA, places: list[tuple[Path, str]]) -> list[x509.Certificate]:
+    """For each (certs_dir, identity): a certificate of the real CA, filed as certs_dir/identity/ with its
+    key, that has expired. They are issued with the CA's shortest lifetime, then waited out together."""
+    settings = ca.settings()
+    issued = []
+    for certs_dir, identity in places:
+        folder = certs_dir / identity
+        folder.mkdir(parents=True, mode=0o700)
+        crt, key = folder / f"{identity}.crt", folder / f"{identity}.key"
+        run_step(
+            ["ca", "certificate", identity, str(crt), str(key), "--provisioner", settings.client_provisioner,
+             "--provisioner-password-file", str(settings.password_file(settings.client_provisioner)),
+             "--not-after", "11s", "--force", "--ca-url", settings.ca_url, "--root", str(settings.root)],
+            step_path=settings.step_path, timeout=20, step_bin=settings.step_bin,
+        )  # fmt: skip
+        issued.append(x509.load_pem_x509_certificates(crt.read_bytes())[0])
+    while any(cert.not_valid_after_utc >= dt.datetime.now(dt.UTC) for cert in issued):
+        time.sleep(0.5)
+    return issued
+
+
+def expired_certificate(ca: RunningCA, certs_dir: Path, identity: str) -> x509.Certificate:
+    return expired_certificates(ca, [(certs_dir, identity)])[0]

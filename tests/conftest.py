@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pki.ca import StepCA
+from pki.fleet import Fleet
 from pki.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,6 +146,19 @@ class RunningCA:
         }
         values.update(env)
         return load_settings(values)
+
+
+def gui_fleet(ca: RunningCA, base: Path, **env: str) -> Fleet:
+    """A GUI's facade on `ca` with its own certs/, audit trail and ledger under `base` (the ledger is
+    fed by the CA's real journal, so it knows every certificate that CA signed)."""
+    settings = ca.settings(
+        PKI_CERTS_DIR=str(base / "certs"),
+        PKI_AUDIT_LOG=str(base / "audit.log"),
+        PKI_LEDGER_DIR=str(base / "ledger"),
+        PKI_STEPPATH=str(base / "gui-step"),
+        **env,
+    )
+    return Fleet(settings)
 
 
 def started_ca(base: Path, **init_settings: str) -> RunningCA:

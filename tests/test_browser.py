@@ -170,8 +170,8 @@ def test_server_certificate_issue_and_revoke(
 ) -> None:
     certs = gui_server[1]
     issue(page, "mqtt-e2e.example", server=True, sans="127.0.0.1")
-    record = Inventory(certs).current("mqtt-e2e.example")
-    assert record is not None and record.kind.value == "server"
+    record = next(r for r in Inventory(certs).records() if r.folder == "mqtt-e2e.example")
+    assert record.kind.value == "server"
     assert record.sans == ("mqtt-e2e.example", "127.0.0.1")
     revoke(page, "mqtt-e2e.example")
     assert record.serial in crl_serials(browser_ca.crl_url)
@@ -195,3 +195,43 @@ def test_server_certificate_issue_and_revoke(
     expect(page.get_by_text("CA ok")).to_be_visible(timeout=WAIT_MS)
     page.wait_for_timeout(1000)  # let the chart draw
     page.screenshot(path=screenshots / "dashboard.png", full_page=True)
+
+
+def test_two_tabs_racing_on_one_cn_one_wins_and_neither_shows_the_others_key(
+    browser: Browser, gui_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, certs = gui_server
+    tabs = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        tab = context.new_page()
+        tab.goto(url)
+        expect(tab.get_by_role("heading", name="Dashboard")).to_be_visible(timeout=WAIT_MS)
+        go(tab, "Issue Certificate")
+        tab.get_by_label("Common name (CN)").fill("site-e2e-race")
+        tabs.append(tab)
+    for tab in tabs:  # both presses reach the server before either issuance is done
+        tab.get_by_role("button", name="Issue certificate").click(no_wait_after=True)
+
+    outcome = re.compile(r"Issued site-e2e-race|already has an active certificate|being changed by another session")
+    for tab in tabs:
+        expect(tab.get_by_text(outcome).first).to_be_visible(timeout=WAIT_MS)
+    won = [tab for tab in tabs if tab.get_by_text("Issued site-e2e-race").count()]
+    lost = [tab for tab in tabs if tab not in won]
+    assert len(won) == 1 and len(lost) == 1
+    expect(lost[0].get_by_role("alert").filter(has_text="site-e2e-race")).to_contain_text(
+        re.compile("already has an active certificate|being changed by another session")
+    )
+    assert lost[0].get_by_role("button", name="Download ZIP bundle").count() == 0
+
+    live = next(r for r in Inventory(certs).records() if r.folder == "site-e2e-race")
+    expect(won[0].get_by_role("main")).to_contain_text(f"serial {live.serial_hex}")
+    with won[0].expect_download() as download:
+        won[0].get_by_role("button", name="Download ZIP bundle").click()
+    zip_path = tmp_path / "race.zip"
+    download.value.save_as(zip_path)
+    check_bundle(zip_path.read_bytes(), "site-e2e-race", tmp_path / "race")
+    leaf = x509.load_pem_x509_certificates((tmp_path / "race" / "site-e2e-race.crt").read_bytes())[0]
+    assert leaf.serial_number == live.serial  # the winner's own certificate and key
+    for tab in tabs:
+        tab.context.close()

@@ -13,59 +13,41 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certfactory import make_certificate, write_certificate
-from conftest import RunningCA
+from conftest import RunningCA, gui_fleet
 from pki import report
-from pki.audit import AuditLog
-from pki.ca import CertKind, StepCA
-from pki.enrollment import MAX_TOKEN_HOURS, Enrollment, create_enrollment
-from pki.inventory import Inventory, Kind, Status
-from pki.issuing import ActiveCertificateExists, IssueRequest, issue_certificate, reissue_certificate, revoke_cn
+from pki.enrollment import MAX_TOKEN_HOURS, Enrollment
+from pki.fleet import Fleet
+from pki.inventory import Inventory
+from pki.issuing import ActiveCertificateExists, IssueRequest
 from pki.ledger import Ledger
-from pki.settings import Settings
+from pki.model import Kind, Status
 from pki.step import CARefused, run_step
 from pki.validate import InvalidInput
 
 
-class Fleet:
-    """A GUI's view of the session CA: own certs/ and audit; the CA's real log feeds its ledger."""
+def enroll_on_site(fleet: Fleet, token: str, cn: str, folder: str = "") -> Path:
+    """What a site does with the token: its own key, its certificate (the key stays there)."""
+    site = fleet.settings.certs_dir.parent / (folder or f"site-{cn}")
+    site.mkdir()
+    run_step(
+        ["ca", "certificate", cn, str(site / "c.crt"), str(site / "c.key"),
+         "--ca-url", fleet.settings.public_ca_url, "--root", str(fleet.settings.root)],
+        step_path=site / "step", timeout=20, step_bin=fleet.settings.step_bin, extra_env={"STEP_TOKEN": token},
+    )  # fmt: skip
+    return site
 
-    def __init__(self, ca: RunningCA, tmp: Path) -> None:
-        self.ca = ca
-        self.tmp = tmp
-        self.settings: Settings = ca.settings(
-            PKI_CERTS_DIR=str(tmp / "certs"),
-            PKI_AUDIT_LOG=str(tmp / "audit.log"),
-            PKI_LEDGER_DIR=str(tmp / "ledger"),
-        )
-        self.step_ca = StepCA(self.settings)
-        self.inventory = Inventory(self.settings.certs_dir, Ledger(self.settings.ca_log, self.settings.ledger_dir))
-        self.audit = AuditLog(self.settings.audit_log)
 
-    def revoked(self) -> frozenset[int]:
-        return self.step_ca.crl_info().revoked
-
-    def enroll_on_site(self, token: str, cn: str, folder: str = "") -> Path:
-        """What a site does with the token: its own key, its certificate (the key stays here)."""
-        site = self.tmp / (folder or f"site-{cn}")
-        site.mkdir()
-        run_step(
-            ["ca", "certificate", cn, str(site / "c.crt"), str(site / "c.key"), "--token", token,
-             "--ca-url", self.settings.public_ca_url, "--root", str(self.settings.root)],
-            step_path=site / "step", timeout=20, step_bin=self.settings.step_bin,
-        )  # fmt: skip
-        return site
-
-    def renew_on_site(self, site: Path) -> None:
-        run_step(
-            ["ca", "renew", "--force", "--ca-url", self.settings.public_ca_url, "--root", str(self.settings.root),
-             str(site / "c.crt"), str(site / "c.key")],
-            step_path=site / "step", timeout=20, step_bin=self.settings.step_bin,
-        )  # fmt: skip
+def renew_on_site(fleet: Fleet, site: Path) -> None:
+    run_step(
+        ["ca", "renew", "--force", "--ca-url", fleet.settings.public_ca_url, "--root", str(fleet.settings.root),
+         str(site / "c.crt"), str(site / "c.key")],
+        step_path=site / "step", timeout=20, step_bin=fleet.settings.step_bin,
+    )  # fmt: skip
 
 
 @pytest.fixture
 def fleet(ca: RunningCA, tmp_path: Path) -> Fleet:
-    return Fleet(ca, tmp_path)
+    return gui_fleet(ca, tmp_path)
 
 
 def token_claims(token: str) -> dict[str, object]:
@@ -78,25 +60,22 @@ def serial_of(path: Path) -> int:
 
 
 def test_enrolment_token_lives_for_hours_and_works_once(fleet: Fleet) -> None:
-    enrollment = create_enrollment(
-        fleet.step_ca, fleet.inventory, "site-501", hours=48, broker="mqtt.ak-sg.com:8883",
-        revoked_serials=fleet.revoked(), audit=fleet.audit,
-    )  # fmt: skip
+    enrollment = fleet.enroll("site-501", hours=48, broker="mqtt.ak-sg.com:8883")
     claims = token_claims(enrollment.token)
     assert claims["sub"] == "site-501" and claims["sans"] == ["site-501"]
     assert claims["exp"] - claims["iat"] == 48 * 3600
     assert claims["aud"] == f"{fleet.settings.public_ca_url}/1.0/sign"
-    assert claims["sha"] == fleet.step_ca.root_fingerprint() == enrollment.fingerprint
+    assert claims["sha"] == fleet.ca.root_fingerprint() == enrollment.fingerprint
     assert "--token " + enrollment.token in enrollment.command()
     assert enrollment.command().startswith("sudo ./enroll-site.sh --site site-501 --ca-url ")
 
-    site = fleet.enroll_on_site(enrollment.token, "site-501")
+    site = enroll_on_site(fleet, enrollment.token, "site-501")
     cert = x509.load_pem_x509_certificates((site / "c.crt").read_bytes())[0]
     assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
         x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
     ]
     with pytest.raises(CARefused):
-        fleet.enroll_on_site(enrollment.token, "site-501", folder="second-host")
+        enroll_on_site(fleet, enrollment.token, "site-501", folder="second-host")
 
     entry = fleet.audit.entries()[0]
     assert entry["action"] == "token" and entry["cn"] == "site-501"
@@ -104,12 +83,9 @@ def test_enrolment_token_lives_for_hours_and_works_once(fleet: Fleet) -> None:
 
 
 def test_enrolment_token_survives_a_ca_restart(fleet: Fleet, ca: RunningCA) -> None:
-    enrollment = create_enrollment(
-        fleet.step_ca, fleet.inventory, "site-502", hours=1, broker="mqtt.ak-sg.com:8883",
-        revoked_serials=fleet.revoked(), audit=fleet.audit,
-    )  # fmt: skip
+    enrollment = fleet.enroll("site-502", hours=1, broker="mqtt.ak-sg.com:8883")
     ca.restart()
-    fleet.enroll_on_site(enrollment.token, "site-502")
+    enroll_on_site(fleet, enrollment.token, "site-502")
 
 
 @pytest.mark.parametrize(
@@ -125,52 +101,42 @@ def test_enrolment_token_survives_a_ca_restart(fleet: Fleet, ca: RunningCA) -> N
 )
 def test_bad_enrolment_input_mints_nothing(fleet: Fleet, site: str, hours: object, broker: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        create_enrollment(
-            fleet.step_ca, fleet.inventory, site, hours=hours, broker=broker,  # type: ignore[arg-type]
-            revoked_serials=frozenset(), audit=fleet.audit,
-        )  # fmt: skip
+        fleet.enroll(site, hours=hours, broker=broker)  # type: ignore[arg-type]
     assert fleet.audit.entries() == []
 
 
-def test_ledger_knows_token_enrolments_and_renewals_and_revoke_takes_them_all(fleet: Fleet) -> None:
-    enrollment = create_enrollment(
-        fleet.step_ca, fleet.inventory, "site-503", hours=2, broker="mqtt.ak-sg.com:8883",
-        revoked_serials=fleet.revoked(), audit=fleet.audit,
-    )  # fmt: skip
-    site = fleet.enroll_on_site(enrollment.token, "site-503")
+def test_ledger_knows_token_enrolments_and_renewals_and_revoke_takes_them_all(fleet: Fleet, ca: RunningCA) -> None:
+    enrollment = fleet.enroll("site-503", hours=2, broker="mqtt.ak-sg.com:8883")
+    site = enroll_on_site(fleet, enrollment.token, "site-503")
     first = serial_of(site / "c.crt")
     time.sleep(1.1)  # a renewal one second later expires one second later
-    fleet.renew_on_site(site)
+    renew_on_site(fleet, site)
     second = serial_of(site / "c.crt")
     assert first != second
-    fleet.ca.wait_in_journal(second)
+    ca.wait_in_journal(second)
 
-    records = fleet.inventory.of_cn("site-503")
+    records = fleet.inventory.of_identity("site-503")
     assert {r.serial for r in records} == {first, second}
     assert all(r.source == "CA log" and not r.has_key for r in records)
-    table = report.rows(fleet.inventory.records(), dt.datetime.now(dt.UTC), fleet.revoked(), 7)
-    by_serial = {row.record.serial: row for row in table if row.cn == "site-503"}
+    by_serial = {row.record.serial: row for row in fleet.table().rows if row.identity == "site-503"}
     assert by_serial[first].superseded and not by_serial[second].superseded
 
     # The site has a valid certificate: neither the Issue page nor another token may make a second one.
     with pytest.raises(ActiveCertificateExists, match="CA log"):
-        issue_certificate(
-            fleet.step_ca, fleet.inventory, IssueRequest("site-503", CertKind.CLIENT, "", 30, "EC P-256"),
-            max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit,
-        )  # fmt: skip
+        fleet.issue(IssueRequest("site-503", Kind.CLIENT, "", 30, "EC P-256"))
+    with pytest.raises(ActiveCertificateExists, match="CA log"):
+        fleet.enroll("Site-503", hours=1, broker="mqtt.ak-sg.com:8883")
 
-    revoked = revoke_cn(
-        fleet.step_ca, fleet.inventory, "site-503", reason_code=5, confirmation="site-503",
-        revoked_serials=fleet.revoked(), audit=fleet.audit,
-    )  # fmt: skip
-    assert sorted(revoked.serials) == sorted([first, second]) and revoked.folder is None
-    crl = fleet.revoked()
+    revoked = fleet.revoke("site-503", reason_code=5, confirmation="site-503")
+    assert sorted(revoked.serials) == sorted([first, second]) and revoked.renamed == {}
+    assert revoked.confirmed
+    crl = fleet.ca.crl_info().revoked
     assert first in crl and second in crl
-    statuses = {r.serial: r.status(dt.datetime.now(dt.UTC), crl, 7) for r in fleet.inventory.of_cn("site-503")}
+    statuses = {row.record.serial: row.status for row in fleet.table().rows if row.identity == "site-503"}
     assert set(statuses.values()) == {Status.REVOKED}
     # A revoked site cannot renew.
     with pytest.raises(CARefused):
-        fleet.renew_on_site(site)
+        renew_on_site(fleet, site)
 
 
 def request_line(cn: str, path: str = "/sign", status: int = 201) -> bytes:
@@ -203,40 +169,44 @@ def test_ledger_sync_is_incremental_and_survives_a_new_log(tmp_path: Path) -> No
     assert len(list((tmp_path / "ledger").glob("*.crt"))) == 4
 
 
+def test_a_rotated_journal_longer_than_the_old_position_is_read_from_its_start(tmp_path: Path) -> None:
+    log = tmp_path / "issued.log"
+    ledger = Ledger(log, tmp_path / "ledger")
+    log.write_bytes(request_line("first"))
+    assert ledger.sync().added == 1
+    rotated = tmp_path / "issued.log.1"
+    log.rename(rotated)  # logrotate: the old file moves away, a new one starts and outgrows the old offset
+    log.write_bytes(request_line("second") + request_line("third") + request_line("fourth"))
+    assert log.stat().st_size > rotated.stat().st_size
+    assert ledger.sync().added == 3
+    assert len(list((tmp_path / "ledger").glob("*.crt"))) == 4
+
+
 def test_broker_certificate_is_reissued_and_the_old_folder_kept(fleet: Fleet) -> None:
-    issued = issue_certificate(
-        fleet.step_ca, fleet.inventory,
-        IssueRequest("mqtt-504.example", CertKind.SERVER, "10.0.80.54", 90, "RSA 2048"),
-        max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit,
-    )  # fmt: skip
+    issued = fleet.issue(IssueRequest("mqtt-504.example", Kind.SERVER, "10.0.80.54", 90, "RSA 2048"))
     old = issued.record
-    again = reissue_certificate(
-        fleet.step_ca, fleet.inventory, old, max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit
-    )
+    again = fleet.reissue(old.serial)
     new = again.record
-    assert again.archived_as == "mqtt-504.example.replaced"
+    assert again.archived_as == ("mqtt-504.example.replaced",)
     assert new.serial != old.serial and new.sans == old.sans and new.key_type == "RSA 2048"
     assert new.kind is Kind.SERVER and abs(
         (new.not_after - new.not_before) - (old.not_after - old.not_before)
     ) < dt.timedelta(minutes=2)
     certs = fleet.settings.certs_dir
-    assert sorted(p.name for p in certs.iterdir()) == ["mqtt-504.example", "mqtt-504.example.replaced"]
+    assert sorted(p.name for p in certs.iterdir() if p.name != ".locks") == [
+        "mqtt-504.example",
+        "mqtt-504.example.replaced",
+    ]
     assert (certs / "mqtt-504.example.replaced" / "mqtt-504.example.key").exists()
-    table = report.rows(fleet.inventory.records(), dt.datetime.now(dt.UTC), fleet.revoked(), 7)
-    old_row = next(r for r in table if r.record.serial == old.serial)
+    old_row = next(r for r in fleet.table().rows if r.record.serial == old.serial)
     assert old_row.status is Status.ACTIVE and old_row.superseded
     assert fleet.audit.entries()[0]["action"] == "reissue"
 
 
 def test_client_certificates_are_not_reissued(fleet: Fleet) -> None:
-    issued = issue_certificate(
-        fleet.step_ca, fleet.inventory, IssueRequest("site-505", CertKind.CLIENT, "", 30, "EC P-256"),
-        max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit,
-    )  # fmt: skip
-    with pytest.raises(InvalidInput, match="server certificate"):
-        reissue_certificate(
-            fleet.step_ca, fleet.inventory, issued.record, max_days=730, revoked_serials=frozenset(), audit=fleet.audit
-        )
+    issued = fleet.issue(IssueRequest("site-505", Kind.CLIENT, "", 30, "EC P-256"))
+    with pytest.raises(InvalidInput, match="current broker certificate"):
+        fleet.reissue(issued.record.serial)
 
 
 def test_server_expiry_warning_30_days_ahead(tmp_path: Path) -> None:
@@ -249,24 +219,14 @@ def test_server_expiry_warning_30_days_ahead(tmp_path: Path) -> None:
 
 
 def test_only_the_certificate_a_reissue_replaced_is_revoked(fleet: Fleet) -> None:
-    old = issue_certificate(
-        fleet.step_ca, fleet.inventory, IssueRequest("mqtt-506.example", CertKind.SERVER, "", 30, "EC P-256"),
-        max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit,
-    ).record  # fmt: skip
-    new = reissue_certificate(
-        fleet.step_ca, fleet.inventory, old, max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit
-    ).record
-    with pytest.raises(InvalidInput, match="not a valid certificate"):
-        revoke_cn(
-            fleet.step_ca, fleet.inventory, "mqtt-506.example", reason_code=4, confirmation="mqtt-506.example",
-            revoked_serials=fleet.revoked(), audit=fleet.audit, only={123},
-        )  # fmt: skip
-    done = revoke_cn(
-        fleet.step_ca, fleet.inventory, "mqtt-506.example", reason_code=4, confirmation="mqtt-506.example",
-        revoked_serials=fleet.revoked(), audit=fleet.audit, only={old.serial},
-    )  # fmt: skip
-    crl = fleet.revoked()
-    assert done.serials == [old.serial] and done.folder is None
+    old = fleet.issue(IssueRequest("mqtt-506.example", Kind.SERVER, "", 30, "EC P-256")).record
+    new = fleet.reissue(old.serial).record
+    with pytest.raises(InvalidInput, match=r"7B is not a valid certificate of mqtt-506\.example"):
+        fleet.revoke("mqtt-506.example", reason_code=4, confirmation="mqtt-506.example", serials={123})
+    done = fleet.revoke("mqtt-506.example", reason_code=4, confirmation="mqtt-506.example", serials={old.serial})
+    crl = fleet.ca.crl_info().revoked
+    assert done.serials == [old.serial]
+    assert done.renamed == {"mqtt-506.example.replaced": "mqtt-506.example.revoked"}
     assert old.serial in crl and new.serial not in crl
     assert (fleet.settings.certs_dir / "mqtt-506.example").is_dir()
 
@@ -281,10 +241,7 @@ def test_no_broker_warning_for_a_certificate_a_reissue_replaced(tmp_path: Path) 
 
 
 def test_the_journal_holds_only_certificate_lines(fleet: Fleet, ca: RunningCA) -> None:
-    issue_certificate(
-        fleet.step_ca, fleet.inventory, IssueRequest("site-508", CertKind.CLIENT, "", 30, "EC P-256"),
-        max_days=730, revoked_serials=fleet.revoked(), audit=fleet.audit,
-    )  # fmt: skip
+    fleet.issue(IssueRequest("site-508", Kind.CLIENT, "", 30, "EC P-256"))
     lines = ca.journal.read_text().splitlines()
     assert lines and all('"certificate":' in line and line.startswith("{") for line in lines)
     assert '"path":"/health"' in ca.log()  # the full log has everything else
@@ -292,10 +249,7 @@ def test_the_journal_holds_only_certificate_lines(fleet: Fleet, ca: RunningCA) -
 
 def test_a_second_token_for_a_site_names_the_first_one_still_usable(fleet: Fleet) -> None:
     def token() -> Enrollment:
-        return create_enrollment(
-            fleet.step_ca, fleet.inventory, "site-509", hours=3, broker="mqtt.ak-sg.com:8883",
-            revoked_serials=fleet.revoked(), audit=fleet.audit,
-        )  # fmt: skip
+        return fleet.enroll("site-509", hours=3, broker="mqtt.ak-sg.com:8883")
 
     first = token()
     second = token()

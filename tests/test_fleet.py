@@ -23,15 +23,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import REPO, RunningCA, free_port, started_ca, tool_env
+from conftest import REPO, RunningCA, free_port, gui_fleet, started_ca, tool_env
 from mqtt import HAProxy, Mosquitto, Subscriber, publish, require_tools
-from pki.audit import AuditLog
 from pki.bundle import mosquitto_acl, mosquitto_broker_config
-from pki.ca import CertKind, StepCA
-from pki.enrollment import create_enrollment
-from pki.inventory import Inventory
-from pki.issuing import IssueRequest, issue_certificate, revoke_cn
-from pki.ledger import Ledger
+from pki.fleet import Fleet
+from pki.issuing import IssueRequest
+from pki.model import Kind
 
 BROKER_CN = "mqtt.ak-sg.com"
 ENROLL = REPO / "scripts" / "enroll-site.sh"
@@ -42,20 +39,15 @@ REFRESH = REPO / "scripts" / "refresh-crl.sh"
 class BrokerSide:
     base: Path
     ca: RunningCA
-    step_ca: StepCA
-    inventory: Inventory
-    audit: AuditLog
+    fleet: Fleet
     broker: Mosquitto
     haproxy: HAProxy
     monitor: Subscriber
     cert_dir: Path
     crl_file: Path
 
-    def issue(self, cn: str, kind: CertKind = CertKind.CLIENT, sans: str = "") -> tuple[Path, Path]:
-        issued = issue_certificate(
-            self.step_ca, self.inventory, IssueRequest(cn, kind, sans, 30, "EC P-256"),
-            max_days=730, revoked_serials=self.step_ca.crl_info().revoked, audit=self.audit,
-        )  # fmt: skip
+    def issue(self, cn: str, kind: Kind = Kind.CLIENT, sans: str = "") -> tuple[Path, Path]:
+        issued = self.fleet.issue(IssueRequest(cn, kind, sans, 30, "EC P-256"))
         return issued.record.path, issued.record.path.with_suffix(".key")
 
     def refresh_crl(self) -> subprocess.CompletedProcess[str]:
@@ -78,10 +70,7 @@ class BrokerSide:
 
     def enroll(self, site: str, *extra: str) -> Site:
         """A site host: enroll-site.sh with a token from the GUI's use-case, then its Mosquitto."""
-        enrollment = create_enrollment(
-            self.step_ca, self.inventory, site, hours=2, broker=f"127.0.0.1:{self.haproxy.port}",
-            revoked_serials=self.step_ca.crl_info().revoked, audit=self.audit,
-        )  # fmt: skip
+        enrollment = self.fleet.enroll(site, hours=2, broker=f"127.0.0.1:{self.haproxy.port}")
         prefix = self.base / site
         prefix.mkdir()
         restart = f"kill $(cat {prefix / 'site.pid'})"
@@ -131,17 +120,9 @@ def broker_side(fleet_ca: RunningCA, tmp_path_factory: pytest.TempPathFactory) -
     require_tools()
     running_ca = fleet_ca
     base = tmp_path_factory.mktemp("fleet")
-    settings = running_ca.settings(
-        PKI_CERTS_DIR=str(base / "certs"), PKI_AUDIT_LOG=str(base / "audit.log"), PKI_LEDGER_DIR=str(base / "ledger")
-    )
-    step_ca = StepCA(settings)
-    inventory = Inventory(settings.certs_dir, Ledger(settings.ca_log, settings.ledger_dir))
-    audit = AuditLog(settings.audit_log)
-
-    issued = issue_certificate(
-        step_ca, inventory, IssueRequest(BROKER_CN, CertKind.SERVER, "127.0.0.1", 90, "EC P-256"),
-        max_days=730, revoked_serials=step_ca.crl_info().revoked, audit=audit,
-    )  # fmt: skip
+    fleet = gui_fleet(running_ca, base)
+    settings = fleet.settings
+    issued = fleet.issue(IssueRequest(BROKER_CN, Kind.SERVER, "127.0.0.1", 90, "EC P-256"))
     cert_dir = base / "broker" / "certs"
     cert_dir.mkdir(parents=True)
     shutil.copy(settings.root, cert_dir / "ca.crt")
@@ -154,7 +135,7 @@ def broker_side(fleet_ca: RunningCA, tmp_path_factory: pytest.TempPathFactory) -
     config = mosquitto_broker_config(
         BROKER_CN, cert_dir=str(cert_dir), crl_file=str(crl_file), acl_file=str(acl_file), bind="127.0.0.1", port=port
     )
-    side = BrokerSide(base, running_ca, step_ca, inventory, audit, None, None, None, cert_dir, crl_file)  # type: ignore[arg-type]
+    side = BrokerSide(base, running_ca, fleet, None, None, None, cert_dir, crl_file)  # type: ignore[arg-type]
     # Mosquitto refuses to start without its crlfile: fetch it first, without a broker to reload.
     fetched = subprocess.run(
         ["bash", str(REFRESH), "--url", running_ca.crl_url, "--ca-file", str(cert_dir / "ca.crt"),
@@ -200,7 +181,7 @@ def test_site_enrolled_by_token_delivers_through_haproxy_and_stays_in_its_prefix
     assert not any("spoofed" in line for line in broker_side.monitor.lines())
     # The ledger knows the site's certificate although its key never came here.
     broker_side.ca.wait_in_journal(site.serial())
-    assert site.serial() in {r.serial for r in broker_side.inventory.of_cn("site-601")}
+    assert site.serial() in {r.serial for r in broker_side.fleet.inventory.of_identity("site-601")}
 
 
 def rogue_client(base: Path) -> tuple[Path, Path]:
@@ -236,7 +217,7 @@ def test_wrong_certificates_are_refused(broker_side: BrokerSide, tmp_path: Path)
     )
     assert refused.returncode != 0, "a certificate from another CA got in"
 
-    server_crt, server_key = broker_side.issue("site-609-as-server", CertKind.SERVER)
+    server_crt, server_key = broker_side.issue("site-609-as-server", Kind.SERVER)
     refused = publish(port, "sites/x/y", "m", "--cafile", ca_file, "--cert", str(server_crt), "--key", str(server_key))
     assert refused.returncode != 0, "a serverAuth-only certificate was accepted as a client certificate"
     # Mosquitto logs only "certificate verify failed"; the reason is the purpose (EKU), as OpenSSL says:
@@ -248,7 +229,7 @@ def test_wrong_certificates_are_refused(broker_side: BrokerSide, tmp_path: Path)
     assert "unsuitable certificate purpose" in purpose.stdout + purpose.stderr
 
     # A broker that presents a CLIENT certificate, with exactly the broker's names: only the EKU is wrong.
-    fake_crt, fake_key = broker_side.issue("mqtt-fake", CertKind.CLIENT, sans=f"{BROKER_CN}\n127.0.0.1")
+    fake_crt, fake_key = broker_side.issue("mqtt-fake", Kind.CLIENT, sans=f"{BROKER_CN}\n127.0.0.1")
     fake_dir = tmp_path / "fake-broker"
     fake_dir.mkdir()
     shutil.copy(ca_file, fake_dir / "ca.crt")
@@ -281,10 +262,7 @@ def test_revoked_site_delivers_nothing_more_and_cannot_reconnect(
         broker_side.broker.log_text()[-3000:]
     )
 
-    revoked = revoke_cn(
-        broker_side.step_ca, broker_side.inventory, "site-603", reason_code=1, confirmation="site-603",
-        revoked_serials=broker_side.step_ca.crl_info().revoked, audit=broker_side.audit,
-    )  # fmt: skip
+    revoked = broker_side.fleet.revoke("site-603", reason_code=1, confirmation="site-603")
     assert revoked.serials == [site.serial()]
     refreshed = broker_side.refresh_crl()
     assert refreshed.returncode == 0, refreshed.stderr
@@ -336,17 +314,14 @@ def test_renewal_keeps_the_key_moves_the_serial_and_a_revoked_site_cannot_renew(
     while site.mosquitto.current_pid() in ("", old_pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert site.mosquitto.current_pid() not in ("", old_pid), "the bridge was not reloaded after renewal"
-    broker_side.step_ca.revoke(old_cert.serial_number, 4)
+    broker_side.fleet.ca.revoke(old_cert.serial_number, 4)
     assert broker_side.refresh_crl().returncode == 0
     broker_side.wait_until_monitor_is_back()
     assert broker_side.monitor.wait_for("sites/site-604/t v2", publish=lambda: site.publish_local("t", "v2")), (
         broker_side.broker.log_text()[-3000:]
     )
 
-    revoke_cn(
-        broker_side.step_ca, broker_side.inventory, "site-604", reason_code=5, confirmation="site-604",
-        revoked_serials=broker_side.step_ca.crl_info().revoked, audit=broker_side.audit,
-    )  # fmt: skip
+    broker_side.fleet.revoke("site-604", reason_code=5, confirmation="site-604")
     before = site.crt.read_bytes()
     refused = subprocess.run(["sh", "-c", exec_start[1]], capture_output=True, text=True, timeout=60, env=tool_env())
     assert refused.returncode != 0

@@ -11,7 +11,9 @@ import pytest
 import pki.inventory as inventory_module
 from certfactory import make_certificate, write_certificate
 from pki import report
-from pki.inventory import Inventory, Kind, Status, archive_folder_name
+from pki.inventory import Inventory
+from pki.model import Kind, Status
+from pki.store import CertStore
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -65,25 +67,46 @@ def test_statuses_and_types(tmp_path: Path) -> None:
     e = write_certificate(tmp_path, "e", "e", not_after=NOW + dt.timedelta(days=100))
     (tmp_path / "f").mkdir()
     (tmp_path / "f" / "f.crt").write_text("garbage")
+    write_certificate(tmp_path, "g.revoked.2", "g", not_after=NOW + dt.timedelta(days=100))
     records = {r.folder: r for r in Inventory(tmp_path).records()}
-    revoked_by_crl = frozenset({records["e"].serial})
+    revoked_by_crl = frozenset({records["e"].serial, records["g.revoked.2"].serial})
     got = {f: r.status(NOW, revoked_by_crl, 7) for f, r in records.items()}
     assert got == {
         "a": Status.ACTIVE,
         "b": Status.EXPIRING,
         "c": Status.EXPIRED,
-        "d.revoked": Status.REVOKED,
+        "d.revoked": Status.ACTIVE,  # a folder's name never makes a certificate revoked: the CRL does
         "e": Status.REVOKED,  # the CRL says so, whatever the folder is called
         "f": Status.INVALID,
+        "g.revoked.2": Status.REVOKED,
     }
+    assert records["d.revoked"].label == "revoked" and records["d.revoked"].identity == "d"
     assert records["a"].kind is Kind.CLIENT and records["b"].kind is Kind.SERVER
     assert records["e"].path == e
+    # Without the CRL nothing can be called revoked, whatever the folders say.
+    assert {r.status(NOW, None, 7) for f, r in records.items() if f in ("d.revoked", "e")} == {Status.ACTIVE}
     table = report.rows(records.values(), NOW, revoked_by_crl, 7)
-    assert report.status_counts(table) == {Status.ACTIVE: 1, Status.EXPIRING: 1, Status.EXPIRED: 1, Status.REVOKED: 2}
+    assert report.status_counts(table) == {Status.ACTIVE: 2, Status.EXPIRING: 1, Status.EXPIRED: 1, Status.REVOKED: 2}
     assert report.counts_by_type(table)[Status.REVOKED] == {Kind.CLIENT: 2, Kind.SERVER: 0, Kind.OTHER: 0}
     assert [r.cn for r in report.expiring_within(table, NOW, 7)] == ["b"]
-    assert [r.cn for r in report.search(table, "", ["revoked"])] == ["d", "e"]
+    assert [r.cn for r in report.search(table, "", ["revoked"])] == ["e", "g"]
     assert [r.cn for r in report.search(table, records["b"].serial_hex.lower())] == ["b"]
+    assert sorted(report.revocable(table)) == ["a", "b", "d"]
+
+
+def test_superseded_certificates_are_kept_out_of_the_expiry_chart_and_lists(tmp_path: Path) -> None:
+    soon, later = NOW + dt.timedelta(days=10), NOW + dt.timedelta(days=40)
+    write_certificate(tmp_path, "mqtt-1.replaced", "mqtt-1", not_after=soon, server=True)
+    write_certificate(tmp_path, "mqtt-1", "mqtt-1", not_after=later, server=True)
+    write_certificate(tmp_path, "site-1", "site-1", not_after=soon)
+    table = report.rows(Inventory(tmp_path).records(), NOW, frozenset(), 7)
+    superseded = {row.record.folder: row.superseded for row in table}
+    assert superseded == {"mqtt-1.replaced": True, "mqtt-1": False, "site-1": False}
+    weeks = dict(report.expiries_per_week(table, NOW))
+    assert sum(weeks.values()) == 2  # mqtt-1's replaced certificate is not counted
+    week_of = (soon - dt.timedelta(days=soon.weekday())).date()
+    assert weeks[week_of] == 1
+    assert [r.record.folder for r in report.expiring_within(table, NOW, 30)] == ["site-1"]
 
 
 def test_expiries_per_week_counts_only_valid_certificates(tmp_path: Path) -> None:
@@ -103,11 +126,14 @@ def test_expiries_per_week_counts_only_valid_certificates(tmp_path: Path) -> Non
 
 
 def test_archive_names_never_collide(tmp_path: Path) -> None:
-    assert archive_folder_name(tmp_path, "site-1", "revoked") == "site-1.revoked"
+    store = CertStore(tmp_path, lock_wait=1)
+    assert store.free_name("site-1", "revoked") == "site-1.revoked"
     (tmp_path / "site-1.revoked").mkdir()
     (tmp_path / "site-1.revoked.2").mkdir()
-    assert archive_folder_name(tmp_path, "site-1", "revoked") == "site-1.revoked.3"
-    assert archive_folder_name(tmp_path, "site-1", "expired") == "site-1.expired"
+    assert store.free_name("site-1", "revoked") == "site-1.revoked.3"
+    assert store.free_name("site-1", "expired") == "site-1.expired"
+    with pytest.raises(ValueError, match="unknown folder label"):
+        store.free_name("site-1", "deleted")
 
 
 def test_unchanged_folders_are_not_listed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,7 +142,7 @@ def test_unchanged_folders_are_not_listed_again(tmp_path: Path, monkeypatch: pyt
     listed: list[str] = []
     real = inventory_module._crt_files
 
-    def counting(folder: str) -> list[os.DirEntry[str]]:
+    def counting(folder: str) -> list[str]:
         listed.append(folder)
         return real(folder)
 

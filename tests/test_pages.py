@@ -13,12 +13,12 @@ from cryptography import x509
 from streamlit.testing.v1 import AppTest
 
 import pki.step
-from certfactory import write_certificate
 from conftest import REPO, RunningCA, free_port
-from pki.audit import AuditLog
-from pki.ca import CertKind, StepCA
-from pki.inventory import Inventory
-from pki.issuing import IssueRequest, issue_certificate
+from pki.ca import StepCA
+from pki.fleet import Fleet
+from pki.issuing import Issued, IssueRequest
+from pki.model import Kind
+from pki.settings import load_settings
 from pki.step import run_step
 
 APP = REPO / "streamlit" / "app.py"
@@ -28,6 +28,7 @@ PAGES = [
     "views/certificates.py",
     "views/revoke.py",
     "views/enroll.py",
+    "views/reconcile.py",
     "views/ca_settings.py",
 ]
 TIMEOUT = 60  # longer than any step call's own timeout
@@ -81,13 +82,13 @@ def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
-def issue_here(ca: RunningCA, certs: Path, cn: str, kind: CertKind = CertKind.CLIENT, days: int = 30) -> None:
-    settings = ca.settings(PKI_CERTS_DIR=str(certs))
-    step_ca = StepCA(settings)
-    issue_certificate(
-        step_ca, Inventory(certs), IssueRequest(cn, kind, "", days, "EC P-256"),
-        max_days=730, revoked_serials=step_ca.crl_info().revoked, audit=AuditLog(certs.parent / "audit.log"),
-    )  # fmt: skip
+def issue_here(cn: str, kind: Kind = Kind.CLIENT, days: int = 30) -> Issued:
+    """Issue as the GUI under test would (same settings: its certs/, ledger and audit trail)."""
+    return Fleet(load_settings()).issue(IssueRequest(cn, kind, "", days, "EC P-256"))
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != ".locks")
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -113,18 +114,18 @@ def test_issue_page_issues_and_offers_the_bundle(gui: Path) -> None:
 
 
 def test_issue_page_refuses_an_active_cn_and_points_to_revoke(ca: RunningCA, gui: Path) -> None:
-    issue_here(ca, gui, "site-302")
+    issue_here("site-302")
     at = open_page("views/issue.py")
     at.text_input[0].input("site-302")
     at.button[0].click().run()
     assert "already has an active certificate" in texts(at.error)
     assert "Revoke" in texts(at.error)
-    assert sorted(p.name for p in gui.iterdir()) == ["site-302"]
+    assert names(gui) == ["site-302"]
 
 
 BAD_INPUTS = [
     ("", {}, "empty"),
-    (".", {}, "may hold only"),
+    (".", {}, "is empty"),
     ("..", {}, "may hold only"),
     ("../x", {}, "may hold only"),
     ("a/b", {}, "may hold only"),
@@ -161,8 +162,8 @@ def test_bad_input_shows_a_message_creates_nothing_and_starts_nothing(
 
 
 def test_view_page_lists_searches_and_shows_details(ca: RunningCA, gui: Path) -> None:
-    issue_here(ca, gui, "site-303")
-    issue_here(ca, gui, "mqtt-303.example", CertKind.SERVER)
+    issue_here("site-303")
+    issue_here("mqtt-303.example", Kind.SERVER)
     at = open_page("views/certificates.py")
     table = at.dataframe[0].value
     assert set(table["CN"]) == {"site-303", "mqtt-303.example"}
@@ -180,8 +181,8 @@ def test_view_page_lists_searches_and_shows_details(ca: RunningCA, gui: Path) ->
 
 
 def test_view_page_row_selection_shows_details(ca: RunningCA, gui: Path) -> None:
-    issue_here(ca, gui, "site-304")
-    issue_here(ca, gui, "site-305")
+    issue_here("site-304")
+    issue_here("site-305")
     at = open_page("views/certificates.py")
     at.session_state["certificate_table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     at.run()
@@ -189,9 +190,7 @@ def test_view_page_row_selection_shows_details(ca: RunningCA, gui: Path) -> None
 
 
 def test_view_status_follows_the_crl_not_only_folder_names(ca: RunningCA, gui: Path) -> None:
-    issue_here(ca, gui, "site-306")
-    record = Inventory(gui).current("site-306")
-    assert record is not None
+    record = issue_here("site-306").record
     StepCA(ca.settings()).revoke(record.serial, 0)  # revoked with the CLI: the folder keeps its name
     at = open_page("views/certificates.py")
     table = at.dataframe[0].value
@@ -199,7 +198,7 @@ def test_view_status_follows_the_crl_not_only_folder_names(ca: RunningCA, gui: P
 
 
 def test_revoke_page_revokes_renames_and_confirms_the_crl(ca: RunningCA, gui: Path) -> None:
-    issue_here(ca, gui, "site-307")
+    issue_here("site-307")
     at = open_page("views/revoke.py")
     assert not at.button, "no revoke button before a certificate is chosen"
     at.selectbox[0].set_value("site-307").run()
@@ -213,7 +212,7 @@ def test_revoke_page_revokes_renames_and_confirms_the_crl(ca: RunningCA, gui: Pa
     assert not at.exception
     message = texts(at.success)
     assert "site-307" in message and "certs/site-307.revoked/" in message and "CRL now lists" in message
-    assert sorted(p.name for p in gui.iterdir()) == ["site-307.revoked"]
+    assert names(gui) == ["site-307.revoked"]
     assert "No active certificate" in texts(at.info)
 
 
@@ -292,20 +291,19 @@ def test_enroll_page_refuses_bad_input(
 
 
 def test_view_page_reissues_a_broker_certificate(ca: RunningCA, gui: Path) -> None:
-    issue_here(ca, gui, "mqtt-803.example", CertKind.SERVER)
+    issue_here("mqtt-803.example", Kind.SERVER)
     at = open_page("views/certificates.py")
     at.text_input[0].input("mqtt-803").run()
     reissue = next(b for b in at.button if b.label == "Re-issue this broker certificate")
     reissue.click().run()
     assert not at.exception
     assert "Re-issued **mqtt-803.example**" in texts(at.success)
-    assert sorted(p.name for p in gui.iterdir()) == ["mqtt-803.example", "mqtt-803.example.replaced"]
+    assert names(gui) == ["mqtt-803.example", "mqtt-803.example.replaced"]
 
 
 def test_dashboard_warns_before_a_broker_certificate_expires(gui: Path) -> None:
-    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=20)
-    write_certificate(gui, "mqtt-804.example", "mqtt-804.example", not_after=soon, server=True)
-    write_certificate(gui, "site-804", "site-804", not_after=soon)
+    issue_here("mqtt-804.example", Kind.SERVER, days=20)
+    issue_here("site-804", days=20)
     at = open_page("views/dashboard.py")
     warnings = texts(at.warning)
     assert "Broker certificate **mqtt-804.example** expires in" in warnings
@@ -320,9 +318,9 @@ def test_a_site_known_only_from_the_ca_journal_is_shown_and_revoked(
     token = step_ca.enrollment_token("site-805", dt.timedelta(hours=1))
     site = tmp_path / "site-host"
     run_step(
-        ["ca", "certificate", "site-805", str(site / "c.crt"), str(site / "c.key"), "--token", token,
+        ["ca", "certificate", "site-805", str(site / "c.crt"), str(site / "c.key"),
          "--ca-url", settings.public_ca_url, "--root", str(settings.root)],
-        step_path=site / "step", timeout=20, step_bin=settings.step_bin,
+        step_path=site / "step", timeout=20, step_bin=settings.step_bin, extra_env={"STEP_TOKEN": token},
     )  # fmt: skip
     ca.wait_in_journal(x509.load_pem_x509_certificate((site / "c.crt").read_bytes()).serial_number)
     monkeypatch.setenv("PKI_CA_LOG", str(ca.journal))

@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from conftest import REPO, RunningCA, free_port, tool_env
-from pki.audit import AuditLog
-from pki.bundle import make_bundle
-from pki.ca import CertKind, StepCA
-from pki.enrollment import Enrollment, create_enrollment
-from pki.inventory import Inventory
-from pki.issuing import IssueRequest, issue_certificate
+from conftest import REPO, RunningCA, free_port, gui_fleet, tool_env
+from pki.ca import StepCA
+from pki.enrollment import Enrollment
+from pki.fleet import Fleet
+from pki.issuing import IssueRequest
+from pki.model import Kind
 
 ENROLL = REPO / "scripts" / "enroll-site.sh"
 REFRESH = REPO / "scripts" / "refresh-crl.sh"
@@ -43,16 +42,12 @@ def enroll(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 @pytest.fixture
-def gui(ca: RunningCA, tmp_path: Path) -> tuple[StepCA, Inventory, AuditLog]:
-    settings = ca.settings(PKI_CERTS_DIR=str(tmp_path / "certs"), PKI_AUDIT_LOG=str(tmp_path / "audit.log"))
-    return StepCA(settings), Inventory(settings.certs_dir), AuditLog(settings.audit_log)
+def gui(ca: RunningCA, tmp_path: Path) -> Fleet:
+    return gui_fleet(ca, tmp_path / "gui")
 
 
-def token_for(gui: tuple[StepCA, Inventory, AuditLog], site: str) -> Enrollment:
-    step_ca, inventory, audit = gui
-    return create_enrollment(
-        step_ca, inventory, site, hours=1, broker="127.0.0.1:8883", revoked_serials=frozenset(), audit=audit
-    )
+def token_for(gui: Fleet, site: str) -> Enrollment:
+    return gui.enroll(site, hours=1, broker="127.0.0.1:8883")
 
 
 def args_of(enrollment: Enrollment, prefix: Path, *extra: str) -> list[str]:
@@ -60,7 +55,7 @@ def args_of(enrollment: Enrollment, prefix: Path, *extra: str) -> list[str]:
             "--broker", enrollment.broker, "--token", enrollment.token, "--prefix", str(prefix), *extra]  # fmt: skip
 
 
-def test_dry_run_then_run_then_rerun(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+def test_dry_run_then_run_then_rerun(gui: Fleet, tmp_path: Path) -> None:
     enrollment = token_for(gui, "site-701")
     prefix = tmp_path / "site"
     dry = enroll(*args_of(enrollment, prefix, "--dry-run"))
@@ -88,7 +83,7 @@ def test_dry_run_then_run_then_rerun(gui: tuple[StepCA, Inventory, AuditLog], tm
     assert tree(prefix) == files
 
 
-def test_cron_schedule_and_custom_topics(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+def test_cron_schedule_and_custom_topics(gui: Fleet, tmp_path: Path) -> None:
     enrollment = token_for(gui, "site-702")
     prefix = tmp_path / "site"
     done = enroll(*args_of(enrollment, prefix, "--schedule", "cron", "--topic", 'telemetry/# out 1 "" sites/site-702/'))
@@ -102,7 +97,7 @@ def test_cron_schedule_and_custom_topics(gui: tuple[StepCA, Inventory, AuditLog]
     )
 
 
-def test_missing_step_says_how_to_install_it(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+def test_missing_step_says_how_to_install_it(gui: Fleet, tmp_path: Path) -> None:
     enrollment = token_for(gui, "site-703")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -116,12 +111,12 @@ def test_missing_step_says_how_to_install_it(gui: tuple[StepCA, Inventory, Audit
     assert tree(tmp_path / "site") == {}
 
 
-def test_token_for_another_site_expired_or_used(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+def test_token_for_another_site_expired_or_used(gui: Fleet, tmp_path: Path) -> None:
     enrollment = token_for(gui, "site-704")
     wrong_site = enroll(*args_of(enrollment, tmp_path / "a"), "--site", "site-999")
     assert wrong_site.returncode == 1 and "is for site 'site-704', not 'site-999'" in wrong_site.stderr
 
-    step_ca = gui[0]
+    step_ca = gui.ca
     short = step_ca.enrollment_token("site-705", dt.timedelta(seconds=1))
     time.sleep(2)
     expired = enroll("--token", short, "--broker", "127.0.0.1:8883", "--prefix", str(tmp_path / "b"))
@@ -135,9 +130,7 @@ def test_token_for_another_site_expired_or_used(gui: tuple[StepCA, Inventory, Au
         assert tree(tmp_path / prefix) == {}
 
 
-def test_wrong_fingerprint_other_ca_and_unreachable_ca(
-    gui: tuple[StepCA, Inventory, AuditLog], other_ca: RunningCA, tmp_path: Path
-) -> None:
+def test_wrong_fingerprint_other_ca_and_unreachable_ca(gui: Fleet, other_ca: RunningCA, tmp_path: Path) -> None:
     enrollment = token_for(gui, "site-706")
     zeros = "0" * 64
     wrong_fp = enroll(*args_of(enrollment, tmp_path / "a"), "--fingerprint", zeros)
@@ -154,7 +147,7 @@ def test_wrong_fingerprint_other_ca_and_unreachable_ca(
         assert tree(tmp_path / prefix) == {}
 
 
-def test_clock_skew_is_refused(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+def test_clock_skew_is_refused(gui: Fleet, tmp_path: Path) -> None:
     enrollment = token_for(gui, "site-707")
     # This host's clock ten minutes ahead: a `date` that adds 600 s to "now" and nothing else.
     shim = tmp_path / "shim"
@@ -171,23 +164,17 @@ def test_clock_skew_is_refused(gui: tuple[StepCA, Inventory, AuditLog], tmp_path
     assert tree(tmp_path / "site") == {}
 
 
-def test_bundle_mode_installs_a_client_bundle_and_refuses_others(
-    gui: tuple[StepCA, Inventory, AuditLog], ca: RunningCA, tmp_path: Path
-) -> None:
-    step_ca, inventory, audit = gui
-    settings = step_ca.settings
+def test_bundle_mode_installs_a_client_bundle_and_refuses_others(gui: Fleet, ca: RunningCA, tmp_path: Path) -> None:
+    settings = gui.settings
 
-    def bundle_of(cn: str, kind: CertKind) -> Path:
-        record = issue_certificate(
-            step_ca, inventory, IssueRequest(cn, kind, "", 30, "EC P-256"), max_days=730,
-            revoked_serials=frozenset(), audit=audit,
-        ).record  # fmt: skip
+    def bundle_of(cn: str, kind: Kind) -> Path:
+        record = gui.issue(IssueRequest(cn, kind, "", 30, "EC P-256")).record
         path = tmp_path / f"{cn}.zip"
-        path.write_bytes(make_bundle(record, settings.root.read_bytes(), "127.0.0.1:8883", settings.crl_url))
+        path.write_bytes(gui.bundle(record.serial))
         return path
 
-    client = bundle_of("site-708", CertKind.CLIENT)
-    fingerprint = step_ca.root_fingerprint()
+    client = bundle_of("site-708", Kind.CLIENT)
+    fingerprint = gui.ca.root_fingerprint()
     prefix = tmp_path / "site"
     done = enroll("--bundle", str(client), "--ca-url", settings.public_ca_url, "--fingerprint", fingerprint,
                   "--broker", "127.0.0.1:8883", "--prefix", str(prefix))  # fmt: skip
@@ -197,7 +184,7 @@ def test_bundle_mode_installs_a_client_bundle_and_refuses_others(
     assert (installed / "site-708.crt").read_bytes() == (settings.certs_dir / "site-708" / "site-708.crt").read_bytes()
     assert (prefix / "etc/app-pki/renew.sh").exists()
 
-    server = bundle_of("broker-708", CertKind.SERVER)
+    server = bundle_of("broker-708", Kind.SERVER)
     refused = enroll("--bundle", str(server), "--prefix", str(tmp_path / "s2"))
     assert refused.returncode == 1 and "not a client certificate" in refused.stderr
     assert tree(tmp_path / "s2") == {}
@@ -370,10 +357,8 @@ def test_refresh_retries_a_failed_reload_and_restarts_only_for_new_revocations(c
     assert log.read_text() == "reload\nrestart\n"
 
 
-def test_a_revoked_site_re_enrols_with_a_new_token(
-    gui: tuple[StepCA, Inventory, AuditLog], ca: RunningCA, tmp_path: Path
-) -> None:
-    step_ca = gui[0]
+def test_a_revoked_site_re_enrols_with_a_new_token(gui: Fleet, ca: RunningCA, tmp_path: Path) -> None:
+    step_ca = gui.ca
     prefix = tmp_path / "site"
     first = token_for(gui, "site-710")
     assert enroll(*args_of(first, prefix)).returncode == 0
@@ -395,7 +380,7 @@ def test_a_revoked_site_re_enrols_with_a_new_token(
     )
 
 
-def test_renewal_runs_under_crons_bare_environment(gui: tuple[StepCA, Inventory, AuditLog], tmp_path: Path) -> None:
+def test_renewal_runs_under_crons_bare_environment(gui: Fleet, tmp_path: Path) -> None:
     enrollment = token_for(gui, "site-711")
     prefix = tmp_path / "site"
     marker = tmp_path / "reloaded"

@@ -1,7 +1,9 @@
 """The audit trail: one JSON line per operation that changes state or hands out a secret.
 
-Issue, revoke, enrolment token, download of a private key, login. Appended, never rewritten; a line
-is small enough that concurrent appends from several sessions do not interleave.
+Issue (a "sign" line with the serial the moment the CA has signed, then the issue's outcome),
+revoke, enrolment token, reconcile actions, download of a private key, login. Appended, never
+rewritten; one write per line, small enough that concurrent appends from several sessions do not
+interleave. Secrets (tokens, keys, passwords) are never written.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,9 @@ from typing import Any
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.Lock()
+        self._signed: dict[int, str] = {}
+        self._read_to: tuple[int, int] = (0, 0)  # (inode, offset) of what _signed has read
 
     def record(self, action: str, outcome: str = "ok", **details: Any) -> None:
         entry = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "action": action, "outcome": outcome}
@@ -41,3 +47,30 @@ class AuditLog:
             except json.JSONDecodeError:
                 continue
         return result
+
+    def signed_here(self) -> dict[int, str]:
+        """Serial -> CN of every certificate the CA signed for this GUI (its "sign" lines), read
+        incrementally: only what was appended since the last call."""
+        with self._lock:
+            try:
+                stat = self.path.stat()
+            except FileNotFoundError:
+                return dict(self._signed)
+            inode, offset = self._read_to
+            if inode != stat.st_ino or offset > stat.st_size:
+                self._signed, offset = {}, 0
+            if offset < stat.st_size:
+                with self.path.open("rb") as log:
+                    log.seek(offset)
+                    data = log.read(stat.st_size - offset)
+                complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+                for line in complete.splitlines():
+                    if b'"action": "sign"' in line:
+                        try:
+                            entry = json.loads(line)
+                            self._signed[int(entry["serial"], 16)] = str(entry.get("cn", ""))
+                        except (ValueError, KeyError, TypeError):
+                            continue
+                offset += len(complete)
+            self._read_to = (stat.st_ino, offset)
+            return dict(self._signed)

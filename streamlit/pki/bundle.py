@@ -10,7 +10,12 @@ import datetime as dt
 import io
 import zipfile
 
-from pki.inventory import CertRecord, Kind
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from pki.inventory import CertRecord
+from pki.keys import key_id
+from pki.model import Kind
+from pki.validate import InvalidInput
 
 
 def site_topic_prefix(cn: str) -> str:
@@ -104,11 +109,11 @@ mqtt.peer_cert_as_clientid = cn
 """
 
 
-def bundle_readme(record: CertRecord, broker_address: str, crl_url: str) -> str:
+def bundle_readme(record: CertRecord, *, broker_address: str, crl_url: str, ca_name: str) -> str:
     cn = record.cn
     expires = record.not_after.strftime("%Y-%m-%d %H:%M UTC")
     head = f"""\
-{cn}: {record.kind.value} certificate of the AK-SG IoT CA
+{cn}: {record.kind.value} certificate of the {ca_name}
 Serial {record.serial_hex}, valid until {expires}.
 
 Files
@@ -160,17 +165,26 @@ Check the connection:  mosquitto_sub -v -t '$SYS/broker/connection/#'
     )
 
 
-def make_bundle(record: CertRecord, root_pem: bytes, broker_address: str, crl_url: str) -> bytes:
-    """ZIP with ca.crt, {cn}.crt, {cn}.key and README.txt (four files)."""
+def make_bundle(record: CertRecord, *, root_pem: bytes, broker_address: str, crl_url: str, ca_name: str) -> bytes:
+    """ZIP with ca.crt, {cn}.crt, {cn}.key and README.txt (four files). The key must be the
+    certificate's own: a key that does not match is never handed out."""
     key_path = record.path.with_suffix(".key")
+    key_pem = key_path.read_bytes()
+    try:
+        matches = key_id(load_pem_private_key(key_pem, password=None).public_key()) == record.key_id
+    except ValueError:
+        matches = False
+    if not matches:
+        raise InvalidInput(f"{key_path} is not the private key of certificate {record.serial_hex}: no bundle.")
+    readme = bundle_readme(record, broker_address=broker_address, crl_url=crl_url, ca_name=ca_name)
     buffer = io.BytesIO()
     stamp = dt.datetime.now(dt.UTC).timetuple()[:6]
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         files = {
             "ca.crt": (root_pem, 0o644),
             f"{record.cn}.crt": (record.path.read_bytes(), 0o644),
-            f"{record.cn}.key": (key_path.read_bytes(), 0o600),
-            "README.txt": (bundle_readme(record, broker_address, crl_url).encode(), 0o644),
+            f"{record.cn}.key": (key_pem, 0o600),
+            "README.txt": (readme.encode(), 0o644),
         }
         for name, (data, mode) in files.items():
             info = zipfile.ZipInfo(name, date_time=stamp)

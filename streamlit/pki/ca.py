@@ -1,7 +1,8 @@
-"""What app-pki asks of step-ca, each as one or two step CLI calls (through pki.step).
+"""What app-pki asks of step-ca: step CLI calls (through pki.step) and the CRL over HTTPS.
 
-Passwords are always handed over as files and every call names the CA URL and root explicitly, so
-no call depends on a context or defaults file.
+Passwords reach step as files and tokens as the STEP_TOKEN variable, never as arguments (any local
+user can read a process's arguments). Every call names the CA URL and root explicitly, so no call
+depends on a context or defaults file.
 """
 
 from __future__ import annotations
@@ -16,40 +17,15 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from pki.model import REVOCATION_REASONS, Kind
 from pki.settings import Settings
 from pki.step import CAUnreachable, StepError, run_step
-from pki.validate import InvalidInput, validate_cn, validate_sans
-
-
-class CertKind(StrEnum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-# Key types the GUI offers, and the step flags for each.
-KEY_TYPES: dict[str, tuple[str, ...]] = {
-    "EC P-256": ("--kty", "EC", "--curve", "P-256"),
-    "RSA 2048": ("--kty", "RSA", "--size", "2048"),
-    "RSA 3072": ("--kty", "RSA", "--size", "3072"),
-}
-DEFAULT_KEY_TYPE = "EC P-256"
-
-# RFC 5280 reason codes that make sense for a leaf certificate of this CA. certificateHold (6) is
-# left out: step-ca cannot lift a hold, so it would be a permanent revocation under a false name.
-REVOCATION_REASONS: dict[int, str] = {
-    0: "unspecified",
-    1: "keyCompromise",
-    3: "affiliationChanged",
-    4: "superseded",
-    5: "cessationOfOperation",
-    9: "privilegeWithdrawn",
-}
+from pki.validate import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -58,6 +34,15 @@ class CRLInfo:
     last_update: dt.datetime
     next_update: dt.datetime | None
     der: bytes
+
+    @classmethod
+    def of(cls, crl: x509.CertificateRevocationList) -> CRLInfo:
+        return cls(
+            revoked=frozenset(entry.serial_number for entry in crl),
+            last_update=crl.last_update_utc,
+            next_update=crl.next_update_utc,
+            der=crl.public_bytes(serialization.Encoding.DER),
+        )
 
     @property
     def pem(self) -> bytes:
@@ -85,7 +70,7 @@ class StepCA:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def _run(self, args: list[str], timeout: float | None = None) -> str:
+    def _run(self, args: list[str], timeout: float | None = None, env: dict[str, str] | None = None) -> str:
         s = self.settings
         return run_step(
             args,
@@ -93,16 +78,17 @@ class StepCA:
             timeout=timeout or s.step_timeout,
             step_bin=s.step_bin,
             ca_url=s.ca_url,
+            extra_env=env,
         )
 
     def _ca_flags(self) -> list[str]:
         return ["--ca-url", self.settings.ca_url, "--root", str(self.settings.root)]
 
-    def provisioner_for(self, kind: CertKind) -> str:
+    def provisioner_for(self, kind: Kind) -> str:
         s = self.settings
-        return s.server_provisioner if kind is CertKind.SERVER else s.client_provisioner
+        return s.server_provisioner if kind is Kind.SERVER else s.client_provisioner
 
-    def _provisioner_flags(self, kind: CertKind) -> list[str]:
+    def _provisioner_flags(self, kind: Kind) -> list[str]:
         name = self.provisioner_for(kind)
         return ["--provisioner", name, "--provisioner-password-file", str(self.settings.password_file(name))]
 
@@ -114,43 +100,24 @@ class StepCA:
                 f"The CA at {self.settings.ca_url} is not healthy: {out}", ["step", "ca", "health"], 0, out
             )
 
-    def issue(
-        self,
-        cn: str,
-        kind: CertKind,
-        *,
-        sans: list[str],
-        days: int,
-        key_type: str,
-        crt_path: Path,
-        key_path: Path,
-    ) -> None:
-        """Have the CA sign a new key pair made here; writes leaf+intermediate to crt_path, key 0600.
+    def sign(self, csr_pem: bytes, kind: Kind, *, days: int) -> str:
+        """Have the CA sign a request (PEM); returns the leaf and the intermediate, PEM.
 
-        With no SANs step puts the CN in as a DNS SAN by itself; with SANs it does not, so callers
-        that want the CN among them (servers) include it.
+        step writes the certificate to its stdout, not to a file: once the CA has signed, nothing
+        on this side's disks can make the answer go missing.
         """
-        cn = validate_cn(cn)
-        sans = validate_sans(sans)
-        if key_type not in KEY_TYPES:
-            raise InvalidInput(f"Unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}.")
         if days < 1:
             raise InvalidInput("The validity must be at least 1 day.")
-        san_flags = [flag for san in sans for flag in ("--san", san)]
-        self._run(
-            [
-                "ca", "certificate", cn, str(crt_path), str(key_path),
-                *self._provisioner_flags(kind),
-                "--not-after", f"{days * 24}h",
-                *KEY_TYPES[key_type], *san_flags, "--force", *self._ca_flags(),
-            ]
-        )  # fmt: skip
-
-    def token(self, subject: str, *, kind: CertKind = CertKind.CLIENT, sans: list[str] | None = None) -> str:
-        """A one-time token (JWT) that lets the holder get one certificate for `subject`."""
-        san_flags = [flag for san in (sans or []) for flag in ("--san", san)]
-        out = self._run(["ca", "token", subject, *san_flags, *self._provisioner_flags(kind), *self._ca_flags()])
-        return out.strip()
+        with tempfile.TemporaryDirectory(prefix="csr-") as tmp:
+            csr_file = Path(tmp, "request.csr")
+            csr_file.write_bytes(csr_pem)
+            return self._run(
+                [
+                    "ca", "sign", str(csr_file), "/dev/stdout",
+                    *self._provisioner_flags(kind),
+                    "--not-after", f"{days * 24}h", "--force", *self._ca_flags(),
+                ]
+            )  # fmt: skip
 
     def enrollment_token(self, subject: str, lifetime: dt.timedelta) -> str:
         """A one-time token for `subject` that lives `lifetime` (hours to days) and survives CA restarts.
@@ -187,26 +154,19 @@ class StepCA:
             )  # fmt: skip
         return token.strip()
 
-    def revoke(self, serial: int, reason_code: int, *, kind: CertKind = CertKind.CLIENT, reason: str = "") -> None:
-        """Revoke by serial with a revoke token: works for server certificates and for keys not held here."""
+    def revoke(self, serial: int, reason_code: int, *, kind: Kind = Kind.CLIENT) -> None:
+        """Revoke by serial with a revoke token: works for server certificates and for keys not held here.
+
+        The token goes to `step ca revoke` in STEP_TOKEN, never on its command line.
+        """
         if reason_code not in REVOCATION_REASONS:
             raise InvalidInput(f"Unknown revocation reason code {reason_code}.")
         token = self._run(
             ["ca", "token", str(serial), "--revoke", *self._provisioner_flags(kind), *self._ca_flags()]
         ).strip()
-        reason_flags = ["--reason", reason] if reason else []
         self._run(
-            [
-                "ca",
-                "revoke",
-                str(serial),
-                "--token",
-                token,
-                "--reasonCode",
-                str(reason_code),
-                *reason_flags,
-                *self._ca_flags(),
-            ]
+            ["ca", "revoke", str(serial), "--reasonCode", str(reason_code), *self._ca_flags()],
+            env={"STEP_TOKEN": token},
         )
 
     def root_fingerprint(self) -> str:
@@ -231,13 +191,7 @@ class StepCA:
 
     def crl_info(self, timeout: float | None = None) -> CRLInfo:
         """The revoked serials and dates of the CA's current CRL."""
-        crl = self.fetch_crl(timeout)
-        return CRLInfo(
-            revoked=frozenset(entry.serial_number for entry in crl),
-            last_update=crl.last_update_utc,
-            next_update=crl.next_update_utc,
-            der=crl.public_bytes(serialization.Encoding.DER),
-        )
+        return CRLInfo.of(self.fetch_crl(timeout))
 
     def fetch_crl(self, timeout: float | None = None) -> x509.CertificateRevocationList:
         """The CA's current CRL, fetched over its TLS API (the same CRL its plain-HTTP port serves)."""

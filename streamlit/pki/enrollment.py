@@ -12,9 +12,7 @@ import shlex
 from dataclasses import dataclass
 
 from pki.audit import AuditLog
-from pki.ca import StepCA
-from pki.inventory import Inventory
-from pki.issuing import refuse_if_active
+from pki.issuing import Registrar, refuse_if_active
 from pki.validate import InvalidInput, validate_cn, validate_san
 
 MAX_TOKEN_HOURS = 168  # a bearer credential: a week is plenty to get to a site
@@ -31,6 +29,8 @@ class Enrollment:
     broker: str
     earlier_tokens: tuple[dt.datetime, ...] = ()
     """Expiry of tokens made earlier for this site that may still be used: each would be a certificate."""
+    normalised_from: str | None = None
+    """The site name as typed, when its identity differs from it."""
 
     def command(self) -> str:
         """What the operator pastes on the site (as root), next to a copy of enroll-site.sh."""
@@ -54,16 +54,8 @@ def validate_broker(address: str) -> str:
     return address.strip()
 
 
-def create_enrollment(
-    ca: StepCA,
-    inventory: Inventory,
-    site: str,
-    *,
-    hours: int | float | str,
-    broker: str,
-    revoked_serials: frozenset[int] | None,
-    audit: AuditLog,
-) -> Enrollment:
+def create_enrollment(registrar: Registrar, site: str, *, hours: int | float | str, broker: str) -> Enrollment:
+    """A token for `site`, minted under the site's lock once no valid certificate of it exists."""
     cn = validate_cn(site)
     try:
         lifetime_hours = int(str(hours).strip())
@@ -72,14 +64,20 @@ def create_enrollment(
     if not 1 <= lifetime_hours <= MAX_TOKEN_HOURS:
         raise InvalidInput(f"The token must live from 1 to {MAX_TOKEN_HOURS} hours (got {lifetime_hours}).")
     broker = validate_broker(broker)
-    refuse_if_active(inventory, cn, revoked_serials)
-    earlier = pending_tokens(audit, cn)
-    lifetime = dt.timedelta(hours=lifetime_hours)
-    token = ca.enrollment_token(cn, lifetime)
-    expires = dt.datetime.now(dt.UTC) + lifetime
-    # The token itself is a credential: the audit records that it was made, never the token.
-    audit.record("token", cn=cn, expires=expires.isoformat(timespec="seconds"), broker=broker)
-    return Enrollment(cn, token, expires, ca.settings.public_ca_url, ca.root_fingerprint(), broker, earlier)
+    ca, audit = registrar.ca, registrar.audit
+    with registrar.store.locked(cn):
+        refuse_if_active(registrar.state(cn))
+        earlier = pending_tokens(audit, cn)
+        lifetime = dt.timedelta(hours=lifetime_hours)
+        token = ca.enrollment_token(cn, lifetime)
+        expires = dt.datetime.now(dt.UTC) + lifetime
+        # The token itself is a credential: the audit records that it was made, never the token.
+        audit.record("token", cn=cn, expires=expires.isoformat(timespec="seconds"), broker=broker)
+    typed = site.strip()
+    return Enrollment(
+        cn, token, expires, ca.settings.public_ca_url, ca.root_fingerprint(), broker, earlier,
+        typed if typed != cn else None,
+    )  # fmt: skip
 
 
 def pending_tokens(audit: AuditLog, cn: str) -> tuple[dt.datetime, ...]:

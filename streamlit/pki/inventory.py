@@ -1,60 +1,57 @@
 """The fleet's certificates as plain records, parsed once and kept until their file changes.
 
-Two sources. certs/ (the user's design): certs/{CN}/{CN}.crt (leaf + intermediate) and {CN}.key for
-what the GUI issued. Folders of revoked certificates are renamed {CN}.revoked, expired ones replaced
-by a new issue {CN}.expired, broker certificates re-issued before expiry {CN}.replaced; a second
-archive of the same CN gets .2, .3 ... so nothing is ever overwritten. And the ledger (pki.ledger):
-every certificate the CA signed or renewed, including those of sites enrolled by token. A serial in
-both is shown once, from certs/ (which knows the folder and whether the key is here).
+Two sources. certs/ (the user's design): certs/{identity}/{identity}.crt (leaf + intermediate) and
+its .key, for what the GUI issued, and the archived folders of pki.folders. And the ledger
+(pki.ledger): every certificate the CA signed or renewed, including those of sites enrolled by token.
+A serial in both is shown once, from certs/ (which knows the folder and whether the key is here).
 
 Streamlit reruns the page script on every click, so the scan must be cheap when nothing changed: a
-folder is listed again only if its mtime changed (a file in it was added, removed or renamed), and a
-.crt file is parsed again only if its (mtime, size, inode) changed (it was rewritten in place).
-`parse_count` counts the parses so tests can prove it.
+folder is listed again only if its inode or mtime changed, a .crt file in certs/ is parsed again only
+if its (mtime, size, inode) changed, and a ledger file (written once, never rewritten) is parsed
+once. `parse_count` counts the parses so tests can prove it. Decisions about one identity use
+`of_identity`, which reads that identity's folders and the ledger's listing from disk every time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pki.folders import is_hidden, split_folder
+from pki.keys import key_id, key_type_of
 from pki.ledger import Ledger
-
-ARCHIVE_SUFFIXES = ("revoked", "expired", "replaced")
-_ARCHIVED = re.compile(r"^(?P<cn>.+)\.(?P<suffix>revoked|expired|replaced)(?:\.(?P<n>[0-9]+))?$")
+from pki.model import Kind, Status, identity_of
 
 
-class Status(StrEnum):
-    ACTIVE = "active"
-    EXPIRING = "expiring"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-    INVALID = "invalid"
+@dataclass(frozen=True)
+class IssuerId:
+    """This CA's intermediate, as the certificates it signs name it (to tell foreign ones apart)."""
 
+    key_id: str
+    """Its subject key identifier, hex: the authority key identifier of every certificate it signs."""
+    name: str
 
-class Kind(StrEnum):
-    """The certificate's type as its extended key usage says."""
-
-    CLIENT = "client"
-    SERVER = "server"
-    BOTH = "client+server"
-    OTHER = "other"
+    @classmethod
+    def of(cls, intermediate: x509.Certificate) -> IssuerId:
+        try:
+            ski = intermediate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+        except x509.ExtensionNotFound:
+            ski = ""
+        return cls(ski, intermediate.subject.rfc4514_string())
 
 
 @dataclass(frozen=True)
 class CertRecord:
     folder: str
-    """Folder name under certs/ (e.g. 'site-001' or 'site-001.revoked.2'); '' if only the CA's log has it."""
+    """Folder name under certs/ (e.g. 'site-001' or 'site-001.revoked.2'); '' if only the ledger has it."""
     path: Path
     cn: str
     kind: Kind
@@ -68,16 +65,24 @@ class CertRecord:
     error: str | None = None
     key_type: str = ""
     """'EC P-256', 'RSA 2048'... as the Issue page names key types."""
+    key_id: str = ""
+    """SHA-256 of the public key: shared by a certificate, its renewals and its private key."""
+    authority_key_id: str = ""
+    """Which CA key signed it (hex), '' if the certificate does not say."""
+    identity: str = ""
+    """The site or host it belongs to: the CN folded (see pki.model.identity_of)."""
+    label: str | None = None
+    """What its folder's name says became of it ('revoked', 'replaced'...); None for a live folder or
+    the ledger. Only informative: the status comes from the CA."""
 
     @property
     def source(self) -> str:
         return f"certs/{self.folder}" if self.folder else "CA log"
 
     @property
-    def archived(self) -> str | None:
-        """'revoked', 'expired' or 'replaced' when the folder was archived under that name, else None."""
-        match = _ARCHIVED.match(self.folder)
-        return match["suffix"] if match else None
+    def is_live(self) -> bool:
+        """In the identity's live folder certs/{identity}/."""
+        return bool(self.folder) and self.label is None
 
     @property
     def serial_hex(self) -> str:
@@ -86,11 +91,25 @@ class CertRecord:
     def days_left(self, now: dt.datetime) -> int:
         return (self.not_after - now).days
 
-    def status(self, now: dt.datetime, revoked_serials: frozenset[int] | None, expiring_days: int) -> Status:
-        """Revoked if the CA's CRL lists it (or its folder says so), then expired, expiring, active."""
+    def issued_by(self, issuer: IssuerId) -> bool:
+        if self.authority_key_id and issuer.key_id:
+            return self.authority_key_id == issuer.key_id
+        return self.issuer == issuer.name
+
+    def status(
+        self,
+        now: dt.datetime,
+        revoked_serials: frozenset[int] | None,
+        expiring_days: int,
+        issuer: IssuerId | None = None,
+    ) -> Status:
+        """Foreign if another CA signed it, revoked if this CA's CRL lists it, then expired, expiring,
+        active. Where it is filed plays no part. With no CRL (None) nothing can be called revoked."""
         if self.error:
             return Status.INVALID
-        if self.archived == "revoked" or (revoked_serials is not None and self.serial in revoked_serials):
+        if issuer is not None and not self.issued_by(issuer):
+            return Status.FOREIGN
+        if revoked_serials is not None and self.serial in revoked_serials:
             return Status.REVOKED
         if self.not_after <= now:
             return Status.EXPIRED
@@ -122,18 +141,40 @@ def sans_of(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(str(name.value) for name in names)
 
 
-def key_type_of(cert: x509.Certificate) -> str:
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"RSA {key.key_size}"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return {"secp256r1": "EC P-256", "secp384r1": "EC P-384"}.get(key.curve.name, f"EC {key.curve.name}")
-    return type(key).__name__
+def authority_key_id_of(cert: x509.Certificate) -> str:
+    try:
+        value = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        return ""
+    return value.hex() if value else ""
 
 
 def common_name(cert: x509.Certificate) -> str:
     attributes = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attributes[0].value) if attributes else ""
+    value = attributes[0].value if attributes else ""
+    return value if isinstance(value, str) else value.decode(errors="replace")
+
+
+def record_of(cert: x509.Certificate, path: Path, folder: str, has_key: bool) -> CertRecord:
+    cn = common_name(cert)
+    return CertRecord(
+        folder=folder,
+        path=path,
+        cn=cn,
+        kind=kind_of(cert),
+        serial=cert.serial_number,
+        sans=sans_of(cert),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+        issuer=cert.issuer.rfc4514_string(),
+        has_key=has_key,
+        key_type=key_type_of(cert.public_key()),
+        key_id=key_id(cert.public_key()),
+        authority_key_id=authority_key_id_of(cert),
+        identity=identity_of(cn),
+        label=split_folder(folder)[1] if folder else None,
+    )
 
 
 def parse_certificate_file(path: Path, folder: str) -> CertRecord:
@@ -143,21 +184,15 @@ def parse_certificate_file(path: Path, folder: str) -> CertRecord:
         leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
     except (ValueError, OSError, IndexError) as exc:
         epoch = dt.datetime.fromtimestamp(0, dt.UTC)
-        return CertRecord(folder, path, path.stem, Kind.OTHER, 0, (), epoch, epoch, "", "", has_key, str(exc))
-    return CertRecord(
-        folder=folder,
-        path=path,
-        cn=common_name(leaf),
-        kind=kind_of(leaf),
-        serial=leaf.serial_number,
-        sans=sans_of(leaf),
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
-        fingerprint=leaf.fingerprint(hashes.SHA256()).hex(),
-        issuer=leaf.issuer.rfc4514_string(),
-        has_key=has_key,
-        key_type=key_type_of(leaf),
-    )
+        identity = split_folder(folder)[0] if folder else identity_of(path.stem)
+        return CertRecord(
+            folder, path, path.stem, Kind.OTHER, 0, (), epoch, epoch, "", "", has_key, str(exc),
+            identity=identity, label=split_folder(folder)[1] if folder else None,
+        )  # fmt: skip
+    return record_of(leaf, path, folder, has_key)
+
+
+_Entry = tuple[tuple[int, int, int], CertRecord]
 
 
 class Inventory:
@@ -167,28 +202,32 @@ class Inventory:
         self.certs_dir = certs_dir
         self.ledger = ledger
         self.parse_count = 0
-        self._entries: dict[str, tuple[tuple[int, int, int], CertRecord]] = {}
-        self._listings: dict[str, tuple[int, list[str]]] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._listings: dict[str, tuple[tuple[int, int], list[str]]] = {}
         self._lock = threading.Lock()
 
-    def _crt_paths(self, folder: str, listings: dict[str, tuple[int, list[str]]]) -> list[str]:
-        """The .crt files of a folder, listed again only when the folder's mtime changed."""
+    def _crt_paths(self, folder: str, listings: dict[str, tuple[tuple[int, int], list[str]]]) -> list[str]:
+        """The .crt files of a folder, listed again only when the folder's inode or mtime changed."""
         try:
-            mtime = os.stat(folder).st_mtime_ns
+            stat = os.stat(folder)
         except FileNotFoundError:
             return []
+        signature = (stat.st_ino, stat.st_mtime_ns)
         known = self._listings.get(folder)
-        paths = known[1] if known and known[0] == mtime else [e.path for e in _crt_files(folder)]
-        listings[folder] = (mtime, paths)
+        paths = known[1] if known and known[0] == signature else _crt_files(folder)
+        listings[folder] = (signature, paths)
         return paths
 
-    def _take(self, path: str, folder: str, fresh: dict[str, tuple[tuple[int, int, int], CertRecord]]) -> None:
+    def _take(self, path: str, folder: str, fresh: dict[str, _Entry], *, immutable: bool = False) -> None:
+        known = self._entries.get(path)
+        if immutable and known:
+            fresh[path] = known
+            return
         try:
             stat = os.stat(path)
         except FileNotFoundError:
             return  # renamed or removed since the folder was listed: the next rerun sees it
         signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        known = self._entries.get(path)
         if known and known[0] == signature:
             fresh[path] = known
         else:
@@ -196,64 +235,71 @@ class Inventory:
             fresh[path] = (signature, parse_certificate_file(Path(path), folder))
 
     def records(self) -> list[CertRecord]:
-        """Every certificate, newest first within a CN; parses only new or changed files."""
+        """Every certificate, newest first within an identity; parses only new or changed files."""
         if self.ledger:
             self.ledger.sync()
         with self._lock:
-            fresh: dict[str, tuple[tuple[int, int, int], CertRecord]] = {}
-            listings: dict[str, tuple[int, list[str]]] = {}
+            fresh: dict[str, _Entry] = {}
+            listings: dict[str, tuple[tuple[int, int], list[str]]] = {}
             for folder in _subfolders(self.certs_dir):
                 for path in self._crt_paths(folder.path, listings):
                     self._take(path, folder.name, fresh)
-            in_certs = {record.serial for _, record in fresh.values() if not record.error}
             if self.ledger:
                 for path in self._crt_paths(str(self.ledger.ledger_dir), listings):
-                    self._take(path, "", fresh)
+                    self._take(path, "", fresh, immutable=True)
             self._entries = fresh
             self._listings = listings
-            records = [record for _, record in fresh.values() if record.folder or record.serial not in in_certs]
-        return sorted(records, key=lambda r: (r.cn.lower(), -r.not_after.timestamp(), r.folder))
+            return _merged(record for _, record in fresh.values())
+
+    def of_identity(self, identity: str) -> list[CertRecord]:
+        """Every certificate of one identity, its folders and the ledger's listing read from disk now:
+        what a decision taken under the identity's lock must see."""
+        if self.ledger:
+            self.ledger.sync()
+        with self._lock:
+            found: dict[str, _Entry] = {}
+            for folder in _subfolders(self.certs_dir):
+                if split_folder(folder.name)[0] == identity:
+                    for path in _crt_files(folder.path):
+                        self._take(path, folder.name, found)
+            if self.ledger:
+                for path in _crt_files(str(self.ledger.ledger_dir)):
+                    self._take(path, "", found, immutable=True)
+            self._entries.update(found)
+            return [r for r in _merged(record for _, record in found.values()) if r.identity == identity]
 
     @property
     def ledger_problem(self) -> str | None:
         """Why certificates known only from the CA's journal may be missing, if they may."""
         return self.ledger.problem if self.ledger else None
 
-    def of_cn(self, cn: str) -> list[CertRecord]:
-        """Every certificate of one common name, from both sources."""
-        return [r for r in self.records() if r.cn == cn]
+    def find(self, serial: int) -> CertRecord | None:
+        """The certificate with this serial (from certs/ when it is filed there)."""
+        return next((r for r in self.records() if r.serial == serial and not r.error), None)
 
-    def current(self, cn: str) -> CertRecord | None:
-        """The certificate in the live folder certs/{cn}/, if any."""
-        return next((r for r in self.records() if r.folder == cn), None)
+
+def _merged(records: Iterable[CertRecord]) -> list[CertRecord]:
+    """certs/ and ledger records with each serial once (the filed copy wins), newest first per identity."""
+    everything = list(records)
+    filed = {r.serial for r in everything if r.folder and not r.error}
+    kept = [r for r in everything if r.folder or r.serial not in filed]
+    return sorted(kept, key=lambda r: (r.identity, -r.not_after.timestamp(), r.folder))
 
 
 def _subfolders(certs_dir: Path) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(certs_dir) as entries:
-            # Hidden folders are staging areas of an issuance in progress.
-            return [e for e in entries if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+            # Hidden folders are issuances in progress and the lock files (see pki.store).
+            return [e for e in entries if not is_hidden(e.name) and e.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
 
 
-def _crt_files(folder: str) -> list[os.DirEntry[str]]:
+def _crt_files(folder: str) -> list[str]:
     try:
         entries = os.scandir(folder)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     with entries:
         # ca.crt is the root that a bundle may carry next to the certificate, not a certificate of the fleet.
-        return [e for e in entries if e.name.endswith(".crt") and e.name != "ca.crt" and e.is_file()]
-
-
-def archive_folder_name(certs_dir: Path, cn: str, suffix: str) -> str:
-    """The first free name among {cn}.{suffix}, {cn}.{suffix}.2, ...; never an existing one."""
-    if suffix not in ARCHIVE_SUFFIXES:
-        raise ValueError(f"unknown archive suffix {suffix!r}")
-    name = f"{cn}.{suffix}"
-    number = 1
-    while (certs_dir / name).exists():
-        number += 1
-        name = f"{cn}.{suffix}.{number}"
-    return name
+        return [e.path for e in entries if e.name.endswith(".crt") and e.name != "ca.crt" and e.is_file()]

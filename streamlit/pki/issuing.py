@@ -1,37 +1,65 @@
-"""Issue, re-issue and revoke, as the operator means them: validate, call the CA, file, audit.
+"""Every change to an identity's certificates, as the operator means it: validate, lock, decide from
+fresh data, call the CA, file, audit.
 
-Nothing is overwritten or deleted. A new certificate is written into a hidden staging folder and
-renamed into place only when complete, so a failed issuance leaves nothing behind; a folder it
-replaces is renamed ({CN}.expired, {CN}.revoked, {CN}.replaced), not removed.
+The rules, in the order they are applied:
+- Input is validated before anything runs; the CN becomes its identity (pki.model.identity_of).
+- The identity's lock is held for the whole change (pki.store), and "does it have a valid
+  certificate?" is answered inside it from the identity's folders, the ledger and a CRL fetched now.
+- Valid means: issued by this CA, unexpired, not on its CRL, wherever it is filed.
+- The key is written before the CA is asked; the serial is audited the moment the CA has answered
+  and the certificate goes into the ledger; only then is it filed. A filing that fails leaves the
+  certificate and key in a quarantine folder, never deleted, and says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import os
-import secrets
-import shutil
-from collections.abc import Collection
+import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
 from pki.audit import AuditLog
-from pki.ca import KEY_TYPES, REVOCATION_REASONS, CertKind, StepCA
-from pki.inventory import CertRecord, Inventory, Kind, Status, archive_folder_name, parse_certificate_file
-from pki.step import CARefused, StepError
+from pki.ca import CRLInfo, StepCA
+from pki.folders import split_folder
+from pki.inventory import CertRecord, Inventory, IssuerId, parse_certificate_file
+from pki.keys import KEY_TYPES, key_id, new_private_key, private_key_pem, signing_request
+from pki.ledger import Ledger
+from pki.model import ISSUABLE_KINDS, REVOCATION_REASONS, VALID_STATUSES, Kind, Status, identity_of
+from pki.step import CARefused, CAUnreachable, StepError, StepNotFound
+from pki.store import CertStore, is_staging, staging_identity
 from pki.validate import InvalidInput, validate_cn, validate_days, validate_san, validate_sans
 
-VALID = (Status.ACTIVE, Status.EXPIRING)
+JOURNAL_WAIT = 3.0
+"""Seconds to watch the CA's journal for a certificate after step failed in a way that leaves open
+whether the CA signed (step-ca logs a request just after answering it)."""
 
 
 class ActiveCertificateExists(InvalidInput):
-    """The CN already has a valid certificate; it must be revoked before another is issued."""
+    """The identity already has a valid certificate; it must be revoked before another is issued."""
+
+
+class NotIssued(Exception):
+    """The disk refused the new key, before the CA was asked: nothing was signed, nothing changed."""
+
+
+class FilingFailed(Exception):
+    """The CA signed, but the certificate could not be filed: the message says where everything is."""
+
+    def __init__(self, message: str, serial: int, folder: str | None) -> None:
+        super().__init__(message)
+        self.serial = serial
+        self.folder = folder
 
 
 @dataclass(frozen=True)
 class IssueRequest:
     cn: str
-    kind: CertKind
+    kind: Kind
     sans: str | list[str]
     days: int | str
     key_type: str
@@ -40,35 +68,67 @@ class IssueRequest:
 @dataclass(frozen=True)
 class ValidRequest:
     cn: str
-    kind: CertKind
+    """The identity: the CN as it is issued."""
+    kind: Kind
     sans: list[str]
     days: int
     key_type: str
+    typed: str
+    """The CN as the operator typed it."""
+
+    @property
+    def normalised_from(self) -> str | None:
+        """What the operator typed, when the identity differs from it."""
+        return self.typed if self.typed != self.cn else None
 
 
 @dataclass(frozen=True)
 class Issued:
     record: CertRecord
-    archived_as: str | None
-    """The name the previous folder of this CN was moved to, if there was one."""
+    archived_as: tuple[str, ...]
+    """What the identity's previous live folder was renamed to, if there was one."""
+    normalised_from: str | None = None
+
+
+@dataclass(frozen=True)
+class RevokeOutcome:
+    record: CertRecord
+    answer: str
+    """The CA's answer: 'revoked', 'already revoked', or why it refused."""
+    done: bool
+    on_crl: bool
+    """Whether the CRL fetched after the revocation lists the serial."""
 
 
 @dataclass(frozen=True)
 class Revoked:
-    cn: str
-    serials: list[int]
-    """Serials this call revoked (or found already revoked at the CA)."""
-    folder: str | None
-    """What certs/{CN} was renamed to, if it existed."""
-    failures: dict[int, str] = field(default_factory=dict)
-    """Serials the CA did not revoke, with its reason."""
+    identity: str
+    outcomes: list[RevokeOutcome]
+    renamed: dict[str, str] = field(default_factory=dict)
+    """Folders renamed to {identity}.revoked[.N] because their certificate went: old -> new name."""
+    crl_problem: str | None = None
+
+    @property
+    def serials(self) -> list[int]:
+        return [o.record.serial for o in self.outcomes if o.done]
+
+    @property
+    def failures(self) -> dict[int, str]:
+        return {o.record.serial: o.answer for o in self.outcomes if not o.done}
+
+    @property
+    def confirmed(self) -> bool:
+        """Every serial was revoked and the CA's CRL lists each one: nothing is left to do."""
+        return all(o.done and o.on_crl for o in self.outcomes)
 
 
 def validate_request(request: IssueRequest, max_days: int) -> ValidRequest:
     """All checks that need no CA; raises InvalidInput with the first problem found."""
+    if request.kind not in ISSUABLE_KINDS:
+        raise InvalidInput(f"Certificates are issued as client or server, not {request.kind}.")
     cn = validate_cn(request.cn)
     sans = validate_sans(request.sans)
-    if request.kind is CertKind.SERVER:
+    if request.kind is Kind.SERVER:
         try:
             cn_as_san = validate_san(cn)
         except InvalidInput:
@@ -81,213 +141,375 @@ def validate_request(request: IssueRequest, max_days: int) -> ValidRequest:
     days = validate_days(request.days, max_days)
     if request.key_type not in KEY_TYPES:
         raise InvalidInput(f"Unknown key type {request.key_type!r}; choose one of {', '.join(KEY_TYPES)}.")
-    return ValidRequest(cn, request.kind, sans, days, request.key_type)
+    return ValidRequest(cn, request.kind, sans, days, request.key_type, request.cn.strip())
 
 
-def valid_certificates(
-    inventory: Inventory, cn: str, revoked_serials: frozenset[int] | None, now: dt.datetime | None = None
-) -> list[CertRecord]:
-    """The unexpired, unrevoked certificates of `cn`: in certs/ or known from the CA's log."""
-    now = now or dt.datetime.now(dt.UTC)
-    return [r for r in inventory.of_cn(cn) if r.status(now, revoked_serials, expiring_days=0) in VALID]
+@dataclass(frozen=True)
+class IdentityState:
+    """One identity's certificates and the CRL, read under its lock."""
+
+    identity: str
+    records: list[CertRecord]
+    crl: CRLInfo | None
+    crl_problem: str | None
+    issuer: IssuerId
+    now: dt.datetime
+
+    def status(self, record: CertRecord) -> Status:
+        return record.status(self.now, self.crl.revoked if self.crl else None, 0, self.issuer)
+
+    def unexpired(self) -> list[CertRecord]:
+        """Certificates of this CA that have not expired, revoked or not."""
+        return [r for r in self.records if self.status(r) in VALID_STATUSES | {Status.REVOKED}]
+
+    def valid(self) -> list[CertRecord]:
+        return [r for r in self.records if self.status(r) in VALID_STATUSES]
+
+    def live_folders(self) -> list[CertRecord]:
+        return [r for r in self.records if r.is_live]
 
 
-def refuse_if_active(inventory: Inventory, cn: str, revoked_serials: frozenset[int] | None) -> None:
-    """Raise ActiveCertificateExists if `cn` already has a valid certificate anywhere in the fleet."""
-    active = valid_certificates(inventory, cn, revoked_serials)
-    if not active:
-        return
-    newest = max(active, key=lambda r: r.not_after)
-    if revoked_serials is None:
-        raise ActiveCertificateExists(
-            f"{cn} has a certificate valid until {newest.not_after:%Y-%m-%d} and the CA's CRL cannot be read "
-            "to tell whether it was revoked. Try again when the CA is reachable."
-        )
-    raise ActiveCertificateExists(
-        f"{cn} already has an active certificate (serial {newest.serial_hex}, valid until "
-        f"{newest.not_after:%Y-%m-%d}, {newest.source}). Revoke it on the Revoke page first, then issue a new one."
-    )
+class Registrar:
+    """Issues, re-issues and revokes; files what the CA signed. One instance per GUI process is enough."""
 
+    def __init__(
+        self, ca: StepCA, store: CertStore, inventory: Inventory, ledger: Ledger, audit: AuditLog, issuer: IssuerId
+    ) -> None:
+        self.ca = ca
+        self.store = store
+        self.inventory = inventory
+        self.ledger = ledger
+        self.audit = audit
+        self.issuer = issuer
 
-def issue_certificate(
-    ca: StepCA,
-    inventory: Inventory,
-    request: IssueRequest,
-    *,
-    max_days: int,
-    revoked_serials: frozenset[int] | None,
-    audit: AuditLog,
-    replace_active: bool = False,
-) -> Issued:
-    """Validate, issue through step, and file certs/{CN}/{CN}.crt + .key atomically.
-
-    `replace_active` is for re-issuing a broker certificate before it expires: the CN's valid
-    certificate stays valid (the broker switches when it is installed) and its folder is kept as
-    {CN}.replaced.
-    """
-    valid = validate_request(request, max_days)
-    certs_dir = inventory.certs_dir
-    folder = certs_dir / valid.cn
-    if folder.exists() and not (folder / f"{valid.cn}.crt").exists():
-        raise InvalidInput(f"certs/{valid.cn} exists but holds no {valid.cn}.crt. Move it away first.")
-    if not replace_active:
-        refuse_if_active(inventory, valid.cn, revoked_serials)
-    archive_as = None
-    if folder.exists():
-        current = parse_certificate_file(folder / f"{valid.cn}.crt", valid.cn)
-        if current.error:
-            raise InvalidInput(
-                f"certs/{valid.cn} holds an unreadable certificate ({current.error}). Move it away first."
-            )
-        status = current.status(dt.datetime.now(dt.UTC), revoked_serials, expiring_days=0)
-        archive_as = {Status.REVOKED: "revoked", Status.EXPIRED: "expired"}.get(status, "replaced")
-
-    staging = certs_dir / f".issue-{valid.cn}-{secrets.token_hex(4)}"
-    archived_name = None
-    try:
-        certs_dir.mkdir(parents=True, exist_ok=True)
-        staging.mkdir(mode=0o700)
-        crt, key = staging / f"{valid.cn}.crt", staging / f"{valid.cn}.key"
-        ca.issue(
-            valid.cn, valid.kind, sans=valid.sans, days=valid.days, key_type=valid.key_type, crt_path=crt, key_path=key
-        )
-        os.chmod(key, 0o600)
-        os.chmod(crt, 0o644)
-        if archive_as:
-            archived_name = archive_folder_name(certs_dir, valid.cn, archive_as)
-            os.rename(folder, certs_dir / archived_name)
+    def fresh_crl(self) -> tuple[CRLInfo | None, str | None]:
+        """The CA's CRL now (kept in the ledger as the last word of the CA), or None and why not."""
         try:
-            os.rename(staging, folder)  # fails rather than replace a folder made meanwhile
-        except OSError:
-            if archived_name:
-                os.rename(certs_dir / archived_name, folder)
-                archived_name = None
-            raise _lost_race(ca, valid, staging, certs_dir) from None
-    except (StepError, InvalidInput, OSError) as exc:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        audit.record("issue", "failed", cn=valid.cn, kind=valid.kind.value, error=str(exc))
-        raise
-    record = parse_certificate_file(folder / f"{valid.cn}.crt", valid.cn)
-    audit.record(
-        "reissue" if replace_active else "issue",
-        cn=valid.cn,
-        kind=valid.kind.value,
-        serial=record.serial_hex,
-        days=valid.days,
-        sans=valid.sans,
-        key_type=valid.key_type,
-        archived_previous_as=archived_name,
-    )
-    return Issued(record, archived_name)
-
-
-def _lost_race(ca: StepCA, valid: ValidRequest, staging: Path, certs_dir: Path) -> InvalidInput:
-    """Another session filed certs/{CN} while this one was issuing: this certificate is valid at the
-    CA but has no place. Revoke it (superseded) and keep it as {CN}.revoked.N, so nothing is lost."""
-    record = parse_certificate_file(staging / f"{valid.cn}.crt", valid.cn)
-    kept = archive_folder_name(certs_dir, valid.cn, "revoked")
-    try:
-        ca.revoke(record.serial, 4, kind=valid.kind)
-        os.rename(staging, certs_dir / kept)
-    except (StepError, OSError) as exc:
-        return InvalidInput(
-            f"{valid.cn} was issued twice at the same moment; the second certificate (serial {record.serial_hex}) "
-            f"could not be revoked or filed ({exc}): it is in certs/{staging.name}/. Revoke it by serial."
-        )
-    return InvalidInput(
-        f"{valid.cn} was issued by another session at the same moment. This session's certificate "
-        f"(serial {record.serial_hex}) was revoked and kept in certs/{kept}/."
-    )
-
-
-def reissue_certificate(
-    ca: StepCA,
-    inventory: Inventory,
-    record: CertRecord,
-    *,
-    max_days: int,
-    revoked_serials: frozenset[int] | None,
-    audit: AuditLog,
-) -> Issued:
-    """A fresh certificate (new key) with the names, type, key type and lifetime of `record`.
-
-    For broker certificates: they cannot renew over mTLS (serverAuth only), so they are re-issued.
-    """
-    if record.kind is not Kind.SERVER or not record.folder or record.archived:
-        raise InvalidInput(f"Only the current server certificate in certs/{record.cn}/ can be re-issued.")
-    lifetime = max(1, round((record.not_after - record.not_before).total_seconds() / 86400))
-    request = IssueRequest(
-        cn=record.cn,
-        kind=CertKind.SERVER,
-        sans=list(record.sans),
-        days=min(lifetime, max_days),
-        key_type=record.key_type if record.key_type in KEY_TYPES else "EC P-256",
-    )
-    return issue_certificate(
-        ca, inventory, request, max_days=max_days, revoked_serials=revoked_serials, audit=audit, replace_active=True
-    )
-
-
-def revoke_cn(
-    ca: StepCA,
-    inventory: Inventory,
-    cn: str,
-    *,
-    reason_code: int,
-    confirmation: str,
-    revoked_serials: frozenset[int] | None,
-    audit: AuditLog,
-    only: Collection[int] | None = None,
-) -> Revoked:
-    """Revoke every unexpired serial of `cn` (renewals included), or those of `only` (e.g. just the
-    certificate a broker re-issue replaced), then rename certs/{CN} to {CN}.revoked if its one went."""
-    if confirmation.strip() != cn:
-        raise InvalidInput(f"To confirm, type the common name exactly: {cn}")
-    if reason_code not in REVOCATION_REASONS:
-        raise InvalidInput(f"Unknown revocation reason code {reason_code}.")
-    targets = valid_certificates(inventory, cn, revoked_serials)
-    if only is not None:
-        unknown = set(only) - {r.serial for r in targets}
-        if unknown:
-            raise InvalidInput(f"{', '.join(f'{s:X}' for s in unknown)} is not a valid certificate of {cn}.")
-        targets = [r for r in targets if r.serial in set(only)]
-    if not targets:
-        raise InvalidInput(
-            f"{cn} has no valid certificate to revoke." if only is None else "Choose at least one certificate."
-        )
-    done: list[int] = []
-    failures: dict[int, str] = {}
-    for record in targets:
-        kind = CertKind.SERVER if record.kind is Kind.SERVER else CertKind.CLIENT
-        try:
-            ca.revoke(record.serial, reason_code, kind=kind)
-        except CARefused as exc:
-            if "already revoked" not in str(exc):
-                failures[record.serial] = str(exc)
-                continue
+            info = self.ca.crl_info()
         except StepError as exc:
-            failures[record.serial] = str(exc)
-            continue
-        done.append(record.serial)
-    folder = None
-    live = next((r for r in targets if r.folder == cn), None)
-    if live and live.serial in done:
-        folder = archive_folder_name(inventory.certs_dir, cn, "revoked")
+            return None, str(exc)
+        with contextlib.suppress(OSError):  # only the copy for when the CA is down; the CRL is at the CA
+            self.ledger.keep_crl(info.der)
+        return info, None
+
+    def state(self, identity: str) -> IdentityState:
+        """What is known of `identity` now. Call with its lock held."""
+        records = self.inventory.of_identity(identity)
+        now = dt.datetime.now(dt.UTC)
+        crl, problem = None, None
+        if any(not r.error and r.issued_by(self.issuer) and r.not_after > now for r in records):
+            crl, problem = self.fresh_crl()
+        return IdentityState(identity, records, crl, problem, self.issuer, now)
+
+    # -- issue ------------------------------------------------------------------------------------
+
+    def issue(self, request: IssueRequest, *, max_days: int, replacing: int | None = None) -> Issued:
+        """Validate, then under the identity's lock: refuse if it has a valid certificate (unless
+        `replacing` names the live broker certificate being re-issued), make the key, have the CA sign,
+        file certs/{identity}/ and archive the previous live folder."""
+        valid = validate_request(request, max_days)
+        with self.store.locked(valid.cn):
+            state = self.state(valid.cn)
+            if replacing is None:
+                refuse_if_active(state)
+            else:
+                _check_replacing(state, replacing)
+            labels = _labels_for_previous(state, replacing)
+            return self._issue_locked(valid, labels, replacing is not None)
+
+    def _issue_locked(self, valid: ValidRequest, labels: dict[str, str], reissue: bool) -> Issued:
+        action = "reissue" if reissue else "issue"
+        key = new_private_key(valid.key_type)
+        staging = None
         try:
-            os.rename(inventory.certs_dir / cn, inventory.certs_dir / folder)
-        except FileNotFoundError:
-            folder = None  # another session archived it meanwhile; the revocation stands
-    audit.record(
-        "revoke",
-        "ok" if not failures else ("partial" if done else "failed"),
-        cn=cn,
-        serials=[f"{s:X}" for s in done],
-        reason=REVOCATION_REASONS[reason_code],
-        folder=folder,
-        failed={f"{s:X}": reason for s, reason in failures.items()} or None,
-    )
-    if not done:
-        first = next(iter(failures.values()))
-        raise StepError(f"Nothing was revoked. {first}", [], None, "")
-    return Revoked(cn, done, folder, failures)
+            staging = self.store.new_staging(valid.cn)
+            self.store.write_new(staging / f"{valid.cn}.key", private_key_pem(key), 0o600)
+            chain = self._sign(valid, signing_request(valid.cn, valid.sans, key), key_id(key.public_key()))
+        except (OSError, StepError) as exc:
+            kept = self._after_unsigned_failure(valid.cn, staging, exc) if staging else None
+            self.audit.record(action, "failed", cn=valid.cn, kind=valid.kind.value, error=str(exc), kept=kept)
+            if isinstance(exc, OSError):
+                raise NotIssued(
+                    f"certs/ cannot take the new key of {valid.cn}: {exc.strerror or exc} ({exc.filename or ''}). "
+                    "The CA was not asked: nothing was issued and nothing changed."
+                ) from exc
+            raise
+        leaf = x509.load_pem_x509_certificates(chain.encode())[0]
+        serial = f"{leaf.serial_number:X}"
+        # The CA has signed: from here on the certificate must never be forgotten.
+        self.audit.record("sign", cn=valid.cn, kind=valid.kind.value, serial=serial, days=valid.days)
+        with contextlib.suppress(OSError):  # the CA's journal brings it into the ledger as well
+            self.ledger.add(leaf)
+        archived: list[str] = []
+        try:
+            self.store.write_new(staging / f"{valid.cn}.crt", chain.encode(), 0o644)
+            for folder, label in labels.items():
+                archived.append(self.store.relabel(folder, label))
+            self.store.move(staging, valid.cn)
+        except OSError as exc:
+            raise self._quarantine(valid, staging, leaf, exc, archived) from None
+        record = parse_certificate_file(self.store.certs_dir / valid.cn / f"{valid.cn}.crt", valid.cn)
+        self.audit.record(
+            action,
+            cn=valid.cn,
+            kind=valid.kind.value,
+            serial=serial,
+            days=valid.days,
+            sans=valid.sans,
+            key_type=valid.key_type,
+            folder=valid.cn,
+            archived_previous_as=archived or None,
+            typed=valid.normalised_from,
+        )
+        return Issued(record, tuple(archived), valid.normalised_from)
+
+    def _sign(self, valid: ValidRequest, csr: bytes, request_key_id: str) -> str:
+        """The CA's certificate for `csr`. When step fails in a way that leaves open whether the CA
+        signed (a timeout, a broken connection, an unexpected error), the CA's journal decides."""
+        try:
+            return self.ca.sign(csr, valid.kind, days=valid.days)
+        except (CARefused, StepNotFound):
+            raise
+        except StepError as exc:
+            never_sent = isinstance(exc, CAUnreachable) and "connection refused" in str(exc).lower()
+            found = self._signed_meanwhile(valid.cn, request_key_id, 0.0 if never_sent else JOURNAL_WAIT)
+            if found is None:
+                raise
+            return found
+
+    def _signed_meanwhile(self, identity: str, request_key_id: str, wait: float) -> str | None:
+        """The certificate of the request's key, if the CA's journal shows one within `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            match = next((r for r in self.inventory.of_identity(identity) if r.key_id == request_key_id), None)
+            if match:
+                return match.pem()
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.2)
+
+    def _after_unsigned_failure(self, identity: str, staging: Path, exc: Exception) -> str | None:
+        """Nothing was signed: remove the staging folder (it holds at most a key nobody certified).
+        If the journal cannot be read the CA may have signed after all: keep the key in quarantine.
+        Returns the folder kept, if one was."""
+        unsure = isinstance(exc, StepError) and not isinstance(exc, CARefused | StepNotFound)
+        try:
+            if unsure and self.inventory.ledger_problem:
+                return self.store.move(staging, self.store.free_name(identity, "quarantine"))
+            self.store.discard_unsigned(staging)
+        except OSError:
+            return staging.name
+        return None
+
+    def _quarantine(
+        self, valid: ValidRequest, staging: Path, leaf: x509.Certificate, exc: OSError, archived: list[str]
+    ) -> FilingFailed:
+        """Filing failed after the CA signed: keep everything where it can be found and say where."""
+        serial = f"{leaf.serial_number:X}"
+        try:
+            folder = self.store.move(staging, self.store.free_name(valid.cn, "quarantine"))
+        except OSError:
+            folder = staging.name
+        has_crt = (self.store.certs_dir / folder / f"{valid.cn}.crt").exists()
+        self.audit.record(
+            "issue", "quarantined", cn=valid.cn, kind=valid.kind.value, serial=serial, folder=folder,
+            error=f"{exc.strerror or exc} ({exc.filename or ''})", archived_previous_as=archived or None,
+        )  # fmt: skip
+        where = f"certs/{folder}/ holds its private key" + (" and the certificate" if has_crt else "")
+        if not has_crt:
+            where += f"; the certificate is in the ledger as {self.ledger.ledger_dir / (serial + '.crt')}"
+        return FilingFailed(
+            f"The CA signed {valid.cn} (serial {serial}), but it could not be filed in certs/: "
+            f"{exc.strerror or exc} ({exc.filename or ''}). Nothing was lost: {where}. The serial is in the "
+            "audit trail. Free the disk, then file it on the Reconcile page, or revoke it there.",
+            leaf.serial_number,
+            folder,
+        )
+
+    # -- revoke -----------------------------------------------------------------------------------
+
+    def revoke(self, cn: str, *, reason_code: int, confirmation: str, only: Collection[int] | None = None) -> Revoked:
+        """Revoke every certificate of the identity that this CA issued, that has not expired and that
+        its CRL does not list yet, wherever it is filed (or those of `only`)."""
+        identity = validate_cn(cn)
+        if identity_of(confirmation) != identity:
+            raise InvalidInput(f"To confirm, type the common name exactly: {identity}")
+        if reason_code not in REVOCATION_REASONS:
+            raise InvalidInput(f"Unknown revocation reason code {reason_code}.")
+        with self.store.locked(identity):
+            state = self.state(identity)
+            targets = _unique(state.valid())
+            if only is not None:
+                unknown = set(only) - {r.serial for r in targets}
+                if unknown:
+                    raise InvalidInput(
+                        f"{', '.join(f'{s:X}' for s in sorted(unknown))} is not a valid certificate of {identity} "
+                        "(revoked or expired meanwhile?)."
+                    )
+                targets = [r for r in targets if r.serial in set(only)]
+            if not targets:
+                nothing = f"{identity} has no valid certificate to revoke."
+                raise InvalidInput(nothing if only is None else "Choose at least one certificate.")
+            answers = {r.serial: self._revoke_one(r, reason_code) for r in targets}
+            crl, crl_problem = self.fresh_crl()
+            done = {s for s, answer in answers.items() if answer in ("revoked", "already revoked")}
+            renamed = self._relabel_revoked(state.records, done)
+        outcomes = [
+            RevokeOutcome(r, answers[r.serial], r.serial in done, crl is not None and r.serial in crl.revoked)
+            for r in targets
+        ]
+        result = Revoked(identity, outcomes, renamed, crl_problem)
+        self.audit.record(
+            "revoke",
+            "ok" if not result.failures else ("partial" if done else "failed"),
+            cn=identity,
+            serials=[f"{s:X}" for s in result.serials],
+            reason=REVOCATION_REASONS[reason_code],
+            folders=renamed or None,
+            failed={f"{s:X}": why for s, why in result.failures.items()} or None,
+            on_crl=[f"{o.record.serial:X}" for o in outcomes if o.on_crl],
+        )
+        if not done:
+            raise StepError(f"Nothing was revoked. {next(iter(result.failures.values()))}", [], None, "")
+        return result
+
+    def _revoke_one(self, record: CertRecord, reason_code: int) -> str:
+        kind = Kind.SERVER if record.kind is Kind.SERVER else Kind.CLIENT
+        try:
+            self.ca.revoke(record.serial, reason_code, kind=kind)
+        except CARefused as exc:
+            return "already revoked" if "already revoked" in str(exc) else str(exc)
+        except StepError as exc:
+            return str(exc)
+        return "revoked"
+
+    def _relabel_revoked(self, records: Sequence[CertRecord], revoked: set[int]) -> dict[str, str]:
+        """A folder whose certificate was just revoked is named {identity}.revoked[.N]."""
+        renamed = {}
+        for record in records:
+            if record.folder and record.serial in revoked and record.label != "revoked":
+                try:
+                    renamed[record.folder] = self.store.relabel(record.folder, "revoked")
+                except FileNotFoundError:
+                    continue  # renamed meanwhile by hand; the revocation stands
+        return renamed
+
+    # -- reconcile actions --------------------------------------------------------------------------
+
+    def file(self, folder: str) -> str:
+        """Put a quarantined (or interrupted) folder where its certificate's status says: the live
+        folder if it is the identity's only valid certificate, else the archive of its status."""
+        identity = _folder_identity(folder)
+        with self.store.locked(identity):
+            source = self.store.certs_dir / folder
+            if not (split_folder(folder)[1] == "quarantine" or is_staging(folder)) or not source.is_dir():
+                raise InvalidInput(f"certs/{folder} is not a quarantine folder.")
+            record = self.quarantined_certificate(folder, identity)
+            if record is None:
+                raise InvalidInput(f"certs/{folder} holds no certificate, and the CA's journal none for its key.")
+            state = self.state(identity)
+            status = state.status(record)
+            others = [r for r in state.valid() if r.serial != record.serial]
+            if status in VALID_STATUSES and others:
+                raise InvalidInput(
+                    f"{identity} has another valid certificate (serial {others[0].serial_hex}, "
+                    f"{others[0].source}). Revoke the one not in use first."
+                )
+            crt = source / f"{identity}.crt"
+            if not crt.exists():  # the filing had failed: the leaf from the ledger, and the intermediate
+                leaf = record.path.read_bytes()
+                self.store.write_new(crt, leaf + self.ca.settings.intermediate.read_bytes(), 0o644)
+            if status in VALID_STATUSES:
+                for live in state.live_folders():
+                    self.store.relabel(live.folder, _archive_label(state.status(live)))
+                target = self.store.move(source, identity)
+            else:
+                target = self.store.move(source, self.store.free_name(identity, _archive_label(status)))
+        self.audit.record("file", cn=identity, serial=record.serial_hex, folder=folder, filed_as=target)
+        return target
+
+    def quarantined_certificate(self, folder: str, identity: str) -> CertRecord | None:
+        """The certificate in a quarantine or staging folder, or, when only the key is there, the
+        certificate the ledger has for that key (None if the CA signed none)."""
+        source = self.store.certs_dir / folder
+        crt = source / f"{identity}.crt"
+        if crt.exists():
+            return parse_certificate_file(crt, folder)
+        try:
+            key = load_pem_private_key((source / f"{identity}.key").read_bytes(), password=None)
+        except (OSError, ValueError):
+            return None
+        wanted = key_id(key.public_key())
+        return next((r for r in self.inventory.of_identity(identity) if r.key_id == wanted), None)
+
+    def mark_foreign(self, folder: str) -> str:
+        """Rename a folder whose certificate another CA issued to {identity}.foreign[.N]."""
+        identity = _folder_identity(folder)
+        with self.store.locked(identity):
+            crt = self.store.certs_dir / folder / f"{identity}.crt"
+            records = [r for r in self.inventory.of_identity(identity) if r.folder == folder]
+            if not records or records[0].issued_by(self.issuer):
+                raise InvalidInput(f"certs/{folder} holds no certificate of another CA ({crt.name}).")
+            target = self.store.relabel(folder, "foreign")
+        self.audit.record("mark-foreign", cn=identity, serial=records[0].serial_hex, folder=folder, renamed=target)
+        return target
+
+
+def refuse_if_active(state: IdentityState) -> None:
+    """Raise ActiveCertificateExists if the identity has a valid certificate anywhere in the fleet, or
+    one that may be (unexpired, and the CRL cannot be read to tell)."""
+    if state.crl is None:
+        unexpired = [r for r in state.records if not r.error and r.issued_by(state.issuer) and r.not_after > state.now]
+        if unexpired:
+            newest = max(unexpired, key=lambda r: r.not_after)
+            raise ActiveCertificateExists(
+                f"{state.identity} has a certificate valid until {newest.not_after:%Y-%m-%d} and the CA's CRL cannot "
+                f"be read to tell whether it was revoked ({state.crl_problem}). Try again when the CA is reachable."
+            )
+        return
+    active = state.valid()
+    if active:
+        newest = max(active, key=lambda r: r.not_after)
+        raise ActiveCertificateExists(
+            f"{state.identity} already has an active certificate (serial {newest.serial_hex}, valid until "
+            f"{newest.not_after:%Y-%m-%d}, {newest.source}). Revoke it on the Revoke page first, then issue a new one."
+        )
+
+
+def _check_replacing(state: IdentityState, serial: int) -> None:
+    live = next((r for r in state.live_folders() if r.serial == serial), None)
+    if live is None or live.kind is not Kind.SERVER or state.status(live) not in VALID_STATUSES:
+        raise InvalidInput(
+            f"Only the valid broker certificate in certs/{state.identity}/ can be re-issued; it changed meanwhile "
+            "(reload the page)."
+        )
+
+
+def _labels_for_previous(state: IdentityState, replacing: int | None) -> dict[str, str]:
+    """The label each live folder of the identity gets when a new certificate takes its place."""
+    labels = {}
+    for record in state.live_folders():
+        if record.error:
+            raise InvalidInput(
+                f"certs/{record.folder} holds an unreadable certificate ({record.error}). Move it away first."
+            )
+        status = state.status(record)
+        labels[record.folder] = "replaced" if record.serial == replacing else _archive_label(status)
+    return labels
+
+
+def _archive_label(status: Status) -> str:
+    return {Status.REVOKED: "revoked", Status.EXPIRED: "expired", Status.FOREIGN: "foreign"}.get(status, "replaced")
+
+
+def _unique(records: list[CertRecord]) -> list[CertRecord]:
+    """One record per serial (a certificate can be both filed and in the ledger)."""
+    return list({r.serial: r for r in reversed(records)}.values())[::-1]
+
+
+def _folder_identity(folder: str) -> str:
+    if is_staging(folder):
+        return staging_identity(folder)
+    if "/" in folder or folder in ("", ".", ".."):
+        raise InvalidInput(f"{folder!r} is not a folder under certs/.")
+    return split_folder(folder)[0]

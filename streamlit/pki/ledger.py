@@ -1,13 +1,15 @@
-"""Every certificate the CA has signed or renewed, kept as one PEM file per serial.
+"""Every certificate the CA has signed or renewed, kept as one PEM file per serial, and its last CRL.
 
-The source is step-ca's own request log (JSON, one line per request; init-ca.sh turns JSON on):
-each successful /sign, /renew or /rekey line carries the issued certificate, base64 DER. That is
-how app-pki knows certificates whose keys never came near the server: sites enrolled by token and
-certificates renewed by the sites themselves, each renewal a new serial.
+The source is the issuance journal: the JSON request lines of step-ca that carry a certificate
+(/sign, /renew, /rekey), which scripts/start-ca.sh appends to $PKI_CA_LOG. That is how app-pki knows
+certificates whose keys never came near the server: sites enrolled by token and certificates renewed
+by the sites themselves, each renewal a new serial. The GUI also adds what it has just had signed,
+the moment step returns, so the ledger knows it even before the journal's line arrives.
 
-The log may be rotated or lost, so what it says is copied into the ledger folder as it is read
+The journal may be rotated or lost, so what it says is copied into the ledger folder as it is read
 ({SERIAL-HEX}.crt, never rewritten, never deleted) and the read position is remembered, so each
-sync reads only what was appended since the last one.
+sync reads only what was appended since the last one. The last CRL fetched from the CA is kept too
+(.crl.der), so pages can say what the CA last said when it cannot be reached.
 """
 
 from __future__ import annotations
@@ -32,11 +34,22 @@ class SyncResult:
     position: int
 
 
+def _write_new(target: Path, data: bytes) -> None:
+    """Write `data` to `target` through a private temporary name, so readers never see half a file."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class Ledger:
     def __init__(self, ca_log: Path | None, ledger_dir: Path) -> None:
         self.ca_log = ca_log
         self.ledger_dir = ledger_dir
         self._state_file = ledger_dir / ".position.json"
+        self._crl_file = ledger_dir / ".crl.der"
         self._lock = threading.Lock()
         self.problem: str | None = None
         """Why the last sync could not read the journal (then certificates known only from it are missing)."""
@@ -49,9 +62,7 @@ class Ledger:
             return 0, 0
 
     def _save_position(self, inode: int, offset: int) -> None:
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"inode": inode, "offset": offset}))
-        os.replace(tmp, self._state_file)
+        _write_new(self._state_file, json.dumps({"inode": inode, "offset": offset}).encode())
 
     def sync(self) -> SyncResult:
         """Copy the certificates logged since the last sync into the ledger. Cheap when nothing is new."""
@@ -74,7 +85,7 @@ class Ledger:
         stat = journal.stat()
         inode, offset = self._load_position()
         if inode != stat.st_ino or offset > stat.st_size:
-            offset = 0  # a new or truncated journal: read it from the start (re-adding is harmless)
+            offset = 0  # a new (rotated) or truncated journal: read it from the start (re-adding is harmless)
         if offset == stat.st_size:
             return SyncResult(0, offset)
         self.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -102,10 +113,30 @@ class Ledger:
             cert = x509.load_der_x509_certificate(base64.b64decode(entry["certificate"]))
         except (ValueError, KeyError, TypeError):
             return 0
+        return int(self.add(cert))
+
+    def add(self, cert: x509.Certificate) -> bool:
+        """Keep `cert` as {SERIAL}.crt unless it is there already; True if it was new."""
         target = self.ledger_dir / f"{cert.serial_number:X}.crt"
         if target.exists():
-            return 0
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        os.replace(tmp, target)
-        return 1
+            return False
+        self.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_new(target, cert.public_bytes(serialization.Encoding.PEM))
+        return True
+
+    def keep_crl(self, der: bytes) -> None:
+        """Remember the CA's latest CRL (written only when it changed)."""
+        try:
+            if self._crl_file.read_bytes() == der:
+                return
+        except OSError:
+            pass
+        self.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_new(self._crl_file, der)
+
+    def last_crl(self) -> bytes | None:
+        """The CRL last kept, or None."""
+        try:
+            return self._crl_file.read_bytes()
+        except OSError:
+            return None

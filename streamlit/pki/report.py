@@ -1,6 +1,6 @@
 """Figures and tables about the fleet's certificates, computed from inventory records.
 
-Pure functions of (records, now, revoked serials): the pages render what these return.
+Pure functions of (records, now, revoked serials, this CA): the pages render what these return.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pki.inventory import CertRecord, Kind, Status
+from pki.inventory import CertRecord, IssuerId
+from pki.model import VALID_STATUSES, Kind, Status
 
 SHOWN_STATUSES = (Status.ACTIVE, Status.EXPIRING, Status.EXPIRED, Status.REVOKED)
-VALID = (Status.ACTIVE, Status.EXPIRING)
 COLUMNS = ["CN", "Type", "Serial", "SANs", "Issued", "Expires", "Days left", "Status", "Source"]
 
 
@@ -24,11 +24,19 @@ class Row:
     record: CertRecord
     status: Status
     superseded: bool = False
-    """Valid, but a later certificate of the same CN and type exists (a renewal or re-issue)."""
+    """Valid, but a later certificate of the same identity and type exists (a renewal or re-issue)."""
 
     @property
     def cn(self) -> str:
         return self.record.cn
+
+    @property
+    def identity(self) -> str:
+        return self.record.identity
+
+    @property
+    def valid(self) -> bool:
+        return self.status in VALID_STATUSES
 
     def as_dict(self, now: dt.datetime) -> dict[str, object]:
         r = self.record
@@ -46,22 +54,26 @@ class Row:
 
 
 def rows(
-    records: Iterable[CertRecord], now: dt.datetime, revoked: frozenset[int] | None, expiring_days: int
+    records: Iterable[CertRecord],
+    now: dt.datetime,
+    revoked: frozenset[int] | None,
+    expiring_days: int,
+    issuer: IssuerId | None = None,
 ) -> list[Row]:
-    """One row per certificate, with its status and whether a later one of its CN replaced it."""
-    table = [Row(r, r.status(now, revoked, expiring_days)) for r in records]
+    """One row per certificate, with its status and whether a later one of its identity replaced it."""
+    table = [Row(r, r.status(now, revoked, expiring_days, issuer)) for r in records]
 
     def recency(record: CertRecord) -> tuple[dt.datetime, dt.datetime, bool]:
         # Ties (a re-issue within the same second) go to the certificate in the live certs/{CN} folder.
-        return (record.not_after, record.not_before, record.folder == record.cn)
+        return (record.not_after, record.not_before, record.is_live)
 
     newest: dict[tuple[str, Kind], tuple[dt.datetime, dt.datetime, bool]] = {}
     for row in table:
-        if row.status in VALID:
-            key = (row.cn, row.record.kind)
+        if row.valid:
+            key = (row.identity, row.record.kind)
             newest[key] = max(newest.get(key, recency(row.record)), recency(row.record))
     return [
-        Row(row.record, row.status, row.status in VALID and recency(row.record) < newest[(row.cn, row.record.kind)])
+        Row(row.record, row.status, row.valid and recency(row.record) < newest[(row.identity, row.record.kind)])
         for row in table
     ]
 
@@ -85,7 +97,7 @@ def expiring_within(table: Sequence[Row], now: dt.datetime, days: int) -> list[R
     """Current valid certificates that expire within `days`, soonest first. Superseded ones (renewed or
     re-issued) are left out: their replacement is what matters."""
     limit = now + dt.timedelta(days=days)
-    soon = [r for r in table if r.status in VALID and not r.superseded and r.record.not_after <= limit]
+    soon = [r for r in table if r.valid and not r.superseded and r.record.not_after <= limit]
     return sorted(soon, key=lambda r: r.record.not_after)
 
 
@@ -94,7 +106,7 @@ def expiries_per_week(table: Sequence[Row], now: dt.datetime, weeks: int = 53) -
     start = (now - dt.timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
     counts = [0] * weeks
     for row in table:
-        if row.status in VALID and not row.superseded:
+        if row.valid and not row.superseded:
             index = (row.record.not_after - start).days // 7
             if 0 <= index < weeks:
                 counts[index] += 1
@@ -107,12 +119,12 @@ def server_expiry_warnings(table: Sequence[Row], now: dt.datetime, days: int) ->
 
 
 def revocable(table: Sequence[Row]) -> dict[str, list[Row]]:
-    """Common names with valid certificates, and those certificates (every one is revoked together)."""
-    by_cn: dict[str, list[Row]] = {}
+    """Identities with valid certificates, and those certificates (wherever they are filed)."""
+    by_identity: dict[str, list[Row]] = {}
     for row in table:
-        if row.status in VALID:
-            by_cn.setdefault(row.cn, []).append(row)
-    return dict(sorted(by_cn.items(), key=lambda item: item[0].lower()))
+        if row.valid:
+            by_identity.setdefault(row.identity, []).append(row)
+    return dict(sorted(by_identity.items()))
 
 
 def search(table: Sequence[Row], text: str, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> list[Row]:

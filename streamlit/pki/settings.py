@@ -32,6 +32,7 @@ class Settings:
     step_timeout: float
     public_ca_url: str
     crl_url: str
+    ca_name: str
     client_provisioner: str
     server_provisioner: str
     default_days: int
@@ -118,6 +119,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         step_timeout=timeout,
         public_ca_url=ca["PUBLIC_CA_URL"].rstrip("/"),
         crl_url=ca["CRL_URL"],
+        ca_name=ca.get("CA_NAME") or "AK-SG IoT CA",
         client_provisioner=ca["CLIENT_PROVISIONER"],
         server_provisioner=ca["SERVER_PROVISIONER"],
         default_days=_int(ca, "CERT_DEFAULT_DAYS", 365),

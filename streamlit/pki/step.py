@@ -33,7 +33,8 @@ _NOISE = re.compile(r"^(?:✔|Re-run with STEPDEBUG|Please see the certificate a
 
 
 class StepError(Exception):
-    """A step command failed. `reason` is the part of stderr that explains why."""
+    """A step command failed. The message is for operators (the useful part of stderr, see
+    reason_from_stderr); `argv`, `returncode` and `stderr` are kept for logs and tests."""
 
     def __init__(self, message: str, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
         super().__init__(message)
@@ -88,7 +89,9 @@ def run_step(
 ) -> str:
     """Run `step ARGS...` and return its stdout; raise a StepError subclass on any failure.
 
-    `ca_url` only makes the messages say which CA was tried.
+    `ca_url` only makes the messages say which CA was tried. `extra_env` carries what must not be an
+    argument (a token in STEP_TOKEN): arguments are readable by every local user, the environment only
+    by the same user.
     """
     argv = [step_bin, *args]
     step_path.mkdir(parents=True, exist_ok=True, mode=0o700)

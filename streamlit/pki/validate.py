@@ -1,8 +1,11 @@
 """Rules for what an operator types, checked before anything runs.
 
-A common name becomes a folder name under certs/ and an argument of the step CLI, so it is held to
-a strict alphabet: no path separators, no leading dot or dash, no shell metacharacters. Rejections
-raise InvalidInput with a message fit to show as it is.
+A common name names an identity: a site or a host. Case and a trailing dot do not make another
+host (DNS ignores both), so the identity is the CN folded to lower case without its trailing dot;
+that is the CN the GUI issues, the folder name under certs/, and what "one active certificate"
+counts. It becomes a folder name and a step argument, so it is held to a strict alphabet: no path
+separators, no leading dot or dash, no shell metacharacters, and never a name that reads as an
+archived folder. Rejections raise InvalidInput with a message fit to show as it is.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from pki.folders import LABELS
+from pki.model import identity_of
+
 CN_MAX = 64  # X.509 upper bound for a common name (RFC 5280, ub-common-name)
-_CN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_CN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-# Folder suffixes that mark revoked and superseded certificates (see inventory.py).
-RESERVED_SUFFIXES = (".revoked", ".expired", ".replaced")
+_ARCHIVE_PART = re.compile(rf"\.(?:{'|'.join(LABELS)})(?:\.|$)")
 
 
 class InvalidInput(ValueError):
@@ -22,22 +27,25 @@ class InvalidInput(ValueError):
 
 
 def validate_cn(cn: str) -> str:
-    """Return the common name stripped of surrounding blanks, or raise InvalidInput."""
-    cn = cn.strip()
-    if not cn:
+    """The identity of `cn` (see identity_of), or InvalidInput saying what is wrong with it."""
+    identity = identity_of(cn)
+    shown = cn.strip()
+    if not identity:
         raise InvalidInput("The common name is empty.")
-    if len(cn) > CN_MAX:
-        raise InvalidInput(f"The common name has {len(cn)} characters; at most {CN_MAX} are allowed.")
-    if not _CN.fullmatch(cn) or ".." in cn:
+    if len(identity) > CN_MAX:
+        raise InvalidInput(f"The common name has {len(identity)} characters; at most {CN_MAX} are allowed.")
+    if not _CN.fullmatch(identity) or ".." in identity or identity.endswith("."):
         raise InvalidInput(
-            f"The common name {cn!r} may hold only letters, digits, dots, dashes and underscores, "
-            "must start with a letter or digit and may not contain '..'."
+            f"The common name {shown!r} may hold only letters, digits, dots, dashes and underscores, "
+            "must start with a letter or digit, and may not contain '..' or end with a dot."
         )
-    lowered = cn.lower()
-    for suffix in RESERVED_SUFFIXES:
-        if lowered.endswith(suffix) or f"{suffix}." in lowered:
-            raise InvalidInput(f"The common name {cn!r} contains {suffix!r}, which marks archived folders.")
-    return cn
+    archived = _ARCHIVE_PART.search(identity)
+    if archived:
+        raise InvalidInput(
+            f"The common name {shown!r} contains {archived.group(0).rstrip('.')!r}, which marks archived "
+            "folders under certs/."
+        )
+    return identity
 
 
 def _looks_like_ip(value: str) -> bool:
@@ -45,7 +53,7 @@ def _looks_like_ip(value: str) -> bool:
 
 
 def validate_san(value: str) -> str:
-    """One SAN: an IPv4/IPv6 address or a DNS name (a leading '*.' wildcard allowed)."""
+    """One SAN: an IPv4/IPv6 address or a DNS name; a wildcard only as '*.' before two or more labels."""
     san = value.strip()
     if not san:
         raise InvalidInput("A subject alternative name is empty.")
@@ -58,12 +66,18 @@ def validate_san(value: str) -> str:
             return str(ipaddress.ip_address(san))
         except ValueError:
             raise InvalidInput(f"{san!r} is not a valid IP address.") from None
-    name = san[2:] if san.startswith("*.") else san
-    labels = name.rstrip(".").split(".")
+    wildcard = san.startswith("*.") or san == "*"
+    name = san[2:] if wildcard else san
+    labels = name.split(".")
+    if wildcard and len(labels) < 2:
+        raise InvalidInput(
+            f"The wildcard {san!r} would match every host of a top-level domain: a wildcard needs at least "
+            "two labels after '*.' (like *.sites.example.com)."
+        )
     if len(name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
         raise InvalidInput(
             f"{san!r} is neither an IP address nor a DNS name (labels of letters, digits and dashes, "
-            "separated by dots)."
+            "separated by dots; a wildcard only as a leading '*.')."
         )
     return san.lower()
 

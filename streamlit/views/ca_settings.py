@@ -8,12 +8,12 @@ from views import common
 
 st.title("CA Settings")
 settings = common.settings()
-client = common.ca()
+fleet = common.fleet()
 
 
 @st.cache_data(show_spinner=False)
 def root_fingerprint(root: str, mtime: float) -> str:
-    return client.root_fingerprint()
+    return fleet.ca.root_fingerprint()
 
 
 st.subheader("Addresses")
@@ -35,11 +35,11 @@ left.download_button("Root certificate", root_pem, "root_ca.crt", icon=":materia
 right.download_button(
     "Intermediate certificate", intermediate_pem, "intermediate_ca.crt", icon=":material/download:", on_click="ignore"
 )
-crl, crl_problem = common.crl()
-if crl:
-    crl_col.download_button("CRL (PEM)", crl.pem, "ca.crl", icon=":material/download:", on_click="ignore")
+crl = fleet.crl()
+if crl.info and not crl.problem:
+    crl_col.download_button("CRL (PEM)", crl.info.pem, "ca.crl", icon=":material/download:", on_click="ignore")
 else:
-    crl_col.warning(f"CRL unavailable: {crl_problem}")
+    crl_col.warning(f"CRL unavailable: {crl.problem}")
 
 st.subheader("Bootstrap a site")
 st.caption("Run this on a site (or a broker) to trust this CA. The copy button is at the top right of the box.")
@@ -48,7 +48,7 @@ st.code(
 )
 
 st.subheader("Provisioners")
-provisioners, problem = common.provisioners()
+provisioners, problem = fleet.provisioners()
 if provisioners is None:
     st.error(f"The provisioners cannot be listed: {problem}")
 else:

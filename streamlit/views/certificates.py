@@ -1,24 +1,17 @@
-"""View Certificates: every certificate under certs/, searchable, with details and a download."""
+"""View Certificates: every certificate of the fleet (certs/ and the CA's journal), searchable, with
+details, the public certificate, and re-issue for broker certificates."""
 
 import pandas as pd
 import streamlit as st
 
 from pki import report
-from pki.ca import CertKind
-from pki.inventory import Kind, Status
-from pki.issuing import reissue_certificate
+from pki.model import Kind, Status
 from views import common
 
 st.title("View Certificates")
-settings = common.settings()
-now = common.now()
-crl, crl_problem = common.crl()
-if crl is None:
-    st.warning(
-        f"The CA's CRL cannot be read ({crl_problem}): 'revoked' only reflects folders named .revoked.",
-        icon=":material/warning:",
-    )
-table = report.rows(common.records(), now, crl.revoked if crl else None, settings.expiring_days)
+fleet = common.fleet()
+fleet_table = common.table()
+now, table = fleet_table.now, fleet_table.rows
 
 search_col, status_col, type_col = st.columns([2, 1, 1])
 text = search_col.text_input("Search certificates", placeholder="CN, serial, SAN or source")
@@ -70,33 +63,26 @@ if chosen:
         )
         st.code(pem, language=None)
 
-        can_reissue = record.kind is Kind.SERVER and record.folder == record.cn and chosen.status in report.VALID
-        if can_reissue:
+        if fleet.can_reissue(chosen):
             st.subheader("Re-issue")
             st.caption(
                 "A broker certificate (serverAuth only) cannot renew itself. Re-issue it: a new key and "
-                "certificate with the same names; the current one stays valid until you install the new one, "
-                f"and its folder is kept as certs/{record.cn}.replaced."
+                "certificate with the same names. Its folder is kept as "
+                f"certs/{record.identity}.replaced and the old certificate stays valid until it is revoked or "
+                "expires: revoke it once the broker uses the new one."
             )
             if st.button("Re-issue this broker certificate", icon=":material/autorenew:"):
                 try:
                     with st.spinner("Issuing..."):
-                        issued = reissue_certificate(
-                            common.ca(),
-                            common.inventory(),
-                            record,
-                            max_days=common.max_days()[CertKind.SERVER],
-                            revoked_serials=crl.revoked if crl else None,
-                            audit=common.audit(),
-                        )
+                        issued = fleet.reissue(record.serial)
                 except common.FAILED as exc:
                     common.show_failure(exc, "Re-issuing")
                 else:
-                    st.session_state["reissued"] = (issued.record.folder, issued.archived_as)
+                    st.session_state["reissued"] = (record.identity, issued.record.serial, issued.archived_as)
 
-# The result (and its key download) stays while that certificate is the one selected, no longer.
+# The result (and its key download) stays while that identity is the one selected, no longer.
 reissued = st.session_state.get("reissued")
-if reissued and chosen and chosen.cn == reissued[0] and (record := common.inventory().current(reissued[0])):
-    common.show_issued(record, reissued[1], verb="Re-issued")
+if reissued and chosen and chosen.identity == reissued[0]:
+    common.show_issued(reissued[1], reissued[2], None, verb="Re-issued")
 elif reissued:
     del st.session_state["reissued"]

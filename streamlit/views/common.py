@@ -1,27 +1,20 @@
-"""What every page shares: settings, the CA client, cached CA state, the password gate, the banner.
+"""What every page shares: the settings, the fleet facade, the password gate, the banner, messages.
 
-Streamlit reruns a page on every click, so each thing that costs a process or a request is cached
-here once: the CA's health and provisioners briefly, the CRL until a revoke, the inventory for the
-life of the server (it refreshes itself incrementally). The checks every page makes use a short
-timeout, so a CA that hangs slows a page by seconds, not by the full step timeout.
+Pages render; every decision comes from pki.fleet.Fleet. One Fleet per set of settings serves every
+session of this server (it keeps the CA's state briefly and the inventory incrementally).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
-from pathlib import Path
 
 import streamlit as st
 
 from pki.audit import AuditLog
 from pki.auth import password_matches
-from pki.bundle import make_bundle
-from pki.ca import CertKind, CRLInfo, Provisioner, StepCA
-from pki.inventory import CertRecord, Inventory
-from pki.issuing import ActiveCertificateExists
-from pki.ledger import Ledger
+from pki.fleet import Fleet, FleetTable
+from pki.issuing import ActiveCertificateExists, FilingFailed, NotIssued
 from pki.settings import Settings, SettingsError, audit_path, load_settings
 from pki.step import StepError
 from pki.validate import InvalidInput
@@ -37,78 +30,22 @@ def settings() -> Settings:
         raise  # not reached: st.stop() ends the run
 
 
-def ca() -> StepCA:
-    return StepCA(settings())
-
-
-def audit() -> AuditLog:
-    return AuditLog(settings().audit_log)
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 @st.cache_resource(show_spinner=False)
-def _inventory(certs_dir: str, ca_log: str, ledger_dir: str) -> Inventory:
-    return Inventory(Path(certs_dir), Ledger(Path(ca_log), Path(ledger_dir)))
+def _fleet(key: str, _settings: Settings) -> Fleet:
+    return Fleet(_settings)
 
 
-def inventory() -> Inventory:
-    """certs/ and every certificate the CA's log reports (token enrolments, renewals)."""
+def fleet() -> Fleet:
     s = settings()
-    return _inventory(str(s.certs_dir), str(s.ca_log), str(s.ledger_dir))
+    return _fleet(repr(s), s)
 
 
-STATUS_TIMEOUT = 5.0  # seconds for the health and CRL checks of every page
-
-
-@st.cache_data(ttl=10, show_spinner=False)
-def _ca_problem(ca_url: str, _ca: StepCA) -> str | None:
-    try:
-        _ca.health(timeout=STATUS_TIMEOUT)
-    except StepError as exc:
-        return str(exc)
-    return None
-
-
-def ca_problem() -> str | None:
-    """None when the CA answers 'ok', else what went wrong."""
-    client = ca()
-    return _ca_problem(client.settings.ca_url, client)
-
-
-@st.cache_data(ttl=60, show_spinner=False)
-def _crl(ca_url: str, _ca: StepCA) -> tuple[CRLInfo | None, str | None]:
-    try:
-        return _ca.crl_info(timeout=STATUS_TIMEOUT), None
-    except StepError as exc:
-        return None, str(exc)
-
-
-def crl() -> tuple[CRLInfo | None, str | None]:
-    """The CA's current CRL, or None and why it could not be read."""
-    client = ca()
-    return _crl(client.settings.ca_url, client)
-
-
-def revoked_serials() -> frozenset[int] | None:
-    info, _ = crl()
-    return info.revoked if info else None
-
-
-def forget_ca_state() -> None:
-    """After a revoke or an issue: read the CRL and health again on the next call."""
-    _crl.clear()
-    _ca_problem.clear()
-
-
-FAILED = (InvalidInput, StepError, OSError)
+FAILED = (InvalidInput, StepError, OSError, FilingFailed, NotIssued)
 """What an operation may raise that the page turns into a message (never a traceback)."""
 
 
 def failure_message(exc: Exception, what: str) -> str:
-    if isinstance(exc, InvalidInput):
+    if isinstance(exc, InvalidInput | FilingFailed | NotIssued):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{what} failed on the server's disk: {exc.strerror or exc} ({exc.filename or ''})."
@@ -116,38 +53,12 @@ def failure_message(exc: Exception, what: str) -> str:
 
 
 def show_failure(exc: Exception, what: str) -> None:
-    """An operation's failure as a message; a CN that is taken also gets the way to the Revoke page."""
+    """An operation's failure as a message, with the way to the page that resolves it."""
     st.error(failure_message(exc, what), icon=":material/error:")
     if isinstance(exc, ActiveCertificateExists):
         st.page_link("views/revoke.py", label="Go to Revoke Certificate", icon=":material/block:")
-
-
-@st.cache_data(ttl=300, show_spinner=False)
-def _provisioners(ca_url: str, _ca: StepCA) -> tuple[list[Provisioner] | None, str | None]:
-    try:
-        return _ca.provisioners(), None
-    except StepError as exc:
-        return None, str(exc)
-
-
-def provisioners() -> tuple[list[Provisioner] | None, str | None]:
-    """The CA's provisioners (cached five minutes), or None and why they could not be listed."""
-    client = ca()
-    return _provisioners(client.settings.ca_url, client)
-
-
-def max_days() -> dict[CertKind, int]:
-    """The longest validity the CA allows per certificate type (from its provisioners)."""
-    client = ca()
-    s = client.settings
-    limits = {CertKind.CLIENT: s.max_days, CertKind.SERVER: s.max_days}
-    listed, _ = provisioners()
-    by_name = {p.name: p for p in listed or []}
-    for kind in CertKind:
-        found = by_name.get(client.provisioner_for(kind))
-        if found and found.max_days:
-            limits[kind] = found.max_days
-    return limits
+    if isinstance(exc, FilingFailed):
+        st.page_link("views/reconcile.py", label="Go to Reconcile", icon=":material/rule:")
 
 
 def require_login() -> None:
@@ -173,7 +84,7 @@ def require_login() -> None:
 
 def ca_status() -> None:
     """Sidebar light and, when the CA is down, a banner at the top of the page."""
-    problem = ca_problem()
+    problem = fleet().ca_problem()
     if problem:
         st.sidebar.error("CA unreachable", icon=":material/error:")
         st.error(
@@ -185,36 +96,59 @@ def ca_status() -> None:
         st.sidebar.success("CA online", icon=":material/check_circle:")
 
 
-def records() -> list[CertRecord]:
-    """The fleet's certificates, with a warning when the CA's journal cannot be read."""
-    fleet = inventory()
-    found = fleet.records()
-    if fleet.ledger_problem:
+def table() -> FleetTable:
+    """The fleet's certificates with their statuses, warning when a source of truth is missing."""
+    found = fleet().table()
+    if found.ledger_problem:
         st.warning(
-            f"{fleet.ledger_problem} Certificates of sites enrolled by token and renewals are not shown, "
+            f"{found.ledger_problem} Certificates of sites enrolled by token and renewals are not shown, "
             "and revoking a site may miss some of its certificates.",
+            icon=":material/warning:",
+        )
+    crl = found.crl
+    if crl.problem and crl.info:
+        st.warning(
+            f"The CA's CRL cannot be fetched now ({crl.problem}). Statuses are as of the CRL it issued "
+            f"{crl.info.last_update:%Y-%m-%d %H:%M} UTC: later revocations are not shown.",
+            icon=":material/warning:",
+        )
+    elif crl.problem:
+        st.warning(
+            f"The CA's CRL cannot be fetched ({crl.problem}) and none was kept: no certificate can be shown "
+            "as revoked until the CA answers.",
             icon=":material/warning:",
         )
     return found
 
 
-def show_issued(record: CertRecord, archived_as: str | None, verb: str = "Issued") -> None:
+def show_issued(serial: int, archived_as: tuple[str, ...], normalised_from: str | None, verb: str = "Issued") -> None:
     """What was just issued, and its ZIP bundle (the download of the private key is audited)."""
-    s = settings()
+    current = fleet()
+    record = current.record(serial)
+    if record is None or not record.folder:
+        st.warning(f"Certificate {serial:X} is no longer filed under certs/.", icon=":material/warning:")
+        return
     st.success(
         f"{verb} **{record.cn}** ({record.kind.value}), serial `{record.serial_hex}`, valid until "
         f"{record.not_after:%Y-%m-%d %H:%M} UTC. Saved in `certs/{record.folder}/`.",
         icon=":material/check_circle:",
     )
-    if archived_as:
-        st.info(f"The previous certificate of {record.cn} was kept in `certs/{archived_as}/`.")
+    if normalised_from:
+        st.info(f"You typed `{normalised_from}`: a name's case and trailing dot do not count, so it is `{record.cn}`.")
+    for name in archived_as:
+        st.info(f"The previous certificate of {record.cn} was kept in `certs/{name}/`.")
     st.write("SANs: " + (", ".join(record.sans) or "none"))
+    try:
+        data = current.bundle(serial)
+    except FAILED as exc:
+        show_failure(exc, "The bundle")
+        return
     st.download_button(
         "Download ZIP bundle (contains the private key)",
-        data=make_bundle(record, s.root.read_bytes(), s.broker_address, s.crl_url),
+        data=data,
         file_name=f"{record.cn}.zip",
         mime="application/zip",
         icon=":material/download:",
-        on_click=lambda: audit().record("download-key", cn=record.cn, serial=record.serial_hex),
+        on_click=lambda: current.audit.record("download-key", cn=record.cn, serial=record.serial_hex),
     )
     st.caption("ca.crt, the certificate, its private key and a README with what to do with them.")

@@ -8,10 +8,10 @@ from views import common
 
 st.title("Dashboard")
 settings = common.settings()
-now = common.now()
-problem = common.ca_problem()
-crl, crl_problem = common.crl()
-table = report.rows(common.records(), now, crl.revoked if crl else None, settings.expiring_days)
+fleet = common.fleet()
+problem = fleet.ca_problem()
+fleet_table = common.table()
+now, table, crl = fleet_table.now, fleet_table.rows, fleet_table.crl.info
 
 health, crl_col = st.columns(2)
 if problem:
@@ -26,7 +26,16 @@ if crl:
         icon=":material/gpp_bad:",
     )
 else:
-    crl_col.warning(f"**CRL unavailable.** {crl_problem}", icon=":material/warning:")
+    crl_col.warning(f"**CRL unavailable.** {fleet_table.crl.problem}", icon=":material/warning:")
+
+disagreements = fleet.reconcile(fleet_table)
+if disagreements:
+    st.warning(
+        f"**{len(disagreements)} disagreement(s)** between certs/, the CA's records and its CRL: a certificate "
+        "valid at the CA but filed as archived, signed but not filed, or from another CA.",
+        icon=":material/rule:",
+    )
+    st.page_link("views/reconcile.py", label="Go to Reconcile", icon=":material/rule:")
 
 for row in report.server_expiry_warnings(table, now, settings.server_warning_days):
     st.warning(

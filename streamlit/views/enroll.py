@@ -6,11 +6,12 @@ the private key never leaves the site.
 
 import streamlit as st
 
-from pki.enrollment import MAX_TOKEN_HOURS, create_enrollment
+from pki.enrollment import MAX_TOKEN_HOURS
 from views import common
 
 st.title("Enroll a Site")
 settings = common.settings()
+fleet = common.fleet()
 st.caption(
     "Creates a one-time enrolment token for a site. On the site, enroll-site.sh makes the key, gets the "
     "certificate with the token, installs the Mosquitto bridge and daily renewal. The token works once, "
@@ -27,15 +28,7 @@ if submitted:
     st.session_state.pop("enrollment", None)
     try:
         with st.spinner("Signing the token..."):
-            st.session_state["enrollment"] = create_enrollment(
-                common.ca(),
-                common.inventory(),
-                site,
-                hours=hours,
-                broker=broker,
-                revoked_serials=common.revoked_serials(),
-                audit=common.audit(),
-            )
+            st.session_state["enrollment"] = fleet.enroll(site, hours=hours, broker=broker)
     except common.FAILED as exc:
         common.show_failure(exc, "Making the token")
 
@@ -45,6 +38,8 @@ if enrollment:
         f"Enrolment token for **{enrollment.site}**, usable once until {enrollment.expires:%Y-%m-%d %H:%M} UTC.",
         icon=":material/key:",
     )
+    if enrollment.normalised_from:
+        st.info(f"You typed `{enrollment.normalised_from}`: the site's name is `{enrollment.site}`.")
     for expires in enrollment.earlier_tokens:
         st.warning(
             f"An earlier token for {enrollment.site} can still be used until {expires:%Y-%m-%d %H:%M} UTC. "

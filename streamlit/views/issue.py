@@ -2,17 +2,18 @@
 
 import streamlit as st
 
-from pki.ca import DEFAULT_KEY_TYPE, KEY_TYPES, CertKind
-from pki.issuing import IssueRequest, issue_certificate
+from pki.issuing import IssueRequest
+from pki.keys import DEFAULT_KEY_TYPE, KEY_TYPES
+from pki.model import Kind
 from views import common
 
 PRESETS = (30, 90, 365, 730)
-KINDS = {"Client (site)": CertKind.CLIENT, "Server (broker)": CertKind.SERVER}
+KINDS = {"Client (site)": Kind.CLIENT, "Server (broker)": Kind.SERVER}
 
 st.title("Issue Certificate")
 settings = common.settings()
-limits = common.max_days()
-longest = max(limits.values())
+fleet = common.fleet()
+longest = max(fleet.limits().values())
 presets = [f"{days} days" for days in PRESETS if days <= longest]
 default_preset = f"{settings.default_days} days"
 
@@ -36,31 +37,21 @@ with st.form("issue"):
         help="One DNS name or IP address per line. For a server certificate the CN is added as a SAN.",
     )
     key_type = st.selectbox("Key type", list(KEY_TYPES), index=list(KEY_TYPES).index(DEFAULT_KEY_TYPE))
+    st.caption("Names are lower-cased and lose a trailing dot: SITE-001 and site-001. are site-001.")
     submitted = st.form_submit_button("Issue certificate", type="primary")
 
 if submitted:
-    kind = KINDS[kind_label]
     days = custom_days if validity == "Custom" else int(validity.split()[0])
-    request = IssueRequest(cn=cn, kind=kind, sans=sans, days=days, key_type=key_type)
-    st.session_state.pop("issued_folder", None)
+    request = IssueRequest(cn=cn, kind=KINDS[kind_label], sans=sans, days=days, key_type=key_type)
+    st.session_state.pop("issued", None)
     try:
         with st.spinner("Issuing..."):
-            issued = issue_certificate(
-                common.ca(),
-                common.inventory(),
-                request,
-                max_days=limits[kind],
-                revoked_serials=common.revoked_serials(),
-                audit=common.audit(),
-            )
+            issued = fleet.issue(request)
     except common.FAILED as exc:
         common.show_failure(exc, "Issuing")
     else:
-        common.forget_ca_state()
-        st.session_state["issued_folder"] = issued.record.folder
-        st.session_state["issued_archived_as"] = issued.archived_as
+        # This session's own serial: the result never shows what another session filed meanwhile.
+        st.session_state["issued"] = (issued.record.serial, issued.archived_as, issued.normalised_from)
 
-folder = st.session_state.get("issued_folder")
-record = common.inventory().current(folder) if folder else None
-if record:
-    common.show_issued(record, st.session_state.get("issued_archived_as"))
+if shown := st.session_state.get("issued"):
+    common.show_issued(*shown)

@@ -1,48 +1,46 @@
-"""Revoke Certificate: pick a site or broker, a reason, confirm by typing its CN.
+"""Revoke Certificate: pick a site or broker, a reason, confirm by typing its name.
 
-Every valid certificate of that CN is revoked: the one in certs/, and those the CA's log knows
-(a site enrolled by token, each renewal a new serial).
+Every valid certificate of that identity is offered, wherever it is filed: the one in certs/, those
+in archived folders, and those the CA's journal knows (a site enrolled by token, each renewal a new
+serial). The result lists each serial with the CA's answer and whether its CRL lists it.
 """
 
 import streamlit as st
 
 from pki import report
-from pki.ca import REVOCATION_REASONS
-from pki.issuing import revoke_cn
+from pki.model import REVOCATION_REASONS
 from views import common
 
 st.title("Revoke Certificate")
-settings = common.settings()
+fleet = common.fleet()
 
-done = st.session_state.pop("revoke_message", None)
+done = st.session_state.pop("revoke_result", None)
 if done:
-    kind, message = done
-    (st.success if kind == "success" else st.warning)(message, icon=":material/check_circle:")
+    level, message = done
+    (st.success if level == "success" else st.warning)(message, icon=":material/check_circle:")
 
-now = common.now()
-crl, _ = common.crl()
-revoked_serials = crl.revoked if crl else None
-table = report.rows(common.records(), now, revoked_serials, settings.expiring_days)
-by_cn = report.revocable(table)
+by_identity = report.revocable(common.table().rows)
 
-if not by_cn:
+if not by_identity:
     st.info("No active certificate to revoke.")
     st.stop()
 
 
-def describe(cn: str) -> str:
-    rows = by_cn[cn]
+def describe(identity: str) -> str:
+    rows = by_identity[identity]
     kinds = "/".join(sorted({row.record.kind.value for row in rows}))
     plural = "s" if len(rows) > 1 else ""
-    return f"{cn} ({kinds}, {len(rows)} valid certificate{plural})"
+    return f"{identity} ({kinds}, {len(rows)} valid certificate{plural})"
 
 
-cn = st.selectbox("Certificate", list(by_cn), index=None, placeholder="Choose a site or broker", format_func=describe)
-if cn is None:
+identity = st.selectbox(
+    "Certificate", list(by_identity), index=None, placeholder="Choose a site or broker", format_func=describe
+)
+if identity is None:
     st.caption("Choose the site or broker whose certificates to revoke.")
     st.stop()
 
-rows = {row.record.serial: row for row in by_cn[cn]}
+rows = {row.record.serial: row for row in by_identity[identity]}
 
 
 def label(serial: int) -> str:
@@ -54,48 +52,37 @@ def label(serial: int) -> str:
 
 
 with st.form("revoke"):
-    chosen = st.multiselect(f"Certificates of {cn} to revoke", list(rows), default=list(rows), format_func=label)
+    chosen = st.multiselect(f"Certificates of {identity} to revoke", list(rows), default=list(rows), format_func=label)
     reason_code = st.selectbox(
         "Reason (RFC 5280)", list(REVOCATION_REASONS), format_func=lambda c: f"{REVOCATION_REASONS[c]} ({c})"
     )
     confirmation = st.text_input("Type the common name to confirm", placeholder="the CN of the chosen certificate")
     st.caption(
-        "Revocation is permanent. By default every valid certificate of the CN goes (renewals included); "
-        "untick one to keep it (e.g. revoke only the broker certificate a re-issue replaced). The folder "
-        "certs/{CN} is renamed {CN}.revoked when its certificate is revoked, and kept for audit; brokers "
-        "refuse the certificates once they load the new CRL."
+        "Revocation is permanent. By default every valid certificate of the identity goes (renewals and "
+        "certificates in archived folders included); untick one to keep it (e.g. revoke only the broker "
+        "certificate a re-issue replaced). A folder whose certificate is revoked is renamed {CN}.revoked and "
+        "kept for audit; brokers refuse the certificates once they load the new CRL."
     )
     submitted = st.form_submit_button("Revoke certificate", type="primary")
 
 if submitted:
     try:
         with st.spinner("Revoking..."):
-            result = revoke_cn(
-                common.ca(),
-                common.inventory(),
-                cn,
-                reason_code=reason_code,
-                confirmation=confirmation,
-                revoked_serials=revoked_serials,
-                audit=common.audit(),
-                only=chosen,
-            )
+            result = fleet.revoke(identity, reason_code=reason_code, confirmation=confirmation, serials=chosen)
     except common.FAILED as exc:
         common.show_failure(exc, "Revoking")
     else:
-        common.forget_ca_state()
-        crl, crl_problem = common.crl()
-        serials = ", ".join(f"{s:X}" for s in result.serials)
-        listed = crl is not None and all(s in crl.revoked for s in result.serials)
-        message = f"**{cn}**: revoked serial {serials}."
-        if result.folder:
-            message += f" Its folder is now `certs/{result.folder}/`."
-        if listed:
-            message += " The CA's CRL now lists " + ("it." if len(result.serials) == 1 else "them all.")
-        else:
-            message += f" The CRL could not confirm it yet ({crl_problem or 'not listed'})."
-        if result.failures:
-            failed = "; ".join(f"{s:X}: {why}" for s, why in result.failures.items())
-            message += f" NOT revoked: {failed}"
-        st.session_state["revoke_message"] = ("success" if listed and not result.failures else "warning", message)
+        lines = [f"**{identity}**:"]
+        for outcome in result.outcomes:
+            crl_note = "listed on the CA's CRL" if outcome.on_crl else "NOT on the CRL yet"
+            lines.append(
+                f"- serial `{outcome.record.serial_hex}` ({outcome.record.source}): {outcome.answer}, {crl_note}"
+            )
+        for old, new in result.renamed.items():
+            lines.append(f"- folder `certs/{old}/` is now `certs/{new}/`")
+        if result.crl_problem:
+            lines.append(f"- the CRL could not be fetched to confirm: {result.crl_problem}")
+        if result.confirmed:
+            lines.append("The CA's CRL now lists " + ("it." if len(result.outcomes) == 1 else "them all."))
+        st.session_state["revoke_result"] = ("success" if result.confirmed else "warning", "\n".join(lines))
         st.rerun()

@@ -1,0 +1,247 @@
+"""The one facade the pages and the tests use: every question about the fleet and every change to it.
+
+Pages render what this returns and decide nothing themselves: the validity limits, what may be
+re-issued, whether a revocation is confirmed, what disagrees. One Fleet serves every session of a
+GUI process; the CA's state (health, CRL, provisioners) is kept a few seconds so that a page's reruns
+do not each cost a request, and forgotten after every change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import TypeVar
+
+from cryptography import x509
+
+from pki.audit import AuditLog
+from pki.bundle import make_bundle
+from pki.ca import CRLInfo, Provisioner, StepCA
+from pki.enrollment import Enrollment, create_enrollment
+from pki.inventory import CertRecord, Inventory, IssuerId
+from pki.issuing import Issued, IssueRequest, Registrar, Revoked
+from pki.keys import DEFAULT_KEY_TYPE, KEY_TYPES
+from pki.ledger import Ledger
+from pki.model import ISSUABLE_KINDS, VALID_STATUSES, Kind
+from pki.reconcile import Action, Disagreement, Interrupted, disagreements
+from pki.report import Row, rows
+from pki.settings import Settings
+from pki.step import StepError
+from pki.store import CertStore
+from pki.validate import InvalidInput
+
+STATUS_TIMEOUT = 5.0
+"""Seconds for the health and CRL checks every page makes: a hanging CA slows a page by this, no more."""
+HEALTH_TTL, CRL_TTL, PROVISIONERS_TTL = 10.0, 60.0, 300.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CRLState:
+    """The CA's CRL as the pages show it: fetched now, or the copy kept when it last could be."""
+
+    info: CRLInfo | None
+    problem: str | None
+    """Why the CA's CRL could not be fetched just now (then `info` is the kept copy, if any)."""
+
+    @property
+    def revoked(self) -> frozenset[int] | None:
+        return self.info.revoked if self.info else None
+
+
+@dataclass(frozen=True)
+class FleetTable:
+    rows: list[Row]
+    crl: CRLState
+    ledger_problem: str | None
+    now: dt.datetime
+
+
+class Fleet:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ca = StepCA(settings)
+        self.ledger = Ledger(settings.ca_log, settings.ledger_dir)
+        self.inventory = Inventory(settings.certs_dir, self.ledger)
+        self.audit = AuditLog(settings.audit_log)
+        self.store = CertStore(settings.certs_dir, lock_wait=2 * settings.step_timeout + 5)
+        self._cache: dict[str, tuple[float, object]] = {}
+        self._cache_lock = threading.Lock()
+
+    # -- the CA's state, kept briefly ------------------------------------------------------------
+
+    def _cached(self, name: str, ttl: float, compute: Callable[[], T]) -> T:
+        with self._cache_lock:
+            hit = self._cache.get(name)
+            if hit and hit[0] > time.monotonic():
+                return hit[1]  # type: ignore[return-value]
+        value = compute()
+        with self._cache_lock:
+            self._cache[name] = (time.monotonic() + ttl, value)
+        return value
+
+    def forget_ca_state(self) -> None:
+        """After a change: ask the CA again on the next question."""
+        with self._cache_lock:
+            self._cache.clear()
+
+    def ca_problem(self) -> str | None:
+        """None when the CA answers 'ok', else what went wrong."""
+
+        def check() -> str | None:
+            try:
+                self.ca.health(timeout=STATUS_TIMEOUT)
+            except StepError as exc:
+                return str(exc)
+            return None
+
+        return self._cached("health", HEALTH_TTL, check)
+
+    def crl(self) -> CRLState:
+        def fetch() -> CRLState:
+            try:
+                info = self.ca.crl_info(timeout=STATUS_TIMEOUT)
+            except StepError as exc:
+                kept = self.ledger.last_crl()
+                return CRLState(CRLInfo.of(x509.load_der_x509_crl(kept)) if kept else None, str(exc))
+            with contextlib.suppress(OSError):  # only the copy for when the CA is down
+                self.ledger.keep_crl(info.der)
+            return CRLState(info, None)
+
+        return self._cached("crl", CRL_TTL, fetch)
+
+    def provisioners(self) -> tuple[list[Provisioner] | None, str | None]:
+        def fetch() -> tuple[list[Provisioner] | None, str | None]:
+            try:
+                return self.ca.provisioners(), None
+            except StepError as exc:
+                return None, str(exc)
+
+        return self._cached("provisioners", PROVISIONERS_TTL, fetch)
+
+    def limits(self) -> dict[Kind, int]:
+        """The longest validity, in days, the CA allows per certificate type (from its provisioners)."""
+        listed, _ = self.provisioners()
+        by_name = {p.name: p for p in listed or []}
+        limits = {}
+        for kind in ISSUABLE_KINDS:
+            found = by_name.get(self.ca.provisioner_for(kind))
+            limits[kind] = found.max_days if found and found.max_days else self.settings.max_days
+        return limits
+
+    @property
+    def issuer(self) -> IssuerId | None:
+        """This CA's intermediate (None if its file cannot be read: then nothing is called foreign)."""
+
+        def load() -> IssuerId | None:
+            try:
+                return IssuerId.of(x509.load_pem_x509_certificate(self.settings.intermediate.read_bytes()))
+            except (OSError, ValueError):
+                return None
+
+        return self._cached("issuer", HEALTH_TTL, load)
+
+    def registrar(self) -> Registrar:
+        issuer = self.issuer
+        if issuer is None:
+            raise InvalidInput(f"The CA's intermediate certificate {self.settings.intermediate} cannot be read.")
+        return Registrar(self.ca, self.store, self.inventory, self.ledger, self.audit, issuer)
+
+    # -- what the pages show --------------------------------------------------------------------
+
+    def table(self) -> FleetTable:
+        now = dt.datetime.now(dt.UTC)
+        crl = self.crl()
+        records = self.inventory.records()
+        table = rows(records, now, crl.revoked, self.settings.expiring_days, self.issuer)
+        return FleetTable(table, crl, self.inventory.ledger_problem, now)
+
+    def reconcile(self, table: FleetTable) -> list[Disagreement]:
+        """Every disagreement between certs/, the ledger and the CRL (see pki.reconcile)."""
+        registrar = self.registrar()
+        valid = {row.record.serial for row in table.rows if row.valid}
+        interrupted = []
+        for folder, identity in self.store.stale_staging() + self.store.quarantined():
+            record = registrar.quarantined_certificate(folder, identity)
+            interrupted.append(Interrupted(folder, identity, record, bool(record and record.serial in valid)))
+        return disagreements(table.rows, interrupted, self.audit.signed_here())
+
+    def record(self, serial: int) -> CertRecord | None:
+        return self.inventory.find(serial)
+
+    @staticmethod
+    def can_reissue(row: Row) -> bool:
+        """A broker certificate in its live folder, still valid: serverAuth only, so it cannot renew."""
+        return row.record.kind is Kind.SERVER and row.record.is_live and row.status in VALID_STATUSES
+
+    def bundle(self, serial: int) -> bytes:
+        """The ZIP bundle of a certificate filed here with its key (the download is audited by the page)."""
+        record = self.record(serial)
+        if record is None or not record.folder or not record.has_key:
+            raise InvalidInput(f"Certificate {serial:X} has no private key here: no bundle.")
+        s = self.settings
+        return make_bundle(
+            record, root_pem=s.root.read_bytes(), broker_address=s.broker_address, crl_url=s.crl_url,
+            ca_name=s.ca_name,
+        )  # fmt: skip
+
+    # -- changes ----------------------------------------------------------------------------------
+
+    def issue(self, request: IssueRequest) -> Issued:
+        try:
+            max_days = self.limits()[request.kind]
+        except KeyError:
+            raise InvalidInput(f"Certificates are issued as client or server, not {request.kind}.") from None
+        try:
+            return self.registrar().issue(request, max_days=max_days)
+        finally:
+            self.forget_ca_state()
+
+    def reissue(self, serial: int) -> Issued:
+        """A new key and certificate with the names, key type and lifetime of the live broker certificate
+        `serial`; the old one stays valid (in {CN}.replaced) until it is revoked or expires."""
+        record = self.record(serial)
+        if record is None or record.kind is not Kind.SERVER or not record.is_live:
+            raise InvalidInput("Only the current broker certificate in certs/{CN}/ can be re-issued.")
+        max_days = self.limits()[Kind.SERVER]
+        lifetime = max(1, round((record.not_after - record.not_before).total_seconds() / 86400))
+        request = IssueRequest(
+            cn=record.identity,
+            kind=Kind.SERVER,
+            sans=list(record.sans),
+            days=min(lifetime, max_days),
+            key_type=record.key_type if record.key_type in KEY_TYPES else DEFAULT_KEY_TYPE,
+        )
+        try:
+            return self.registrar().issue(request, max_days=max_days, replacing=serial)
+        finally:
+            self.forget_ca_state()
+
+    def revoke(
+        self, cn: str, *, reason_code: int, confirmation: str, serials: Collection[int] | None = None
+    ) -> Revoked:
+        try:
+            return self.registrar().revoke(cn, reason_code=reason_code, confirmation=confirmation, only=serials)
+        finally:
+            self.forget_ca_state()
+
+    def enroll(self, site: str, *, hours: int | float | str, broker: str) -> Enrollment:
+        return create_enrollment(self.registrar(), site, hours=hours, broker=broker)
+
+    def resolve(self, disagreement: Disagreement, action: Action) -> str:
+        """Carry out a Reconcile action other than revoke (which needs a reason and a confirmation)."""
+        if action not in disagreement.actions:
+            raise InvalidInput(f"{action} does not apply to {disagreement.folder or disagreement.serial_hex}.")
+        try:
+            if action is Action.FILE:
+                return f"Filed as certs/{self.registrar().file(disagreement.folder)}/."
+            if action is Action.MARK_FOREIGN:
+                return f"Marked as foreign: certs/{self.registrar().mark_foreign(disagreement.folder)}/."
+        finally:
+            self.forget_ca_state()
+        raise InvalidInput("Revoke on this page with a reason and the confirmation.")

@@ -1,0 +1,34 @@
+"""How folders under certs/ are named: the identity, then what became of the folder.
+
+    site-001                 the live folder: the certificate in use for that identity
+    site-001.revoked[.N]     its certificate was revoked
+    site-001.expired[.N]     it had expired when a new one was issued
+    site-001.replaced[.N]    a broker certificate re-issued before it expired (valid until revoked)
+    site-001.quarantine[.N]  signed by the CA but could not be filed (see Reconcile)
+    site-001.foreign[.N]     issued by another CA (marked on the Reconcile page)
+
+The label says what happened to the folder, never what the certificate's status is: that is the
+CA's to say (its CRL). Hidden folders (".issue-...") are issuances in progress, ".locks" holds the
+lock files of the identities.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pki.model import identity_of
+
+LABELS = ("revoked", "expired", "replaced", "quarantine", "foreign")
+_NAME = re.compile(rf"^(?P<identity>.+?)\.(?P<label>{'|'.join(LABELS)})(?:\.(?P<n>[2-9]|[1-9][0-9]+))?$")
+
+
+def split_folder(name: str) -> tuple[str, str | None]:
+    """(identity, label) of a folder name; the label is None for a live folder."""
+    match = _NAME.match(name)
+    if match:
+        return identity_of(match["identity"]), match["label"]
+    return identity_of(name), None
+
+
+def is_hidden(name: str) -> bool:
+    return name.startswith(".")

@@ -1,0 +1,109 @@
+"""Where certs/, the ledger and the CA's CRL disagree, and what to do about each.
+
+The CA's records are the truth; a folder name is only what someone wrote down. Each certificate is
+listed at most once, under the first problem that fits:
+
+- foreign:        filed in certs/ but issued by another CA (an earlier one, before a reset)
+- quarantined:    signed by the CA, but its filing failed (or was interrupted): certificate and key
+                  wait in a quarantine folder
+- archived-valid: valid at the CA but filed as revoked, expired or replaced
+- not-filed:      signed by the CA for this GUI (the audit trail has its serial), in no folder, and
+                  still valid: its key is not here
+- duplicate:      one identity has valid certificates with different keys: two devices, or two
+                  issuances, hold the same identity
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pki.inventory import CertRecord
+from pki.model import Status
+from pki.report import Row
+
+
+class Problem(StrEnum):
+    FOREIGN = "foreign"
+    QUARANTINED = "quarantined"
+    ARCHIVED_VALID = "archived-valid"
+    NOT_FILED = "not-filed"
+    DUPLICATE = "duplicate"
+
+
+class Action(StrEnum):
+    REVOKE = "revoke"
+    FILE = "file"
+    MARK_FOREIGN = "mark-foreign"
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    problem: Problem
+    identity: str
+    record: CertRecord | None
+    """The certificate concerned; None for a quarantined key whose certificate cannot be found."""
+    folder: str
+    """Where it is under certs/ ('' when in no folder)."""
+    detail: str
+    actions: tuple[Action, ...]
+
+    @property
+    def serial_hex(self) -> str:
+        return self.record.serial_hex if self.record else ""
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A staging or quarantine folder, and the certificate of its key if the CA signed one."""
+
+    folder: str
+    identity: str
+    record: CertRecord | None
+    valid: bool
+
+
+def disagreements(
+    table: Sequence[Row], interrupted: Sequence[Interrupted], signed_here: Mapping[int, str]
+) -> list[Disagreement]:
+    found: list[Disagreement] = []
+    seen: set[int] = set()
+
+    def add(problem: Problem, row: Row, detail: str, *actions: Action) -> None:
+        found.append(Disagreement(problem, row.identity, row.record, row.record.folder, detail, actions))
+        seen.add(row.record.serial)
+
+    for item in interrupted:
+        if item.record is None:
+            detail = "holds a key the CA never certified, as far as its journal shows: nothing to do"
+            found.append(Disagreement(Problem.QUARANTINED, item.identity, None, item.folder, detail, ()))
+            continue
+        seen.add(item.record.serial)
+        state = "valid at the CA" if item.valid else "no longer valid"
+        actions = (Action.FILE, Action.REVOKE) if item.valid else (Action.FILE,)
+        detail = f"signed by the CA but not filed ({state}); file it, or revoke it"
+        found.append(Disagreement(Problem.QUARANTINED, item.identity, item.record, item.folder, detail, actions))
+
+    filed = {row.record.serial for row in table if row.record.folder}
+    for row in table:
+        record = row.record
+        if record.serial in seen or record.error:
+            continue
+        if row.status is Status.FOREIGN and record.folder and record.label != "foreign":
+            add(Problem.FOREIGN, row, f"issued by another CA ({record.issuer})", Action.MARK_FOREIGN)
+        elif row.valid and record.label in ("revoked", "expired", "replaced"):
+            add(Problem.ARCHIVED_VALID, row, f"valid at the CA but filed as {record.label}", Action.REVOKE)
+        elif row.valid and not record.folder and record.serial in signed_here and record.serial not in filed:
+            add(Problem.NOT_FILED, row, "signed for this GUI, valid, but in no folder (no key here)", Action.REVOKE)
+
+    keys: dict[str, dict[str, list[Row]]] = {}
+    for row in table:
+        if row.valid and row.record.serial not in seen:
+            keys.setdefault(row.identity, {}).setdefault(row.record.key_id, []).append(row)
+    for identity, by_key in keys.items():
+        if len(by_key) > 1:
+            for rows in by_key.values():
+                for row in rows:
+                    add(Problem.DUPLICATE, row, f"one of {len(by_key)} valid keys of {identity}", Action.REVOKE)
+    return found

@@ -1,0 +1,167 @@
+"""The only code that writes under certs/: one lock per identity, staging, archive names, quarantine.
+
+Every change to one identity (issue, re-issue, revoke, enrolment token, filing) runs while holding an
+exclusive flock on certs/.locks/{identity}.lock. flock excludes other processes and other threads
+alike (each holder opens the file anew), and GUI containers that share certs/ on one host share the
+lock, so "is a certificate of this identity active?" is asked and acted on by one holder at a time.
+Lock files are never removed: removing one would let two holders lock two different files.
+
+A new certificate is assembled in a hidden staging folder (.issue-{identity}-{random}) and renamed
+into place when complete, so no reader ever sees half a folder. Nothing the CA signed is deleted: a
+folder that cannot be filed is renamed {identity}.quarantine[.N], and a folder being replaced is
+renamed with its label (pki.folders), never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pki.folders import LABELS, split_folder
+from pki.validate import InvalidInput
+
+_STAGING = ".issue-"
+_LOCKS = ".locks"
+
+
+def staging_identity(name: str) -> str:
+    """The identity a staging folder .issue-{identity}-{random} is for."""
+    return name[len(_STAGING) :].rsplit("-", 1)[0]
+
+
+def is_staging(name: str) -> bool:
+    return name.startswith(_STAGING)
+
+
+class IdentityBusy(InvalidInput):
+    """Another session is changing this identity and did not finish in time."""
+
+
+class CertStore:
+    def __init__(self, certs_dir: Path, lock_wait: float) -> None:
+        self.certs_dir = certs_dir
+        self.lock_wait = lock_wait
+
+    def _lock_file(self, identity: str) -> int:
+        locks = self.certs_dir / _LOCKS
+        locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(locks / f"{identity}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextlib.contextmanager
+    def locked(self, identity: str) -> Iterator[None]:
+        """Hold the identity's lock, waiting up to lock_wait seconds for another holder to finish."""
+        fd = self._lock_file(identity)
+        try:
+            deadline = time.monotonic() + self.lock_wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise IdentityBusy(
+                            f"{identity} is being changed by another session right now (issue, revoke or token). "
+                            "Try again in a moment."
+                        ) from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def is_locked(self, identity: str) -> bool:
+        """Whether a session holds the identity's lock now (a staging folder of a free identity is stale)."""
+        try:
+            fd = self._lock_file(identity)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing the descriptor also releases a lock taken just above
+        return False
+
+    def new_staging(self, identity: str) -> Path:
+        self.certs_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.certs_dir / f"{_STAGING}{identity}-{secrets.token_hex(4)}"
+        staging.mkdir(mode=0o700)
+        return staging
+
+    def stale_staging(self) -> list[tuple[str, str]]:
+        """(folder, identity) of staging folders no session is working on: left by a crash."""
+        try:
+            names = [e.name for e in os.scandir(self.certs_dir) if is_staging(e.name) and e.is_dir()]
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in sorted(names):
+            identity = staging_identity(name)
+            if not self.is_locked(identity):
+                found.append((name, identity))
+        return found
+
+    def quarantined(self) -> list[tuple[str, str]]:
+        """(folder, identity) of the quarantine folders."""
+        try:
+            names = [e.name for e in os.scandir(self.certs_dir) if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        labelled = ((name, split_folder(name)) for name in sorted(names))
+        return [(name, identity) for name, (identity, label) in labelled if label == "quarantine"]
+
+    @staticmethod
+    def write_new(path: Path, data: bytes, mode: int) -> None:
+        """Create `path` with `mode` (never replacing a file) and make its content durable; a write
+        that fails (a full disk) leaves no file behind."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            rest = memoryview(data)
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+            os.fsync(fd)
+        except OSError:
+            path.unlink()  # this call's own file, incomplete: never leave half a key or certificate
+            raise
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def discard_unsigned(staging: Path) -> None:
+        """Remove a staging folder whose key the CA never certified (it holds nothing of the CA's)."""
+        for entry in staging.iterdir():
+            entry.unlink()
+        staging.rmdir()
+
+    def free_name(self, identity: str, label: str) -> str:
+        """The first unused name among {identity}.{label}, {identity}.{label}.2, ..."""
+        if label not in LABELS:
+            raise ValueError(f"unknown folder label {label!r}")
+        name, number = f"{identity}.{label}", 1
+        while (self.certs_dir / name).exists():
+            number += 1
+            name = f"{identity}.{label}.{number}"
+        return name
+
+    def move(self, source: Path, name: str) -> str:
+        """Rename `source` to certs/{name}; refuses to replace anything (the caller holds the lock)."""
+        target = self.certs_dir / name
+        if target.exists():
+            raise FileExistsError(17, "exists already", str(target))
+        os.rename(source, target)
+        return name
+
+    def relabel(self, folder: str, label: str) -> str:
+        """Rename certs/{folder} to its identity with `label` (first free number); returns the new name."""
+        identity, current = split_folder(folder)
+        if current == label:
+            return folder
+        return self.move(self.certs_dir / folder, self.free_name(identity, label))

@@ -1,0 +1,89 @@
+"""Reconcile: every place where certs/, the ledger and the CA's CRL disagree, with the fitting action.
+
+The CA's records are the truth; folder names are only what was written down. Each action is audited.
+"""
+
+import pandas as pd
+import streamlit as st
+
+from pki.model import REVOCATION_REASONS
+from pki.reconcile import Action
+from views import common
+
+st.title("Reconcile")
+fleet = common.fleet()
+
+done = st.session_state.pop("reconcile_result", None)
+if done:
+    level, message = done
+    (st.success if level == "success" else st.warning)(message, icon=":material/check_circle:")
+
+found = fleet.reconcile(common.table())
+if not found:
+    st.success("certs/, the CA's records and its CRL agree: nothing to reconcile.", icon=":material/check_circle:")
+    st.stop()
+
+st.caption(f"{len(found)} disagreement(s). Select a row for what can be done about it.")
+event = st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "Problem": d.problem.value,
+                "Identity": d.identity,
+                "Serial": d.serial_hex,
+                "Where": f"certs/{d.folder}" if d.folder else "CA log",
+                "Details": d.detail,
+            }
+            for d in found
+        ]
+    ),
+    key="reconcile_table",
+    on_select="rerun",
+    selection_mode="single-row",
+    hide_index=True,
+)
+selected = event.selection.rows if event else []
+chosen = found[selected[0]] if selected and selected[0] < len(found) else (found[0] if len(found) == 1 else None)
+if chosen is None:
+    st.stop()
+
+st.subheader(f"{chosen.identity}: {chosen.problem.value}")
+st.write(chosen.detail)
+
+
+def finish(level: str, message: str) -> None:
+    st.session_state["reconcile_result"] = (level, message)
+    st.rerun()
+
+
+for action, label in ((Action.FILE, "File it"), (Action.MARK_FOREIGN, "Mark as foreign")):
+    if action in chosen.actions and st.button(label, key=f"{action}-{chosen.folder}"):
+        try:
+            message = fleet.resolve(chosen, action)
+        except common.FAILED as exc:
+            common.show_failure(exc, label)
+        else:
+            finish("success", f"**{chosen.identity}**: {message}")
+
+if Action.REVOKE in chosen.actions and chosen.record is not None:
+    with st.form("reconcile_revoke"):
+        reason_code = st.selectbox(
+            "Reason (RFC 5280)", list(REVOCATION_REASONS), index=list(REVOCATION_REASONS).index(4),
+            format_func=lambda c: f"{REVOCATION_REASONS[c]} ({c})",
+        )  # fmt: skip
+        confirmation = st.text_input("Type the common name to confirm", placeholder=chosen.identity)
+        submitted = st.form_submit_button(f"Revoke serial {chosen.serial_hex}", type="primary")
+    if submitted:
+        try:
+            result = fleet.revoke(
+                chosen.identity, reason_code=reason_code, confirmation=confirmation, serials={chosen.record.serial}
+            )
+        except common.FAILED as exc:
+            common.show_failure(exc, "Revoking")
+        else:
+            outcome = result.outcomes[0]
+            crl_note = "the CA's CRL lists it" if outcome.on_crl else "the CRL does not list it yet"
+            finish(
+                "success" if result.confirmed else "warning",
+                f"**{chosen.identity}**: serial `{chosen.serial_hex}` {outcome.answer}; {crl_note}.",
+            )

@@ -1,0 +1,82 @@
+"""No secret on a command line: every process's arguments are readable by every local user.
+
+A sampler reads /proc/*/cmdline while the GUI core issues, revokes and mints an enrolment token, and
+while enroll-site.sh enrols a site with --token-file. It must see the step commands run (so it did
+watch them) and never a token (a JWT starts with "eyJ") or a provisioner password.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from conftest import REPO, RunningCA, gui_fleet, tool_env
+from pki.issuing import IssueRequest
+from pki.model import Kind
+
+
+class CommandLines:
+    """Every distinct command line on this machine while it runs (a sweep of /proc about every ms)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        raw = Path("/proc", pid, "cmdline").read_bytes()
+                    except OSError:
+                        continue  # it ended meanwhile
+                    if raw:
+                        self.seen.add(raw.replace(b"\0", b" ").decode(errors="replace").strip())
+            time.sleep(0.0005)
+
+    def __enter__(self) -> CommandLines:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def step_commands(self) -> set[str]:
+        return {line for line in self.seen if "/step " in f"/{line}" or line.startswith("step ")}
+
+
+def test_no_token_or_password_ever_appears_on_a_command_line(ca: RunningCA, tmp_path: Path) -> None:
+    fleet = gui_fleet(ca, tmp_path / "gui")
+    settings = fleet.settings
+    passwords = {settings.password_file(p).read_text().strip() for p in ("iot-devices", "iot-servers")}
+    assert all(passwords)
+
+    with CommandLines() as sampled:
+        issued = fleet.issue(IssueRequest("site-secret-1", Kind.CLIENT, "", 30, "EC P-256"))
+        fleet.issue(IssueRequest("mqtt-secret.example", Kind.SERVER, "", 30, "RSA 2048"))
+        fleet.revoke("site-secret-1", reason_code=4, confirmation="site-secret-1")
+        fleet.revoke("mqtt-secret.example", reason_code=4, confirmation="mqtt-secret.example")
+        enrollment = fleet.enroll("site-secret-2", hours=1, broker="127.0.0.1:8883")
+        token_file = tmp_path / "token"
+        token_file.write_text(enrollment.token + "\n")
+        token_file.chmod(0o600)
+        enrolled = subprocess.run(
+            ["bash", str(REPO / "scripts" / "enroll-site.sh"), "--token-file", str(token_file),
+             "--broker", "127.0.0.1:8883", "--prefix", str(tmp_path / "site"), "--schedule", "none"],
+            capture_output=True, text=True, timeout=120, env=tool_env(),
+        )  # fmt: skip
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert (tmp_path / "site" / "etc/mosquitto/certs/site-secret-2.crt").exists()
+    assert issued.record.serial in fleet.ca.crl_info().revoked
+
+    commands = sampled.step_commands()
+    for watched in ("ca sign", "ca token", "ca revoke", "crypto jwt sign", "ca certificate site-secret-2"):
+        assert any(watched in line for line in commands), f"never saw `step {watched}`: {sorted(commands)}"
+    leaks = [line for line in sampled.seen if "eyJ" in line or any(p in line for p in passwords)]
+    assert leaks == []
+    assert not [line for line in sampled.seen if enrollment.token[-40:] in line]
