@@ -28,9 +28,12 @@ mkdir -p "$(dirname "$journal")"
 touch "$journal"  # present from the start: the GUI warns when it is missing
 
 # split_output: every line to stdout, certificate lines also to the journal (one write per line).
+# step-ca logs the one-time token of each request ("ott"); a token that was refused may still be
+# good, and no log keeps a credential, so the field is dropped (its fields are sorted: one follows).
 split_output() {
   local line
   while IFS= read -r line || [ -n "$line" ]; do
+    if [[ $line =~ ^(.*)\"ott\":\"[^\"]*\",(.*)$ ]]; then line="${BASH_REMATCH[1]}${BASH_REMATCH[2]}"; fi
     printf '%s\n' "$line"
     if [[ $line == '{'*'"certificate":'* ]]; then printf '%s\n' "$line" >> "$journal"; fi
   done

@@ -1,4 +1,4 @@
-"""No secret on a command line: every process's arguments are readable by every local user.
+"""No secret on a command line or in a log: every process's arguments are readable by every local user.
 
 A sampler reads /proc/*/cmdline while the GUI core issues, revokes and mints an enrolment token, and
 while enroll-site.sh enrols a site with --token-file. It must see the step commands run (so it did
@@ -80,3 +80,12 @@ def test_no_token_or_password_ever_appears_on_a_command_line(ca: RunningCA, tmp_
     leaks = [line for line in sampled.seen if "eyJ" in line or any(p in line for p in passwords)]
     assert leaks == []
     assert not [line for line in sampled.seen if enrollment.token[-40:] in line]
+
+
+def test_the_cas_log_and_journal_keep_no_token(ca: RunningCA, tmp_path: Path) -> None:
+    fleet = gui_fleet(ca, tmp_path)
+    fleet.issue(IssueRequest("site-secret-3", Kind.CLIENT, "", 30, "EC P-256"))
+    fleet.revoke("site-secret-3", reason_code=4, confirmation="site-secret-3")
+    journal, log = ca.journal.read_text(), ca.log()
+    assert '"path":"/revoke"' in log and '"certificate":' in journal  # the requests were logged...
+    assert "eyJ" not in log and "eyJ" not in journal  # ...without their one-time tokens
