@@ -19,7 +19,7 @@ SHELL_SCRIPTS := $(wildcard scripts/*.sh) .ci/run
 help:
 	@echo "make run     start step-ca and the GUI (http://127.0.0.1:$(GUI_PORT)); Ctrl-C stops both"
 	@echo "make test    run every test and check against a real step-ca"
-	@echo "make lint    ruff and shellcheck only"
+	@echo "make lint    ruff, mypy (strict, streamlit/pki) and shellcheck only"
 	@echo "make screenshots  refresh docs/screenshots/ with the browser test"
 	@echo "make bench   measure the certificate inventory with 10,000 certificates"
 	@echo "make reset   stop nothing, DELETE the local CA and data/ (asks first)"
@@ -50,6 +50,7 @@ run: tools $(VENV)/.runtime
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	shellcheck $(SHELL_SCRIPTS)
 
 test: tools $(VENV)/.dev node_modules/.installed lint

@@ -345,3 +345,32 @@ def test_a_missing_ca_journal_is_a_warning(gui: Path, monkeypatch: pytest.Monkey
     for page in ("views/dashboard.py", "views/certificates.py"):
         at = open_page(page)
         assert "issuance journal" in texts(at.warning) and "does not exist" in texts(at.warning)
+
+
+def test_issue_page_says_what_it_normalised(gui: Path) -> None:
+    at = open_page("views/issue.py")
+    at.text_input[0].input("SITE-806.")
+    at.button[0].click().run()
+    assert "Issued **site-806** (client)" in texts(at.success)
+    assert "You typed `SITE-806.`" in texts(at.info) and "so it is `site-806`" in texts(at.info)
+    assert names(gui) == ["site-806"]
+
+
+def test_reconcile_page_lists_a_valid_certificate_filed_as_revoked_and_revokes_it(ca: RunningCA, gui: Path) -> None:
+    record = issue_here("site-807").record
+    (gui / "site-807").rename(gui / "site-807.revoked")  # valid at the CA, filed as if revoked
+    at = open_page("views/dashboard.py")
+    assert "**1 disagreement(s)**" in texts(at.warning)
+    at.switch_page("views/reconcile.py").run()
+    table = at.dataframe[0].value
+    assert list(zip(table["Problem"], table["Serial"], table["Where"], strict=True)) == [
+        ("archived-valid", record.serial_hex, "certs/site-807.revoked")
+    ]
+    at.text_input[0].input("site-807")
+    at.button[0].click().run()
+    assert not at.exception
+    assert f"serial `{record.serial_hex}` revoked; the CA's CRL lists it." in texts(at.success)
+    assert "nothing to reconcile" in texts(at.success)
+    assert record.serial in StepCA(ca.settings()).crl_info().revoked
+    audit = (gui.parent / "data" / "audit.log").read_text()
+    assert '"action": "revoke"' in audit and record.serial_hex in audit
