@@ -21,7 +21,8 @@ Options:
                          of the certificate's lifetime)
   --reload-cmd CMD       reloads the bridge after a renewal (default: systemctl restart mosquitto)
   --schedule KIND        systemd, cron or none (default: systemd if present, else cron)
-  --token-file FILE      read the token from FILE (keeps it out of the process list and shell history)
+  --token-file FILE      read the token from FILE, or from standard input with '-' (keeps it out of the
+                         process list; the GUI's command passes it on standard input)
   --prefix DIR           install under DIR instead of / (tests, unprivileged runs; nothing is enabled)
   --force                get a new certificate even if this token's certificate is installed (old files kept)
   --dry-run              run every check, print what would change, change nothing
@@ -48,7 +49,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --token) token=${2:?--token needs a value}; shift ;;
-    --token-file) token=$(tr -d ' \n\r' < "${2:?--token-file needs a value}") || { echo "enroll-site.sh: cannot read $2" >&2; exit 2; }; shift ;;
+    --token-file)
+      token_source=${2:?--token-file needs a value}
+      [ "$token_source" != "-" ] || token_source=/dev/stdin
+      token=$(tr -d ' \n\r' < "$token_source") || { echo "enroll-site.sh: cannot read $2" >&2; exit 2; }
+      shift ;;
     --site) site=${2:?--site needs a value}; shift ;;
     --ca-url) ca_url=${2:?--ca-url needs a value}; shift ;;
     --fingerprint) fingerprint=${2:?--fingerprint needs a value}; shift ;;

@@ -151,14 +151,13 @@ class RunningCA:
 def gui_fleet(ca: RunningCA, base: Path, **env: str) -> Fleet:
     """A GUI's facade on `ca` with its own certs/, audit trail and ledger under `base` (the ledger is
     fed by the CA's real journal, so it knows every certificate that CA signed)."""
-    settings = ca.settings(
-        PKI_CERTS_DIR=str(base / "certs"),
-        PKI_AUDIT_LOG=str(base / "audit.log"),
-        PKI_LEDGER_DIR=str(base / "ledger"),
-        PKI_STEPPATH=str(base / "gui-step"),
-        **env,
-    )
-    return Fleet(settings)
+    own = {
+        "PKI_CERTS_DIR": str(base / "certs"),
+        "PKI_AUDIT_LOG": str(base / "audit.log"),
+        "PKI_LEDGER_DIR": str(base / "ledger"),
+        "PKI_STEPPATH": str(base / "gui-step"),
+    }
+    return Fleet(ca.settings(**(own | env)))
 
 
 def started_ca(base: Path, **init_settings: str) -> RunningCA:

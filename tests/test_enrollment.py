@@ -66,7 +66,8 @@ def test_enrolment_token_lives_for_hours_and_works_once(fleet: Fleet) -> None:
     assert claims["exp"] - claims["iat"] == 48 * 3600
     assert claims["aud"] == f"{fleet.settings.public_ca_url}/1.0/sign"
     assert claims["sha"] == fleet.ca.root_fingerprint() == enrollment.fingerprint
-    assert "--token " + enrollment.token in enrollment.command()
+    assert enrollment.command().endswith(f" --token-file - <<'TOKEN'\n{enrollment.token}\nTOKEN")
+    assert "--token " not in enrollment.command()
     assert enrollment.command().startswith("sudo ./enroll-site.sh --site site-501 --ca-url ")
 
     site = enroll_on_site(fleet, enrollment.token, "site-501")
@@ -255,3 +256,17 @@ def test_a_second_token_for_a_site_names_the_first_one_still_usable(fleet: Fleet
     second = token()
     assert first.earlier_tokens == ()
     assert second.earlier_tokens == (first.expires.replace(microsecond=0),)
+
+
+def test_lines_the_old_journal_got_after_the_last_sync_are_read_when_it_is_rotated(tmp_path: Path) -> None:
+    log = tmp_path / "issued.log"
+    ledger = Ledger(log, tmp_path / "ledger")
+    log.write_bytes(request_line("before"))
+    assert ledger.sync().added == 1
+    with log.open("ab") as out:
+        out.write(request_line("late"))  # step-ca wrote one more line into the old file...
+    log.rename(tmp_path / "issued.log.1")  # ...then the journal was rotated
+    log.write_bytes(request_line("after"))
+    assert ledger.sync().added == 2
+    assert ledger.sync().added == 0
+    assert len(list((tmp_path / "ledger").glob("*.crt"))) == 3

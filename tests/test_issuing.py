@@ -123,7 +123,6 @@ def test_bundle_has_four_files_a_verifying_chain_and_the_matching_key(fleet: Fle
     readme = zipfile.ZipFile(io.BytesIO(data)).read("README.txt").decode()
     assert "bridge_certfile /etc/mosquitto/certs/site-207.crt" in readme
     assert "address mqtt.ak-sg.com:8883" in readme and "bridge_tls_version tlsv1.2" in readme
-    assert "client certificate of the AK-SG IoT CA" in readme  # the CA's name from its settings
 
     server = fleet.issue(request("mqtt-207.example", Kind.SERVER)).record
     server_readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(server.serial))).read("README.txt").decode()
@@ -178,3 +177,10 @@ def test_bad_common_name_never_reaches_step(fleet: Fleet, cn: str, monkeypatch: 
         fleet.issue(request(cn))
     assert started == []
     assert not fleet.settings.certs_dir.exists()
+
+
+def test_the_bundle_names_the_ca_from_its_settings(other_ca: RunningCA, tmp_path: Path) -> None:
+    fleet = gui_fleet(other_ca, tmp_path)
+    record = fleet.issue(request("site-other-ca")).record
+    readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(record.serial))).read("README.txt").decode()
+    assert "site-other-ca: client certificate of the Other CA" in readme

@@ -268,7 +268,7 @@ def test_enroll_page_mints_a_token_and_shows_the_command(gui: Path) -> None:
     assert "Enrolment token for **site-801**" in texts(at.success)
     command = at.code[0].value
     assert command.startswith("sudo ./enroll-site.sh --site site-801 --ca-url ")
-    assert "--token eyJ" in command and "--broker mqtt.ak-sg.com:8883" in command
+    assert "--token-file - <<'TOKEN'\neyJ" in command and "--broker mqtt.ak-sg.com:8883" in command
     assert at.get("download_button"), "enroll-site.sh is offered for download"
     audit = (gui.parent / "data" / "audit.log").read_text()
     assert '"action": "token"' in audit and "eyJ" not in audit

@@ -1,7 +1,7 @@
 """No secret on a command line or in a log: every process's arguments are readable by every local user.
 
 A sampler reads /proc/*/cmdline while the GUI core issues, revokes and mints an enrolment token, and
-while enroll-site.sh enrols a site with --token-file. It must see the step commands run (so it did
+while enroll-site.sh enrols a site with the very command the GUI shows. It must see the step commands run (so it did
 watch them) and never a token (a JWT starts with "eyJ") or a provisioner password.
 """
 
@@ -62,14 +62,13 @@ def test_no_token_or_password_ever_appears_on_a_command_line(ca: RunningCA, tmp_
         fleet.revoke("site-secret-1", reason_code=4, confirmation="site-secret-1")
         fleet.revoke("mqtt-secret.example", reason_code=4, confirmation="mqtt-secret.example")
         enrollment = fleet.enroll("site-secret-2", hours=1, broker="127.0.0.1:8883")
-        token_file = tmp_path / "token"
-        token_file.write_text(enrollment.token + "\n")
-        token_file.chmod(0o600)
+        # The command the GUI shows, run as it is (the script from the repository, into a prefix).
+        script = f"bash {REPO / 'scripts' / 'enroll-site.sh'} --prefix {tmp_path / 'site'} --schedule none"
+        command = enrollment.command().replace("sudo ./enroll-site.sh", script)
+        # Pasted into a shell: bash reads it as input, as a terminal would give it.
         enrolled = subprocess.run(
-            ["bash", str(REPO / "scripts" / "enroll-site.sh"), "--token-file", str(token_file),
-             "--broker", "127.0.0.1:8883", "--prefix", str(tmp_path / "site"), "--schedule", "none"],
-            capture_output=True, text=True, timeout=120, env=tool_env(),
-        )  # fmt: skip
+            ["bash"], input=command + "\n", capture_output=True, text=True, timeout=120, env=tool_env()
+        )
     assert enrolled.returncode == 0, enrolled.stderr
     assert (tmp_path / "site" / "etc/mosquitto/certs/site-secret-2.crt").exists()
     assert issued.record.serial in fleet.ca.crl_info().revoked

@@ -48,6 +48,22 @@ class AuditLog:
                 continue
         return result
 
+    def pending_tokens(self, cn: str) -> tuple[dt.datetime, ...]:
+        """Expiry times of the enrolment tokens made for `cn` that have not expired yet.
+
+        step-ca knows a token only when it is used, so an unused one is invisible to the CA: if two are
+        used (or one, after an issue from the GUI), the site ends up with two valid certificates. The
+        pages warn instead of refusing, since a lost token is the usual reason to make another.
+        """
+        now = dt.datetime.now(dt.UTC)
+        found = []
+        for entry in self.entries(limit=None):
+            if entry.get("action") == "token" and entry.get("cn") == cn and entry.get("outcome") == "ok":
+                expires = dt.datetime.fromisoformat(entry["expires"])
+                if expires > now:
+                    found.append(expires)
+        return tuple(sorted(found))
+
     def signed_here(self) -> dict[int, str]:
         """Serial -> CN of every certificate the CA signed for this GUI (its "sign" lines), read
         incrementally: only what was appended since the last call."""

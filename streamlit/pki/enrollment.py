@@ -11,7 +11,6 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from pki.audit import AuditLog
 from pki.issuing import Registrar, refuse_if_active
 from pki.validate import InvalidInput, validate_cn, validate_san
 
@@ -33,16 +32,17 @@ class Enrollment:
     """The site name as typed, when its identity differs from it."""
 
     def command(self) -> str:
-        """What the operator pastes on the site (as root), next to a copy of enroll-site.sh."""
+        """What the operator pastes on the site (as root), next to a copy of enroll-site.sh. The token
+        goes in on standard input, so it is never in the process list while the script runs."""
         args = [
             "sudo", "./enroll-site.sh",
             "--site", self.site,
             "--ca-url", self.ca_url,
             "--fingerprint", self.fingerprint,
             "--broker", self.broker,
-            "--token", self.token,
+            "--token-file", "-",
         ]  # fmt: skip
-        return shlex.join(args)
+        return f"{shlex.join(args)} <<'TOKEN'\n{self.token}\nTOKEN"
 
 
 def validate_broker(address: str) -> str:
@@ -67,7 +67,7 @@ def create_enrollment(registrar: Registrar, site: str, *, hours: int | float | s
     ca, audit = registrar.ca, registrar.audit
     with registrar.store.locked(cn):
         refuse_if_active(registrar.state(cn))
-        earlier = pending_tokens(audit, cn)
+        earlier = audit.pending_tokens(cn)
         lifetime = dt.timedelta(hours=lifetime_hours)
         token = ca.enrollment_token(cn, lifetime)
         expires = dt.datetime.now(dt.UTC) + lifetime
@@ -78,20 +78,3 @@ def create_enrollment(registrar: Registrar, site: str, *, hours: int | float | s
         cn, token, expires, ca.settings.public_ca_url, ca.root_fingerprint(), broker, earlier,
         typed if typed != cn else None,
     )  # fmt: skip
-
-
-def pending_tokens(audit: AuditLog, cn: str) -> tuple[dt.datetime, ...]:
-    """Expiry times of the tokens made for `cn` that have not expired yet (from the audit trail).
-
-    step-ca knows a token only when it is used, so an unused one is invisible to the CA: if two are
-    used, the site ends up with two valid certificates. The page warns instead of refusing, since a
-    lost token is the usual reason to make another.
-    """
-    now = dt.datetime.now(dt.UTC)
-    found = []
-    for entry in audit.entries(limit=None):
-        if entry.get("action") == "token" and entry.get("cn") == cn and entry.get("outcome") == "ok":
-            expires = dt.datetime.fromisoformat(entry["expires"])
-            if expires > now:
-                found.append(expires)
-    return tuple(sorted(found))

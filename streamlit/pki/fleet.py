@@ -2,8 +2,8 @@
 
 Pages render what this returns and decide nothing themselves: the validity limits, what may be
 re-issued, whether a revocation is confirmed, what disagrees. One Fleet serves every session of a
-GUI process; the CA's state (health, CRL, provisioners) is kept a few seconds so that a page's reruns
-do not each cost a request, and forgotten after every change.
+GUI process. The CA's state is kept for a while so that a page's reruns do not each cost a request
+(health 10 s, CRL 60 s, provisioners 5 minutes) and forgotten after every change made here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pki.bundle import make_bundle
 from pki.ca import CRLInfo, Provisioner, StepCA
 from pki.enrollment import Enrollment, create_enrollment
 from pki.inventory import CertRecord, Inventory, IssuerId
-from pki.issuing import Issued, IssueRequest, Registrar, Revoked
+from pki.issuing import Issued, IssueRequest, Registrar, Revoked, certificate_of_quarantine, fetch_crl
 from pki.keys import DEFAULT_KEY_TYPE, KEY_TYPES
 from pki.ledger import Ledger
 from pki.model import ISSUABLE_KINDS, VALID_STATUSES, Kind
@@ -103,15 +103,14 @@ class Fleet:
         return self._cached("health", HEALTH_TTL, check)
 
     def crl(self) -> CRLState:
+        """The CA's CRL, or the last one it issued (kept in the ledger) and why the CA did not answer."""
+
         def fetch() -> CRLState:
-            try:
-                info = self.ca.crl_info(timeout=STATUS_TIMEOUT)
-            except StepError as exc:
-                kept = self.ledger.last_crl()
-                return CRLState(CRLInfo.of(x509.load_der_x509_crl(kept)) if kept else None, str(exc))
-            with contextlib.suppress(OSError):  # only the copy for when the CA is down
-                self.ledger.keep_crl(info.der)
-            return CRLState(info, None)
+            info, problem = fetch_crl(self.ca, self.ledger, STATUS_TIMEOUT)
+            if info is None and (kept := self.ledger.last_crl()):
+                with contextlib.suppress(ValueError):
+                    info = CRLInfo.of(x509.load_der_x509_crl(kept))
+            return CRLState(info, problem)
 
         return self._cached("crl", CRL_TTL, fetch)
 
@@ -163,11 +162,10 @@ class Fleet:
 
     def reconcile(self, table: FleetTable) -> list[Disagreement]:
         """Every disagreement between certs/, the ledger and the CRL (see pki.reconcile)."""
-        registrar = self.registrar()
         valid = {row.record.serial for row in table.rows if row.valid}
         interrupted = []
         for folder, identity in self.store.stale_staging() + self.store.quarantined():
-            record = registrar.quarantined_certificate(folder, identity)
+            record = certificate_of_quarantine(self.store, self.inventory, folder, identity)
             interrupted.append(Interrupted(folder, identity, record, bool(record and record.serial in valid)))
         return disagreements(table.rows, interrupted, self.audit.signed_here())
 
@@ -180,7 +178,7 @@ class Fleet:
         return row.record.kind is Kind.SERVER and row.record.is_live and row.status in VALID_STATUSES
 
     def bundle(self, serial: int) -> bytes:
-        """The ZIP bundle of a certificate filed here with its key (the download is audited by the page)."""
+        """The ZIP bundle of a certificate filed here with its key (see key_downloaded)."""
         record = self.record(serial)
         if record is None or not record.folder or not record.has_key:
             raise InvalidInput(f"Certificate {serial:X} has no private key here: no bundle.")
@@ -190,15 +188,16 @@ class Fleet:
             ca_name=s.ca_name,
         )  # fmt: skip
 
+    def key_downloaded(self, serial: int) -> None:
+        """Audit that a bundle with the private key of `serial` left the server."""
+        record = self.record(serial)
+        self.audit.record("download-key", cn=record.identity if record else None, serial=f"{serial:X}")
+
     # -- changes ----------------------------------------------------------------------------------
 
     def issue(self, request: IssueRequest) -> Issued:
         try:
-            max_days = self.limits()[request.kind]
-        except KeyError:
-            raise InvalidInput(f"Certificates are issued as client or server, not {request.kind}.") from None
-        try:
-            return self.registrar().issue(request, max_days=max_days)
+            return self.registrar().issue(request, max_days=self.limits().get(request.kind, 1))
         finally:
             self.forget_ca_state()
 

@@ -5,7 +5,7 @@
     site-001.expired[.N]     it had expired when a new one was issued
     site-001.replaced[.N]    a broker certificate re-issued before it expired (valid until revoked)
     site-001.quarantine[.N]  signed by the CA but could not be filed (see Reconcile)
-    site-001.foreign[.N]     issued by another CA (marked on the Reconcile page)
+    site-001.foreign[.N]     issued by another CA (replaced by a new issue, or marked on Reconcile)
 
 The label says what happened to the folder, never what the certificate's status is: that is the
 CA's to say (its CRL). Hidden folders (".issue-...") are issuances in progress, ".locks" holds the
@@ -15,20 +15,37 @@ lock files of the identities.
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
-from pki.model import identity_of
+from pki.model import Status, identity_of
 
-LABELS = ("revoked", "expired", "replaced", "quarantine", "foreign")
+
+class Label(StrEnum):
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    REPLACED = "replaced"
+    QUARANTINE = "quarantine"
+    FOREIGN = "foreign"
+
+
+LABELS = tuple(label.value for label in Label)
 _NAME = re.compile(rf"^(?P<identity>.+?)\.(?P<label>{'|'.join(LABELS)})(?:\.(?P<n>[2-9]|[1-9][0-9]+))?$")
 
 
-def split_folder(name: str) -> tuple[str, str | None]:
+def split_folder(name: str) -> tuple[str, Label | None]:
     """(identity, label) of a folder name; the label is None for a live folder."""
     match = _NAME.match(name)
     if match:
-        return identity_of(match["identity"]), match["label"]
+        return identity_of(match["identity"]), Label(match["label"])
     return identity_of(name), None
 
 
 def is_hidden(name: str) -> bool:
     return name.startswith(".")
+
+
+def archive_label(status: Status) -> Label:
+    """The label of a folder whose certificate is no longer the identity's current one."""
+    return {Status.REVOKED: Label.REVOKED, Status.EXPIRED: Label.EXPIRED, Status.FOREIGN: Label.FOREIGN}.get(
+        status, Label.REPLACED
+    )

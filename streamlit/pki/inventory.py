@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pki.folders import is_hidden, split_folder
+from pki.folders import Label, is_hidden, split_folder
 from pki.keys import key_id, key_type_of
 from pki.ledger import Ledger
 from pki.model import Kind, Status, identity_of
@@ -71,7 +72,7 @@ class CertRecord:
     """Which CA key signed it (hex), '' if the certificate does not say."""
     identity: str = ""
     """The site or host it belongs to: the CN folded (see pki.model.identity_of)."""
-    label: str | None = None
+    label: Label | None = None
     """What its folder's name says became of it ('revoked', 'replaced'...); None for a live folder or
     the ledger. Only informative: the status comes from the CA."""
 
@@ -81,8 +82,8 @@ class CertRecord:
 
     @property
     def is_live(self) -> bool:
-        """In the identity's live folder certs/{identity}/."""
-        return bool(self.folder) and self.label is None
+        """In the identity's live folder certs/{identity}/ (a folder of any other name is not)."""
+        return self.folder == self.identity
 
     @property
     def serial_hex(self) -> str:
@@ -178,21 +179,23 @@ def record_of(cert: x509.Certificate, path: Path, folder: str, has_key: bool) ->
 
 
 def parse_certificate_file(path: Path, folder: str) -> CertRecord:
-    """One record from a PEM file whose first certificate is the leaf."""
+    """One record from a PEM file whose first certificate is the leaf; an unreadable one is an INVALID
+    record, never an exception (one bad file must not break every page)."""
     has_key = path.with_suffix(".key").exists()
     try:
-        leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
-    except (ValueError, OSError, IndexError) as exc:
+        return record_of(x509.load_pem_x509_certificates(path.read_bytes())[0], path, folder, has_key)
+    except (ValueError, OSError, IndexError, UnsupportedAlgorithm) as exc:
         epoch = dt.datetime.fromtimestamp(0, dt.UTC)
         identity = split_folder(folder)[0] if folder else identity_of(path.stem)
         return CertRecord(
             folder, path, path.stem, Kind.OTHER, 0, (), epoch, epoch, "", "", has_key, str(exc),
             identity=identity, label=split_folder(folder)[1] if folder else None,
         )  # fmt: skip
-    return record_of(leaf, path, folder, has_key)
 
 
-_Entry = tuple[tuple[int, int, int], CertRecord]
+_Signature = tuple[int, ...]
+_Entry = tuple[_Signature, CertRecord]
+_Listings = dict[str, tuple[_Signature, list[str]]]
 
 
 class Inventory:
@@ -203,70 +206,65 @@ class Inventory:
         self.ledger = ledger
         self.parse_count = 0
         self._entries: dict[str, _Entry] = {}
-        self._listings: dict[str, tuple[tuple[int, int], list[str]]] = {}
+        self._listings: _Listings = {}
         self._lock = threading.Lock()
 
-    def _crt_paths(self, folder: str, listings: dict[str, tuple[tuple[int, int], list[str]]]) -> list[str]:
-        """The .crt files of a folder, listed again only when the folder's inode or mtime changed."""
+    def _crt_paths(self, folder: str, listings: _Listings, *, relist: bool = False) -> tuple[_Signature, list[str]]:
+        """The folder's signature (inode, mtime) and its .crt files, listed again only when that changed."""
         try:
             stat = os.stat(folder)
         except FileNotFoundError:
-            return []
+            return (), []
         signature = (stat.st_ino, stat.st_mtime_ns)
         known = self._listings.get(folder)
-        paths = known[1] if known and known[0] == signature else _crt_files(folder)
+        paths = known[1] if known and known[0] == signature and not relist else _crt_files(folder)
         listings[folder] = (signature, paths)
-        return paths
+        return signature, paths
 
-    def _take(self, path: str, folder: str, fresh: dict[str, _Entry], *, immutable: bool = False) -> None:
+    def _take(self, path: str, folder: str, fresh: dict[str, _Entry], folder_signature: _Signature) -> None:
+        """Reuse the record of `path` if neither the file nor its folder changed (a .key added or
+        removed changes the folder), else parse it. Ledger files are written once: never stat'ed."""
         known = self._entries.get(path)
-        if immutable and known:
+        if not folder and known:
             fresh[path] = known
             return
         try:
             stat = os.stat(path)
         except FileNotFoundError:
             return  # renamed or removed since the folder was listed: the next rerun sees it
-        signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, *folder_signature)
         if known and known[0] == signature:
             fresh[path] = known
         else:
             self.parse_count += 1
             fresh[path] = (signature, parse_certificate_file(Path(path), folder))
 
-    def records(self) -> list[CertRecord]:
-        """Every certificate, newest first within an identity; parses only new or changed files."""
+    def _scan(self, *, relist_ledger: bool) -> list[CertRecord]:
         if self.ledger:
             self.ledger.sync()
         with self._lock:
             fresh: dict[str, _Entry] = {}
-            listings: dict[str, tuple[tuple[int, int], list[str]]] = {}
+            listings: _Listings = {}
             for folder in _subfolders(self.certs_dir):
-                for path in self._crt_paths(folder.path, listings):
-                    self._take(path, folder.name, fresh)
+                signature, paths = self._crt_paths(folder.path, listings)
+                for path in paths:
+                    self._take(path, folder.name, fresh, signature)
             if self.ledger:
-                for path in self._crt_paths(str(self.ledger.ledger_dir), listings):
-                    self._take(path, "", fresh, immutable=True)
+                _, paths = self._crt_paths(str(self.ledger.ledger_dir), listings, relist=relist_ledger)
+                for path in paths:
+                    self._take(path, "", fresh, ())
             self._entries = fresh
             self._listings = listings
             return _merged(record for _, record in fresh.values())
 
+    def records(self) -> list[CertRecord]:
+        """Every certificate, newest first within an identity; parses only new or changed files."""
+        return self._scan(relist_ledger=False)
+
     def of_identity(self, identity: str) -> list[CertRecord]:
-        """Every certificate of one identity, its folders and the ledger's listing read from disk now:
-        what a decision taken under the identity's lock must see."""
-        if self.ledger:
-            self.ledger.sync()
-        with self._lock:
-            found: dict[str, _Entry] = {}
-            for folder in _subfolders(self.certs_dir):
-                if split_folder(folder.name)[0] == identity:
-                    for path in _crt_files(folder.path):
-                        self._take(path, folder.name, found)
-            if self.ledger:
-                for path in _crt_files(str(self.ledger.ledger_dir)):
-                    self._take(path, "", found, immutable=True)
-            self._entries.update(found)
-            return [r for r in _merged(record for _, record in found.values()) if r.identity == identity]
+        """Every certificate of one identity, wherever it is filed (its CN decides, not a folder name),
+        with the ledger's folder listed again now: what a decision under the identity's lock must see."""
+        return [r for r in self._scan(relist_ledger=True) if r.identity == identity]
 
     @property
     def ledger_problem(self) -> str | None:

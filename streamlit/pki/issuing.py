@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pki.audit import AuditLog
 from pki.ca import CRLInfo, StepCA
-from pki.folders import split_folder
+from pki.folders import Label, archive_label, split_folder
 from pki.inventory import CertRecord, Inventory, IssuerId, parse_certificate_file
 from pki.keys import KEY_TYPES, key_id, new_private_key, private_key_pem, signing_request
 from pki.ledger import Ledger
@@ -45,6 +45,10 @@ class ActiveCertificateExists(InvalidInput):
 
 class NotIssued(Exception):
     """The disk refused the new key, before the CA was asked: nothing was signed, nothing changed."""
+
+
+class IssueUncertain(Exception):
+    """step failed after the request may have reached the CA, and its journal shows no certificate (yet)."""
 
 
 class FilingFailed(Exception):
@@ -88,13 +92,19 @@ class Issued:
     archived_as: tuple[str, ...]
     """What the identity's previous live folder was renamed to, if there was one."""
     normalised_from: str | None = None
+    warnings: tuple[str, ...] = ()
+    """What went wrong around an issuance that succeeded (an audit line that could not be written)."""
+
+
+REVOKED, ALREADY_REVOKED = "revoked", "already revoked"
+"""The CA's answers that mean a serial is revoked now."""
 
 
 @dataclass(frozen=True)
 class RevokeOutcome:
     record: CertRecord
     answer: str
-    """The CA's answer: 'revoked', 'already revoked', or why it refused."""
+    """The CA's answer: REVOKED, ALREADY_REVOKED, or why it refused."""
     done: bool
     on_crl: bool
     """Whether the CRL fetched after the revocation lists the serial."""
@@ -107,6 +117,10 @@ class Revoked:
     renamed: dict[str, str] = field(default_factory=dict)
     """Folders renamed to {identity}.revoked[.N] because their certificate went: old -> new name."""
     crl_problem: str | None = None
+    not_renamed: dict[str, str] = field(default_factory=dict)
+    """Folders whose certificate went but that could not be renamed: folder -> why."""
+    still_valid: list[CertRecord] = field(default_factory=list)
+    """Certificates of the identity that became valid while it was being revoked (a renewal meanwhile)."""
 
     @property
     def serials(self) -> list[int]:
@@ -118,8 +132,9 @@ class Revoked:
 
     @property
     def confirmed(self) -> bool:
-        """Every serial was revoked and the CA's CRL lists each one: nothing is left to do."""
-        return all(o.done and o.on_crl for o in self.outcomes)
+        """Every serial was revoked, the CA's CRL lists each one, and no certificate of the identity
+        became valid meanwhile: nothing is left to do."""
+        return all(o.done and o.on_crl for o in self.outcomes) and not self.still_valid
 
 
 def validate_request(request: IssueRequest, max_days: int) -> ValidRequest:
@@ -144,6 +159,36 @@ def validate_request(request: IssueRequest, max_days: int) -> ValidRequest:
     return ValidRequest(cn, request.kind, sans, days, request.key_type, request.cn.strip())
 
 
+def unexpired_here(records: Sequence[CertRecord], issuer: IssuerId, now: dt.datetime) -> list[CertRecord]:
+    return [r for r in records if not r.error and r.issued_by(issuer) and r.not_after > now]
+
+
+def fetch_crl(ca: StepCA, ledger: Ledger, timeout: float | None = None) -> tuple[CRLInfo | None, str | None]:
+    """The CA's CRL now, kept in the ledger as the CA's last word for when it is down; or None and why."""
+    try:
+        info = ca.crl_info(timeout)
+    except StepError as exc:
+        return None, str(exc)
+    with contextlib.suppress(OSError):  # only the copy for when the CA is down; the CRL itself is at the CA
+        ledger.keep_crl(info.der)
+    return info, None
+
+
+def certificate_of_quarantine(store: CertStore, inventory: Inventory, folder: str, identity: str) -> CertRecord | None:
+    """The certificate in a quarantine or staging folder, or, when only the key is there, the certificate
+    the ledger has for that key (None if the CA signed none, as far as its journal shows)."""
+    source = store.certs_dir / folder
+    crt = source / f"{identity}.crt"
+    if crt.exists():
+        return parse_certificate_file(crt, folder)
+    try:
+        key = load_pem_private_key((source / f"{identity}.key").read_bytes(), password=None)
+    except (OSError, ValueError):
+        return None
+    wanted = key_id(key.public_key())
+    return next((r for r in inventory.of_identity(identity) if r.key_id == wanted), None)
+
+
 @dataclass(frozen=True)
 class IdentityState:
     """One identity's certificates and the CRL, read under its lock."""
@@ -159,8 +204,8 @@ class IdentityState:
         return record.status(self.now, self.crl.revoked if self.crl else None, 0, self.issuer)
 
     def unexpired(self) -> list[CertRecord]:
-        """Certificates of this CA that have not expired, revoked or not."""
-        return [r for r in self.records if self.status(r) in VALID_STATUSES | {Status.REVOKED}]
+        """Certificates of this CA that have not expired, revoked or not (the CRL is not needed)."""
+        return unexpired_here(self.records, self.issuer, self.now)
 
     def valid(self) -> list[CertRecord]:
         return [r for r in self.records if self.status(r) in VALID_STATUSES]
@@ -170,7 +215,8 @@ class IdentityState:
 
 
 class Registrar:
-    """Issues, re-issues and revokes; files what the CA signed. One instance per GUI process is enough."""
+    """Issues, re-issues and revokes; files what the CA signed. Holds no state of its own: the facade
+    makes one per change."""
 
     def __init__(
         self, ca: StepCA, store: CertStore, inventory: Inventory, ledger: Ledger, audit: AuditLog, issuer: IssuerId
@@ -182,24 +228,20 @@ class Registrar:
         self.audit = audit
         self.issuer = issuer
 
-    def fresh_crl(self) -> tuple[CRLInfo | None, str | None]:
-        """The CA's CRL now (kept in the ledger as the last word of the CA), or None and why not."""
-        try:
-            info = self.ca.crl_info()
-        except StepError as exc:
-            return None, str(exc)
-        with contextlib.suppress(OSError):  # only the copy for when the CA is down; the CRL is at the CA
-            self.ledger.keep_crl(info.der)
-        return info, None
-
     def state(self, identity: str) -> IdentityState:
         """What is known of `identity` now. Call with its lock held."""
         records = self.inventory.of_identity(identity)
         now = dt.datetime.now(dt.UTC)
-        crl, problem = None, None
-        if any(not r.error and r.issued_by(self.issuer) and r.not_after > now for r in records):
-            crl, problem = self.fresh_crl()
+        crl, problem = fetch_crl(self.ca, self.ledger) if unexpired_here(records, self.issuer, now) else (None, None)
         return IdentityState(identity, records, crl, problem, self.issuer, now)
+
+    def _audit_after_signing(self, action: str, details: dict[str, object], outcome: str = "ok") -> str | None:
+        """An audit line once the CA has signed: a failure to write it must not stop the filing."""
+        try:
+            self.audit.record(action, outcome, **details)
+        except OSError as exc:
+            return f"The audit line '{action}' could not be written to {self.audit.path}: {exc.strerror or exc}."
+        return None
 
     # -- issue ------------------------------------------------------------------------------------
 
@@ -215,113 +257,143 @@ class Registrar:
             else:
                 _check_replacing(state, replacing)
             labels = _labels_for_previous(state, replacing)
-            return self._issue_locked(valid, labels, replacing is not None)
+            if (self.store.certs_dir / valid.cn).exists() and valid.cn not in labels:
+                raise InvalidInput(f"certs/{valid.cn} exists but holds no {valid.cn}.crt. Move it away first.")
+            issued = self._issue_locked(valid, labels, replacing is not None)
+        pending = self.audit.pending_tokens(valid.cn)
+        if pending:
+            note = (
+                f"An enrolment token made for {valid.cn} is valid until {pending[-1]:%Y-%m-%d %H:%M} UTC: if it was "
+                "not used yet and the site uses it, the site holds two certificates (Reconcile shows them as a "
+                "duplicate); revoke the one not in use."
+            )
+            issued = Issued(issued.record, issued.archived_as, issued.normalised_from, (*issued.warnings, note))
+        return issued
 
-    def _issue_locked(self, valid: ValidRequest, labels: dict[str, str], reissue: bool) -> Issued:
+    def _issue_locked(self, valid: ValidRequest, labels: dict[str, Label], reissue: bool) -> Issued:
         action = "reissue" if reissue else "issue"
         key = new_private_key(valid.key_type)
+        request_key_id = key_id(key.public_key())
         staging = None
         try:
             staging = self.store.new_staging(valid.cn)
             self.store.write_new(staging / f"{valid.cn}.key", private_key_pem(key), 0o600)
-            chain = self._sign(valid, signing_request(valid.cn, valid.sans, key), key_id(key.public_key()))
+            chain = self._sign(valid, signing_request(valid.cn, valid.sans, key), request_key_id)
         except (OSError, StepError) as exc:
             kept = self._after_unsigned_failure(valid.cn, staging, exc) if staging else None
-            self.audit.record(action, "failed", cn=valid.cn, kind=valid.kind.value, error=str(exc), kept=kept)
+            with contextlib.suppress(OSError):  # a full disk may hold the audit trail too: say what failed first
+                self.audit.record(
+                    action,
+                    "failed",
+                    cn=valid.cn,
+                    kind=valid.kind.value,
+                    error=str(exc),
+                    kept=kept,
+                    key_id=request_key_id,
+                )
             if isinstance(exc, OSError):
                 raise NotIssued(
                     f"certs/ cannot take the new key of {valid.cn}: {exc.strerror or exc} ({exc.filename or ''}). "
                     "The CA was not asked: nothing was issued and nothing changed."
                 ) from exc
+            if kept:
+                raise IssueUncertain(
+                    f"{exc} Whether the CA signed {valid.cn} is not known: its journal shows no certificate for this "
+                    f"request yet. The key is kept in certs/{kept}/; if the CA did sign, the Reconcile page shows "
+                    "the certificate there, to file or revoke."
+                ) from exc
             raise
         leaf = x509.load_pem_x509_certificates(chain.encode())[0]
         serial = f"{leaf.serial_number:X}"
         # The CA has signed: from here on the certificate must never be forgotten.
-        self.audit.record("sign", cn=valid.cn, kind=valid.kind.value, serial=serial, days=valid.days)
+        warnings = [self._audit_after_signing("sign", {"cn": valid.cn, "kind": valid.kind.value, "serial": serial})]
         with contextlib.suppress(OSError):  # the CA's journal brings it into the ledger as well
             self.ledger.add(leaf)
         archived: list[str] = []
         try:
             self.store.write_new(staging / f"{valid.cn}.crt", chain.encode(), 0o644)
             for folder, label in labels.items():
-                archived.append(self.store.relabel(folder, label))
+                archived.append(self.store.relabel(folder, valid.cn, label))
             self.store.move(staging, valid.cn)
         except OSError as exc:
-            raise self._quarantine(valid, staging, leaf, exc, archived) from None
+            raise self._quarantine(valid, staging, leaf, exc, archived, warnings) from None
         record = parse_certificate_file(self.store.certs_dir / valid.cn / f"{valid.cn}.crt", valid.cn)
-        self.audit.record(
-            action,
-            cn=valid.cn,
-            kind=valid.kind.value,
-            serial=serial,
-            days=valid.days,
-            sans=valid.sans,
-            key_type=valid.key_type,
-            folder=valid.cn,
-            archived_previous_as=archived or None,
-            typed=valid.normalised_from,
-        )
-        return Issued(record, tuple(archived), valid.normalised_from)
+        details: dict[str, object] = {"cn": valid.cn, "kind": valid.kind.value, "serial": serial, "days": valid.days}
+        details |= {"sans": valid.sans, "key_type": valid.key_type, "folder": valid.cn}
+        details |= {"archived_previous_as": archived or None, "typed": valid.normalised_from}
+        warnings.append(self._audit_after_signing(action, details))
+        return Issued(record, tuple(archived), valid.normalised_from, tuple(w for w in warnings if w))
 
     def _sign(self, valid: ValidRequest, csr: bytes, request_key_id: str) -> str:
-        """The CA's certificate for `csr`. When step fails in a way that leaves open whether the CA
-        signed (a timeout, a broken connection, an unexpected error), the CA's journal decides."""
+        """The CA's certificate chain for `csr`. When step fails in a way that leaves open whether the CA
+        signed (a timeout, a broken connection, output that is not a certificate), its journal decides."""
         try:
-            return self.ca.sign(csr, valid.kind, days=valid.days)
+            chain = self.ca.sign(csr, valid.kind, days=valid.days)
+            x509.load_pem_x509_certificates(chain.encode())
+            return chain
         except (CARefused, StepNotFound):
             raise
-        except StepError as exc:
+        except (StepError, ValueError) as exc:
             never_sent = isinstance(exc, CAUnreachable) and "connection refused" in str(exc).lower()
             found = self._signed_meanwhile(valid.cn, request_key_id, 0.0 if never_sent else JOURNAL_WAIT)
-            if found is None:
-                raise
-            return found
+            if found is not None:
+                return found.pem() + self.ca.settings.intermediate.read_text()
+            if isinstance(exc, ValueError):
+                raise StepError(f"step answered with something that is not a certificate: {exc}", [], None, "") from exc
+            raise
 
-    def _signed_meanwhile(self, identity: str, request_key_id: str, wait: float) -> str | None:
+    def _signed_meanwhile(self, identity: str, request_key_id: str, wait: float) -> CertRecord | None:
         """The certificate of the request's key, if the CA's journal shows one within `wait` seconds."""
         deadline = time.monotonic() + wait
         while True:
             match = next((r for r in self.inventory.of_identity(identity) if r.key_id == request_key_id), None)
-            if match:
-                return match.pem()
-            if time.monotonic() >= deadline:
-                return None
+            if match or time.monotonic() >= deadline:
+                return match
             time.sleep(0.2)
 
     def _after_unsigned_failure(self, identity: str, staging: Path, exc: Exception) -> str | None:
-        """Nothing was signed: remove the staging folder (it holds at most a key nobody certified).
-        If the journal cannot be read the CA may have signed after all: keep the key in quarantine.
+        """No certificate is known for the key. When the CA certainly signed nothing (it refused, was
+        never reached, or the disk refused the key first) the staging folder is removed: it holds at most
+        a key nobody certified. Otherwise the CA may still sign it: the key is kept in quarantine.
         Returns the folder kept, if one was."""
-        unsure = isinstance(exc, StepError) and not isinstance(exc, CARefused | StepNotFound)
+        certain = isinstance(exc, OSError | CARefused | StepNotFound) or (
+            isinstance(exc, CAUnreachable) and "connection refused" in str(exc).lower()
+        )
         try:
-            if unsure and self.inventory.ledger_problem:
-                return self.store.move(staging, self.store.free_name(identity, "quarantine"))
+            if not certain:
+                return self.store.move(staging, self.store.free_name(identity, Label.QUARANTINE))
             self.store.discard_unsigned(staging)
         except OSError:
             return staging.name
         return None
 
     def _quarantine(
-        self, valid: ValidRequest, staging: Path, leaf: x509.Certificate, exc: OSError, archived: list[str]
+        self,
+        valid: ValidRequest,
+        staging: Path,
+        leaf: x509.Certificate,
+        exc: OSError,
+        archived: list[str],
+        warnings: list[str | None],
     ) -> FilingFailed:
         """Filing failed after the CA signed: keep everything where it can be found and say where."""
         serial = f"{leaf.serial_number:X}"
         try:
-            folder = self.store.move(staging, self.store.free_name(valid.cn, "quarantine"))
+            folder = self.store.move(staging, self.store.free_name(valid.cn, Label.QUARANTINE))
         except OSError:
             folder = staging.name
         has_crt = (self.store.certs_dir / folder / f"{valid.cn}.crt").exists()
-        self.audit.record(
-            "issue", "quarantined", cn=valid.cn, kind=valid.kind.value, serial=serial, folder=folder,
-            error=f"{exc.strerror or exc} ({exc.filename or ''})", archived_previous_as=archived or None,
-        )  # fmt: skip
+        error = f"{exc.strerror or exc} ({exc.filename or ''})"
+        details: dict[str, object] = {"cn": valid.cn, "kind": valid.kind.value, "serial": serial, "folder": folder}
+        details |= {"error": error, "archived_previous_as": archived or None}
+        warnings.append(self._audit_after_signing("issue", details, "quarantined"))
         where = f"certs/{folder}/ holds its private key" + (" and the certificate" if has_crt else "")
         if not has_crt:
             where += f"; the certificate is in the ledger as {self.ledger.ledger_dir / (serial + '.crt')}"
         return FilingFailed(
             f"The CA signed {valid.cn} (serial {serial}), but it could not be filed in certs/: "
-            f"{exc.strerror or exc} ({exc.filename or ''}). Nothing was lost: {where}. The serial is in the "
-            "audit trail. Free the disk, then file it on the Reconcile page, or revoke it there.",
+            f"{exc.strerror or exc} ({exc.filename or ''}). Nothing was lost: {where}. Free the disk, then "
+            "file it on the Reconcile page, or revoke it there. " + " ".join(w for w in warnings if w),
             leaf.serial_number,
             folder,
         )
@@ -330,7 +402,8 @@ class Registrar:
 
     def revoke(self, cn: str, *, reason_code: int, confirmation: str, only: Collection[int] | None = None) -> Revoked:
         """Revoke every certificate of the identity that this CA issued, that has not expired and that
-        its CRL does not list yet, wherever it is filed (or those of `only`)."""
+        its CRL does not list yet, wherever it is filed (or those of `only`). The result has the CA's
+        answer for each serial, whatever it was."""
         identity = validate_cn(cn)
         if identity_of(confirmation) != identity:
             raise InvalidInput(f"To confirm, type the common name exactly: {identity}")
@@ -351,14 +424,15 @@ class Registrar:
                 nothing = f"{identity} has no valid certificate to revoke."
                 raise InvalidInput(nothing if only is None else "Choose at least one certificate.")
             answers = {r.serial: self._revoke_one(r, reason_code) for r in targets}
-            crl, crl_problem = self.fresh_crl()
-            done = {s for s, answer in answers.items() if answer in ("revoked", "already revoked")}
-            renamed = self._relabel_revoked(state.records, done)
-        outcomes = [
-            RevokeOutcome(r, answers[r.serial], r.serial in done, crl is not None and r.serial in crl.revoked)
-            for r in targets
-        ]
-        result = Revoked(identity, outcomes, renamed, crl_problem)
+            done = {s for s, answer in answers.items() if answer in (REVOKED, ALREADY_REVOKED)}
+            renamed, not_renamed = self._relabel_revoked(state.records, done)
+            # A site may have renewed while this ran: a certificate valid now that was not before is news.
+            after = self.state(identity)
+            before = {r.serial for r in state.valid()}
+            still_valid = [r for r in _unique(after.valid()) if r.serial not in before]
+        on_crl = after.crl.revoked if after.crl else frozenset()
+        outcomes = [RevokeOutcome(r, answers[r.serial], r.serial in done, r.serial in on_crl) for r in targets]
+        result = Revoked(identity, outcomes, renamed, after.crl_problem, not_renamed, still_valid)
         self.audit.record(
             "revoke",
             "ok" if not result.failures else ("partial" if done else "failed"),
@@ -367,10 +441,10 @@ class Registrar:
             reason=REVOCATION_REASONS[reason_code],
             folders=renamed or None,
             failed={f"{s:X}": why for s, why in result.failures.items()} or None,
+            not_renamed=not_renamed or None,
             on_crl=[f"{o.record.serial:X}" for o in outcomes if o.on_crl],
+            still_valid=[r.serial_hex for r in still_valid] or None,
         )
-        if not done:
-            raise StepError(f"Nothing was revoked. {next(iter(result.failures.values()))}", [], None, "")
         return result
 
     def _revoke_one(self, record: CertRecord, reason_code: int) -> str:
@@ -378,21 +452,24 @@ class Registrar:
         try:
             self.ca.revoke(record.serial, reason_code, kind=kind)
         except CARefused as exc:
-            return "already revoked" if "already revoked" in str(exc) else str(exc)
+            return ALREADY_REVOKED if "already revoked" in str(exc) else str(exc)
         except StepError as exc:
             return str(exc)
-        return "revoked"
+        return REVOKED
 
-    def _relabel_revoked(self, records: Sequence[CertRecord], revoked: set[int]) -> dict[str, str]:
-        """A folder whose certificate was just revoked is named {identity}.revoked[.N]."""
-        renamed = {}
+    def _relabel_revoked(
+        self, records: Sequence[CertRecord], revoked: set[int]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """A folder whose certificate was just revoked is named {identity}.revoked[.N]; returns the
+        folders renamed and those that could not be (the revocation stands either way)."""
+        renamed, failed = {}, {}
         for record in records:
-            if record.folder and record.serial in revoked and record.label != "revoked":
+            if record.folder and record.serial in revoked and record.label is not Label.REVOKED:
                 try:
-                    renamed[record.folder] = self.store.relabel(record.folder, "revoked")
-                except FileNotFoundError:
-                    continue  # renamed meanwhile by hand; the revocation stands
-        return renamed
+                    renamed[record.folder] = self.store.relabel(record.folder, record.identity, Label.REVOKED)
+                except OSError as exc:
+                    failed[record.folder] = str(exc.strerror or exc)
+        return renamed, failed
 
     # -- reconcile actions --------------------------------------------------------------------------
 
@@ -402,9 +479,9 @@ class Registrar:
         identity = _folder_identity(folder)
         with self.store.locked(identity):
             source = self.store.certs_dir / folder
-            if not (split_folder(folder)[1] == "quarantine" or is_staging(folder)) or not source.is_dir():
+            if not (split_folder(folder)[1] is Label.QUARANTINE or is_staging(folder)) or not source.is_dir():
                 raise InvalidInput(f"certs/{folder} is not a quarantine folder.")
-            record = self.quarantined_certificate(folder, identity)
+            record = certificate_of_quarantine(self.store, self.inventory, folder, identity)
             if record is None:
                 raise InvalidInput(f"certs/{folder} holds no certificate, and the CA's journal none for its key.")
             state = self.state(identity)
@@ -421,36 +498,21 @@ class Registrar:
                 self.store.write_new(crt, leaf + self.ca.settings.intermediate.read_bytes(), 0o644)
             if status in VALID_STATUSES:
                 for live in state.live_folders():
-                    self.store.relabel(live.folder, _archive_label(state.status(live)))
+                    self.store.relabel(live.folder, identity, archive_label(state.status(live)))
                 target = self.store.move(source, identity)
             else:
-                target = self.store.move(source, self.store.free_name(identity, _archive_label(status)))
+                target = self.store.move(source, self.store.free_name(identity, archive_label(status)))
         self.audit.record("file", cn=identity, serial=record.serial_hex, folder=folder, filed_as=target)
         return target
-
-    def quarantined_certificate(self, folder: str, identity: str) -> CertRecord | None:
-        """The certificate in a quarantine or staging folder, or, when only the key is there, the
-        certificate the ledger has for that key (None if the CA signed none)."""
-        source = self.store.certs_dir / folder
-        crt = source / f"{identity}.crt"
-        if crt.exists():
-            return parse_certificate_file(crt, folder)
-        try:
-            key = load_pem_private_key((source / f"{identity}.key").read_bytes(), password=None)
-        except (OSError, ValueError):
-            return None
-        wanted = key_id(key.public_key())
-        return next((r for r in self.inventory.of_identity(identity) if r.key_id == wanted), None)
 
     def mark_foreign(self, folder: str) -> str:
         """Rename a folder whose certificate another CA issued to {identity}.foreign[.N]."""
         identity = _folder_identity(folder)
         with self.store.locked(identity):
-            crt = self.store.certs_dir / folder / f"{identity}.crt"
-            records = [r for r in self.inventory.of_identity(identity) if r.folder == folder]
+            records = [r for r in self.inventory.of_identity(identity) if r.folder == folder and not r.error]
             if not records or records[0].issued_by(self.issuer):
-                raise InvalidInput(f"certs/{folder} holds no certificate of another CA ({crt.name}).")
-            target = self.store.relabel(folder, "foreign")
+                raise InvalidInput(f"certs/{folder} holds no certificate of another CA.")
+            target = self.store.relabel(folder, identity, Label.FOREIGN)
         self.audit.record("mark-foreign", cn=identity, serial=records[0].serial_hex, folder=folder, renamed=target)
         return target
 
@@ -459,7 +521,7 @@ def refuse_if_active(state: IdentityState) -> None:
     """Raise ActiveCertificateExists if the identity has a valid certificate anywhere in the fleet, or
     one that may be (unexpired, and the CRL cannot be read to tell)."""
     if state.crl is None:
-        unexpired = [r for r in state.records if not r.error and r.issued_by(state.issuer) and r.not_after > state.now]
+        unexpired = state.unexpired()
         if unexpired:
             newest = max(unexpired, key=lambda r: r.not_after)
             raise ActiveCertificateExists(
@@ -485,7 +547,7 @@ def _check_replacing(state: IdentityState, serial: int) -> None:
         )
 
 
-def _labels_for_previous(state: IdentityState, replacing: int | None) -> dict[str, str]:
+def _labels_for_previous(state: IdentityState, replacing: int | None) -> dict[str, Label]:
     """The label each live folder of the identity gets when a new certificate takes its place."""
     labels = {}
     for record in state.live_folders():
@@ -494,12 +556,8 @@ def _labels_for_previous(state: IdentityState, replacing: int | None) -> dict[st
                 f"certs/{record.folder} holds an unreadable certificate ({record.error}). Move it away first."
             )
         status = state.status(record)
-        labels[record.folder] = "replaced" if record.serial == replacing else _archive_label(status)
+        labels[record.folder] = Label.REPLACED if record.serial == replacing else archive_label(status)
     return labels
-
-
-def _archive_label(status: Status) -> str:
-    return {Status.REVOKED: "revoked", Status.EXPIRED: "expired", Status.FOREIGN: "foreign"}.get(status, "replaced")
 
 
 def _unique(records: list[CertRecord]) -> list[CertRecord]:
@@ -508,8 +566,10 @@ def _unique(records: list[CertRecord]) -> list[CertRecord]:
 
 
 def _folder_identity(folder: str) -> str:
-    if is_staging(folder):
-        return staging_identity(folder)
-    if "/" in folder or folder in ("", ".", ".."):
+    """The identity a folder name under certs/ belongs to; anything that is not one plain name is refused."""
+    if not folder or "/" in folder or "\0" in folder or folder in (".", ".."):
         raise InvalidInput(f"{folder!r} is not a folder under certs/.")
-    return split_folder(folder)[0]
+    try:
+        return validate_cn(staging_identity(folder) if is_staging(folder) else split_folder(folder)[0])
+    except InvalidInput:
+        raise InvalidInput(f"{folder!r} is not a folder of an identity under certs/.") from None

@@ -84,10 +84,32 @@ class Ledger:
         """Ingest what was appended since the last sync (called with the lock held)."""
         stat = journal.stat()
         inode, offset = self._load_position()
-        if inode != stat.st_ino or offset > stat.st_size:
-            offset = 0  # a new (rotated) or truncated journal: read it from the start (re-adding is harmless)
+        added = 0
+        if inode != stat.st_ino:
+            # A new journal (rotated): first what the old one got after the last sync, if it is still there.
+            added += self._finish_rotated(journal.parent, inode, offset)
+            offset = 0
+        elif offset > stat.st_size:
+            offset = 0  # truncated in place: read it from the start (re-adding is harmless)
         if offset == stat.st_size:
-            return SyncResult(0, offset)
+            if added:
+                self._save_position(stat.st_ino, offset)
+            return SyncResult(added, offset)
+        new, offset = self._ingest_from(journal, offset)
+        self._save_position(stat.st_ino, offset)
+        return SyncResult(added + new, offset)
+
+    def _finish_rotated(self, folder: Path, inode: int, offset: int) -> int:
+        """Read the rest of the journal file that had `inode`, if rotation left it in `folder`."""
+        if not inode:
+            return 0
+        with os.scandir(folder) as entries:
+            old = next((Path(e.path) for e in entries if e.inode() == inode and e.is_file()), None)
+        return self._ingest_from(old, offset, final=True)[0] if old else 0
+
+    def _ingest_from(self, journal: Path, offset: int, *, final: bool = False) -> tuple[int, int]:
+        """Ingest the lines of `journal` from `offset`; returns (added, offset after the last whole line).
+        An incomplete last line waits for the next sync, unless the file is `final` (it grows no more)."""
         self.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         added = 0
         with journal.open("rb") as log:
@@ -95,13 +117,14 @@ class Ledger:
             pending = b""
             while chunk := log.read(_CHUNK):
                 lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()  # an incomplete last line waits for the next sync
+                pending = lines.pop()
                 for line in lines:
                     added += self._ingest(line)
                 offset += len(chunk)
-            offset -= len(pending)
-        self._save_position(stat.st_ino, offset)
-        return SyncResult(added, offset)
+        if final and pending:
+            added += self._ingest(pending)
+            pending = b""
+        return added, offset - len(pending)
 
     def _ingest(self, line: bytes) -> int:
         if not line.startswith(b"{") or b'"certificate"' not in line:

@@ -3,14 +3,17 @@
 The CA's records are the truth; a folder name is only what someone wrote down. Each certificate is
 listed at most once, under the first problem that fits:
 
+- quarantined:    signed by the CA, but its filing failed (or was interrupted): the key, and the
+                  certificate if it was written, wait in a quarantine (or left-over staging) folder
 - foreign:        filed in certs/ but issued by another CA (an earlier one, before a reset)
-- quarantined:    signed by the CA, but its filing failed (or was interrupted): certificate and key
-                  wait in a quarantine folder
-- archived-valid: valid at the CA but filed as revoked, expired or replaced
+- archived-valid: valid at the CA but filed as revoked or expired
 - not-filed:      signed by the CA for this GUI (the audit trail has its serial), in no folder, and
                   still valid: its key is not here
 - duplicate:      one identity has valid certificates with different keys: two devices, or two
                   issuances, hold the same identity
+
+A re-issued broker's old certificate ({CN}.replaced) is valid until it is revoked or expires: its
+folder says so, so it is no disagreement (and not a duplicate of the new one).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pki.folders import Label
 from pki.inventory import CertRecord
 from pki.model import Status
 from pki.report import Row
@@ -85,21 +89,21 @@ def disagreements(
         detail = f"signed by the CA but not filed ({state}); file it, or revoke it"
         found.append(Disagreement(Problem.QUARANTINED, item.identity, item.record, item.folder, detail, actions))
 
-    filed = {row.record.serial for row in table if row.record.folder}
     for row in table:
         record = row.record
         if record.serial in seen or record.error:
             continue
-        if row.status is Status.FOREIGN and record.folder and record.label != "foreign":
+        if row.status is Status.FOREIGN and record.folder and record.label is not Label.FOREIGN:
             add(Problem.FOREIGN, row, f"issued by another CA ({record.issuer})", Action.MARK_FOREIGN)
-        elif row.valid and record.label in ("revoked", "expired", "replaced"):
+        elif row.valid and record.label in (Label.REVOKED, Label.EXPIRED):
             add(Problem.ARCHIVED_VALID, row, f"valid at the CA but filed as {record.label}", Action.REVOKE)
-        elif row.valid and not record.folder and record.serial in signed_here and record.serial not in filed:
+        elif row.valid and not record.folder and record.serial in signed_here:
+            # The inventory shows a ledger copy only when no folder holds the serial.
             add(Problem.NOT_FILED, row, "signed for this GUI, valid, but in no folder (no key here)", Action.REVOKE)
 
     keys: dict[str, dict[str, list[Row]]] = {}
     for row in table:
-        if row.valid and row.record.serial not in seen:
+        if row.valid and row.record.serial not in seen and row.record.label is not Label.REPLACED:
             keys.setdefault(row.identity, {}).setdefault(row.record.key_id, []).append(row)
     for identity, by_key in keys.items():
         if len(by_key) > 1:

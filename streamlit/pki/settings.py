@@ -100,7 +100,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "(scripts/init-ca.sh writes it; `make run` calls that script)."
         )
     ca = read_env_file(ca_settings_file)
-    missing = [k for k in ("PUBLIC_CA_URL", "CRL_URL", "CLIENT_PROVISIONER", "SERVER_PROVISIONER") if not ca.get(k)]
+    required = ("CA_NAME", "PUBLIC_CA_URL", "CRL_URL", "CLIENT_PROVISIONER", "SERVER_PROVISIONER")
+    missing = [k for k in required if not ca.get(k)]
     if missing:
         raise SettingsError(f"{ca_settings_file} lacks {', '.join(missing)}.")
     try:
@@ -119,7 +120,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         step_timeout=timeout,
         public_ca_url=ca["PUBLIC_CA_URL"].rstrip("/"),
         crl_url=ca["CRL_URL"],
-        ca_name=ca.get("CA_NAME") or "AK-SG IoT CA",
+        ca_name=ca["CA_NAME"],
         client_provisioner=ca["CLIENT_PROVISIONER"],
         server_provisioner=ca["SERVER_PROVISIONER"],
         default_days=_int(ca, "CERT_DEFAULT_DAYS", 365),

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pki.folders import LABELS, split_folder
+from pki.folders import LABELS, Label, split_folder
 from pki.validate import InvalidInput
 
 _STAGING = ".issue-"
@@ -116,7 +116,7 @@ class CertStore:
         except FileNotFoundError:
             return []
         labelled = ((name, split_folder(name)) for name in sorted(names))
-        return [(name, identity) for name, (identity, label) in labelled if label == "quarantine"]
+        return [(name, identity) for name, (identity, label) in labelled if label is Label.QUARANTINE]
 
     @staticmethod
     def write_new(path: Path, data: bytes, mode: int) -> None:
@@ -141,7 +141,7 @@ class CertStore:
             entry.unlink()
         staging.rmdir()
 
-    def free_name(self, identity: str, label: str) -> str:
+    def free_name(self, identity: str, label: Label | str) -> str:
         """The first unused name among {identity}.{label}, {identity}.{label}.2, ..."""
         if label not in LABELS:
             raise ValueError(f"unknown folder label {label!r}")
@@ -159,9 +159,8 @@ class CertStore:
         os.rename(source, target)
         return name
 
-    def relabel(self, folder: str, label: str) -> str:
-        """Rename certs/{folder} to its identity with `label` (first free number); returns the new name."""
-        identity, current = split_folder(folder)
-        if current == label:
+    def relabel(self, folder: str, identity: str, label: Label) -> str:
+        """Rename certs/{folder} to {identity}.{label}[.N] (first free number); returns the new name."""
+        if folder != identity and split_folder(folder) == (identity, label):
             return folder
         return self.move(self.certs_dir / folder, self.free_name(identity, label))

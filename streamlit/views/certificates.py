@@ -67,9 +67,9 @@ if chosen:
             st.subheader("Re-issue")
             st.caption(
                 "A broker certificate (serverAuth only) cannot renew itself. Re-issue it: a new key and "
-                "certificate with the same names. Its folder is kept as "
-                f"certs/{record.identity}.replaced and the old certificate stays valid until it is revoked or "
-                "expires: revoke it once the broker uses the new one."
+                f"certificate with the same names. Its folder is renamed {record.identity}.replaced (numbered if "
+                "that exists) and the old certificate stays valid until it is revoked or expires: revoke it once "
+                "the broker uses the new one."
             )
             if st.button("Re-issue this broker certificate", icon=":material/autorenew:"):
                 try:
@@ -78,11 +78,11 @@ if chosen:
                 except common.FAILED as exc:
                     common.show_failure(exc, "Re-issuing")
                 else:
-                    st.session_state["reissued"] = (record.identity, issued.record.serial, issued.archived_as)
+                    st.session_state["reissued"] = (record.identity, common.remember_issued(issued))
 
 # The result (and its key download) stays while that identity is the one selected, no longer.
 reissued = st.session_state.get("reissued")
 if reissued and chosen and chosen.identity == reissued[0]:
-    common.show_issued(reissued[1], reissued[2], None, verb="Re-issued")
+    common.show_issued(*reissued[1], verb="Re-issued")
 elif reissued:
     del st.session_state["reissued"]

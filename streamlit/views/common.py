@@ -14,7 +14,8 @@ import streamlit as st
 from pki.audit import AuditLog
 from pki.auth import password_matches
 from pki.fleet import Fleet, FleetTable
-from pki.issuing import ActiveCertificateExists, FilingFailed, NotIssued
+from pki.issuing import ActiveCertificateExists, FilingFailed, Issued, IssueUncertain, NotIssued
+from pki.model import REVOCATION_REASONS
 from pki.settings import Settings, SettingsError, audit_path, load_settings
 from pki.step import StepError
 from pki.validate import InvalidInput
@@ -40,12 +41,12 @@ def fleet() -> Fleet:
     return _fleet(repr(s), s)
 
 
-FAILED = (InvalidInput, StepError, OSError, FilingFailed, NotIssued)
+FAILED = (InvalidInput, StepError, OSError, FilingFailed, NotIssued, IssueUncertain)
 """What an operation may raise that the page turns into a message (never a traceback)."""
 
 
 def failure_message(exc: Exception, what: str) -> str:
-    if isinstance(exc, InvalidInput | FilingFailed | NotIssued):
+    if isinstance(exc, InvalidInput | FilingFailed | NotIssued | IssueUncertain):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{what} failed on the server's disk: {exc.strerror or exc} ({exc.filename or ''})."
@@ -57,8 +58,30 @@ def show_failure(exc: Exception, what: str) -> None:
     st.error(failure_message(exc, what), icon=":material/error:")
     if isinstance(exc, ActiveCertificateExists):
         st.page_link("views/revoke.py", label="Go to Revoke Certificate", icon=":material/block:")
-    if isinstance(exc, FilingFailed):
+    if isinstance(exc, FilingFailed | IssueUncertain):
         st.page_link("views/reconcile.py", label="Go to Reconcile", icon=":material/rule:")
+
+
+def remember_issued(issued: Issued) -> tuple[int, tuple[str, ...], str | None, tuple[str, ...]]:
+    """What a page keeps of an issuance to show it again: this session's serial, never a folder name
+    (another session may file the same name meanwhile)."""
+    return (issued.record.serial, issued.archived_as, issued.normalised_from, issued.warnings)
+
+
+def show_outcome(key: str) -> None:
+    """The message a change left in the session before its page reran."""
+    done = st.session_state.pop(key, None)
+    if done:
+        level, message = done
+        (st.success if level == "success" else st.warning)(message, icon=":material/check_circle:")
+
+
+def reason_select(default: int = 0) -> int:
+    """The RFC 5280 reason a revocation gives."""
+    codes = list(REVOCATION_REASONS)
+    return st.selectbox(  # type: ignore[no-any-return]
+        "Reason (RFC 5280)", codes, index=codes.index(default), format_func=lambda c: f"{REVOCATION_REASONS[c]} ({c})"
+    )
 
 
 def require_login() -> None:
@@ -121,7 +144,13 @@ def table() -> FleetTable:
     return found
 
 
-def show_issued(serial: int, archived_as: tuple[str, ...], normalised_from: str | None, verb: str = "Issued") -> None:
+def show_issued(
+    serial: int,
+    archived_as: tuple[str, ...],
+    normalised_from: str | None,
+    warnings: tuple[str, ...] = (),
+    verb: str = "Issued",
+) -> None:
     """What was just issued, and its ZIP bundle (the download of the private key is audited)."""
     current = fleet()
     record = current.record(serial)
@@ -137,6 +166,8 @@ def show_issued(serial: int, archived_as: tuple[str, ...], normalised_from: str 
         st.info(f"You typed `{normalised_from}`: a name's case and trailing dot do not count, so it is `{record.cn}`.")
     for name in archived_as:
         st.info(f"The previous certificate of {record.cn} was kept in `certs/{name}/`.")
+    for warning in warnings:
+        st.warning(warning, icon=":material/warning:")
     st.write("SANs: " + (", ".join(record.sans) or "none"))
     try:
         data = current.bundle(serial)
@@ -149,6 +180,6 @@ def show_issued(serial: int, archived_as: tuple[str, ...], normalised_from: str 
         file_name=f"{record.cn}.zip",
         mime="application/zip",
         icon=":material/download:",
-        on_click=lambda: current.audit.record("download-key", cn=record.cn, serial=record.serial_hex),
+        on_click=lambda: current.key_downloaded(serial),
     )
     st.caption("ca.crt, the certificate, its private key and a README with what to do with them.")

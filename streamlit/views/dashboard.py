@@ -31,8 +31,9 @@ else:
 disagreements = fleet.reconcile(fleet_table)
 if disagreements:
     st.warning(
-        f"**{len(disagreements)} disagreement(s)** between certs/, the CA's records and its CRL: a certificate "
-        "valid at the CA but filed as archived, signed but not filed, or from another CA.",
+        f"**{len(disagreements)} disagreement(s)** between certs/, the CA's records and its CRL: certificates "
+        "in quarantine, valid at the CA but filed as archived, signed but not filed, held twice, or from "
+        "another CA.",
         icon=":material/rule:",
     )
     st.page_link("views/reconcile.py", label="Go to Reconcile", icon=":material/rule:")

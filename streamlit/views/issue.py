@@ -51,7 +51,7 @@ if submitted:
         common.show_failure(exc, "Issuing")
     else:
         # This session's own serial: the result never shows what another session filed meanwhile.
-        st.session_state["issued"] = (issued.record.serial, issued.archived_as, issued.normalised_from)
+        st.session_state["issued"] = common.remember_issued(issued)
 
 if shown := st.session_state.get("issued"):
     common.show_issued(*shown)

@@ -6,17 +6,13 @@ The CA's records are the truth; folder names are only what was written down. Eac
 import pandas as pd
 import streamlit as st
 
-from pki.model import REVOCATION_REASONS
 from pki.reconcile import Action
 from views import common
 
 st.title("Reconcile")
 fleet = common.fleet()
 
-done = st.session_state.pop("reconcile_result", None)
-if done:
-    level, message = done
-    (st.success if level == "success" else st.warning)(message, icon=":material/check_circle:")
+common.show_outcome("reconcile_result")
 
 found = fleet.reconcile(common.table())
 if not found:
@@ -31,7 +27,7 @@ event = st.dataframe(
                 "Problem": d.problem.value,
                 "Identity": d.identity,
                 "Serial": d.serial_hex,
-                "Where": f"certs/{d.folder}" if d.folder else "CA log",
+                "Where": f"certs/{d.folder}" if d.folder else d.record.source if d.record else "",
                 "Details": d.detail,
             }
             for d in found
@@ -66,11 +62,9 @@ for action, label in ((Action.FILE, "File it"), (Action.MARK_FOREIGN, "Mark as f
             finish("success", f"**{chosen.identity}**: {message}")
 
 if Action.REVOKE in chosen.actions and chosen.record is not None:
-    with st.form("reconcile_revoke"):
-        reason_code = st.selectbox(
-            "Reason (RFC 5280)", list(REVOCATION_REASONS), index=list(REVOCATION_REASONS).index(4),
-            format_func=lambda c: f"{REVOCATION_REASONS[c]} ({c})",
-        )  # fmt: skip
+    # Keyed by the serial: a press meant for a row that another session resolved meanwhile does nothing.
+    with st.form(f"reconcile_revoke_{chosen.serial_hex}"):
+        reason_code = common.reason_select(default=4)  # superseded: most of these are left-overs
         confirmation = st.text_input("Type the common name to confirm", placeholder=chosen.identity)
         submitted = st.form_submit_button(f"Revoke serial {chosen.serial_hex}", type="primary")
     if submitted:

@@ -8,16 +8,12 @@ serial). The result lists each serial with the CA's answer and whether its CRL l
 import streamlit as st
 
 from pki import report
-from pki.model import REVOCATION_REASONS
 from views import common
 
 st.title("Revoke Certificate")
 fleet = common.fleet()
 
-done = st.session_state.pop("revoke_result", None)
-if done:
-    level, message = done
-    (st.success if level == "success" else st.warning)(message, icon=":material/check_circle:")
+common.show_outcome("revoke_result")
 
 by_identity = report.revocable(common.table().rows)
 
@@ -53,9 +49,7 @@ def label(serial: int) -> str:
 
 with st.form("revoke"):
     chosen = st.multiselect(f"Certificates of {identity} to revoke", list(rows), default=list(rows), format_func=label)
-    reason_code = st.selectbox(
-        "Reason (RFC 5280)", list(REVOCATION_REASONS), format_func=lambda c: f"{REVOCATION_REASONS[c]} ({c})"
-    )
+    reason_code = common.reason_select()
     confirmation = st.text_input("Type the common name to confirm", placeholder="the CN of the chosen certificate")
     st.caption(
         "Revocation is permanent. By default every valid certificate of the identity goes (renewals and "
@@ -80,6 +74,10 @@ if submitted:
             )
         for old, new in result.renamed.items():
             lines.append(f"- folder `certs/{old}/` is now `certs/{new}/`")
+        for folder, why in result.not_renamed.items():
+            lines.append(f"- folder `certs/{folder}/` could not be renamed ({why}); the revocation stands")
+        for record in result.still_valid:
+            lines.append(f"- serial `{record.serial_hex}` ({record.source}) is valid: new since the page was shown")
         if result.crl_problem:
             lines.append(f"- the CRL could not be fetched to confirm: {result.crl_problem}")
         if result.confirmed:
