@@ -235,3 +235,24 @@ def test_two_tabs_racing_on_one_cn_one_wins_and_neither_shows_the_others_key(
     assert leaf.serial_number == live.serial  # the winner's own certificate and key
     for tab in tabs:
         tab.context.close()
+
+
+def test_reconcile_shows_a_valid_certificate_filed_as_revoked_and_revokes_it(
+    page: Page, gui_server: tuple[str, Path], browser_ca: RunningCA, screenshots: Path
+) -> None:
+    certs = gui_server[1]
+    issue(page, "site-e2e-004")
+    record = next(r for r in Inventory(certs).records() if r.folder == "site-e2e-004")
+    (certs / "site-e2e-004").rename(certs / "site-e2e-004.revoked")  # what the old race left behind
+    go(page, "Dashboard")
+    expect(page.get_by_text("1 disagreement(s)")).to_be_visible(timeout=WAIT_MS)
+    go(page, "Reconcile")
+    expect(page.get_by_role("heading", name="site-e2e-004: archived-valid")).to_be_visible(timeout=WAIT_MS)
+    page.get_by_label("Type the common name to confirm").fill("site-e2e-004")
+    page.screenshot(path=screenshots / "reconcile.png", full_page=True)
+    page.get_by_role("button", name=f"Revoke serial {record.serial_hex}").click()
+    expect(page.get_by_text(f"serial {record.serial_hex} revoked; the CA's CRL lists it.")).to_be_visible(
+        timeout=WAIT_MS
+    )
+    expect(page.get_by_text("nothing to reconcile")).to_be_visible(timeout=WAIT_MS)
+    assert record.serial in crl_serials(browser_ca.crl_url)

@@ -81,6 +81,6 @@ if submitted:
         if result.crl_problem:
             lines.append(f"- the CRL could not be fetched to confirm: {result.crl_problem}")
         if result.confirmed:
-            lines.append("The CA's CRL now lists " + ("it." if len(result.outcomes) == 1 else "them all."))
+            lines.append("\nThe CA's CRL now lists " + ("it." if len(result.outcomes) == 1 else "them all."))
         st.session_state["revoke_result"] = ("success" if result.confirmed else "warning", "\n".join(lines))
         st.rerun()
