@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from conftest import RunningCA
+from pki.settings import Settings
 from pki.step import run_step
 
 
@@ -60,3 +61,15 @@ def expired_certificates(ca: RunningCA, places: list[tuple[Path, str]]) -> list[
 
 def expired_certificate(ca: RunningCA, certs_dir: Path, identity: str) -> x509.Certificate:
     return expired_certificates(ca, [(certs_dir, identity)])[0]
+
+
+def enrol_with_token(settings: Settings, device: Path, token: str, cn: str) -> int:
+    """What a site does with its token: its own key in `device`, its certificate (the token in
+    STEP_TOKEN, never an argument); returns the certificate's serial."""
+    device.mkdir()
+    run_step(
+        ["ca", "certificate", cn, str(device / "c.crt"), str(device / "c.key"),
+         "--ca-url", settings.public_ca_url, "--root", str(settings.root)],
+        step_path=device / "step", timeout=20, step_bin=settings.step_bin, extra_env={"STEP_TOKEN": token},
+    )  # fmt: skip
+    return x509.load_pem_x509_certificates((device / "c.crt").read_bytes())[0].serial_number

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import pki.step
 from pki.ca import StepCA
 from pki.fleet import Fleet
 from pki.settings import Settings, load_settings
@@ -196,6 +197,20 @@ def ca(running_ca: RunningCA) -> Iterator[RunningCA]:
     if running_ca.process is None or running_ca.process.poll() is not None:
         running_ca.start()
     yield running_ca
+
+
+@pytest.fixture
+def step_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every step command the app starts (recorded, then really run)."""
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(argv, *args, **kwargs):
+        calls.append(list(argv))
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(pki.step.subprocess, "run", recording_run)
+    return calls
 
 
 @pytest.fixture

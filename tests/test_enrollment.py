@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certfactory import make_certificate, write_certificate
+from checks import enrol_with_token
 from conftest import RunningCA, gui_fleet
 from pki import report
 from pki.enrollment import MAX_TOKEN_HOURS, Enrollment
@@ -26,14 +27,9 @@ from pki.validate import InvalidInput
 
 
 def enroll_on_site(fleet: Fleet, token: str, cn: str, folder: str = "") -> Path:
-    """What a site does with the token: its own key, its certificate (the key stays there)."""
+    """A site host enrolling with the token: its folder holds its own key and certificate."""
     site = fleet.settings.certs_dir.parent / (folder or f"site-{cn}")
-    site.mkdir()
-    run_step(
-        ["ca", "certificate", cn, str(site / "c.crt"), str(site / "c.key"),
-         "--ca-url", fleet.settings.public_ca_url, "--root", str(fleet.settings.root)],
-        step_path=site / "step", timeout=20, step_bin=fleet.settings.step_bin, extra_env={"STEP_TOKEN": token},
-    )  # fmt: skip
+    enrol_with_token(fleet.settings, site, token, cn)
     return site
 
 

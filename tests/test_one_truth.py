@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from certfactory import write_certificate
-from checks import expired_certificates
+from checks import enrol_with_token, expired_certificates
 from conftest import REPO, RunningCA, gui_fleet
 from pki.fleet import Fleet
 from pki.inventory import Inventory
@@ -387,7 +387,10 @@ def test_reconcile_lists_foreign_unfiled_and_duplicate_certificates_and_resolves
     # Two tokens used for one site: two keys hold one identity.
     one = fleet.enroll("site-twice-keys", hours=1, broker="mqtt.ak-sg.com:8883")
     two = fleet.enroll("site-twice-keys", hours=1, broker="mqtt.ak-sg.com:8883")
-    serials = [enrol_with(fleet, tmp_path / f"dev-{i}", e.token, "site-twice-keys") for i, e in enumerate((one, two))]
+    serials = [
+        enrol_with_token(fleet.settings, tmp_path / f"dev-{i}", e.token, "site-twice-keys")
+        for i, e in enumerate((one, two))
+    ]
     for serial in serials:
         ca.wait_in_journal(serial)
 
@@ -413,17 +416,6 @@ def test_reconcile_lists_foreign_unfiled_and_duplicate_certificates_and_resolves
     assert disagreements(fleet, *mine) == []
     actions = [e["action"] for e in fleet.audit.entries()]
     assert "mark-foreign" in actions and actions.count("revoke") == 2
-
-
-def enrol_with(fleet: Fleet, device: Path, token: str, cn: str) -> int:
-    """A site using its token: its own key and CSR, the token in STEP_TOKEN; returns the serial."""
-    device.mkdir()
-    run_step(
-        ["ca", "certificate", cn, str(device / "c.crt"), str(device / "c.key"),
-         "--ca-url", fleet.settings.public_ca_url, "--root", str(fleet.settings.root)],
-        step_path=device / "step", timeout=20, step_bin=fleet.settings.step_bin, extra_env={"STEP_TOKEN": token},
-    )  # fmt: skip
-    return x509.load_pem_x509_certificates((device / "c.crt").read_bytes())[0].serial_number
 
 
 def test_a_staging_folder_left_by_a_crash_is_shown_and_filed(ca: RunningCA, tmp_path: Path) -> None:
@@ -533,7 +525,7 @@ def test_an_audit_trail_that_cannot_be_written_after_signing_loses_nothing(
 def test_revoking_a_site_that_renews_meanwhile_says_what_is_still_valid(ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(ca, tmp_path)
     enrollment = fleet.enroll("site-renews", hours=1, broker="mqtt.ak-sg.com:8883")
-    first = enrol_with(fleet, tmp_path / "device", enrollment.token, "site-renews")
+    first = enrol_with_token(fleet.settings, tmp_path / "device", enrollment.token, "site-renews")
     ca.wait_in_journal(first)
     real_revoke = fleet.ca.revoke
     renewed: list[int] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,14 +11,13 @@ import streamlit as st
 from cryptography import x509
 from streamlit.testing.v1 import AppTest
 
-import pki.step
+from checks import enrol_with_token
 from conftest import REPO, RunningCA, free_port
 from pki.ca import StepCA
 from pki.fleet import Fleet
 from pki.issuing import Issued, IssueRequest
 from pki.model import Kind
 from pki.settings import load_settings
-from pki.step import run_step
 
 APP = REPO / "streamlit" / "app.py"
 PAGES = [
@@ -55,20 +53,6 @@ def gui(ca: RunningCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     yield certs
     st.cache_data.clear()
     st.cache_resource.clear()
-
-
-@pytest.fixture
-def step_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Every step command the app starts (recorded, then really run)."""
-    calls: list[list[str]] = []
-    real_run = subprocess.run
-
-    def recording_run(argv, *args, **kwargs):
-        calls.append(list(argv))
-        return real_run(argv, *args, **kwargs)
-
-    monkeypatch.setattr(pki.step.subprocess, "run", recording_run)
-    return calls
 
 
 def open_page(page: str) -> AppTest:
@@ -317,12 +301,7 @@ def test_a_site_known_only_from_the_ca_journal_is_shown_and_revoked(
     step_ca = StepCA(settings)
     token = step_ca.enrollment_token("site-805", dt.timedelta(hours=1))
     site = tmp_path / "site-host"
-    run_step(
-        ["ca", "certificate", "site-805", str(site / "c.crt"), str(site / "c.key"),
-         "--ca-url", settings.public_ca_url, "--root", str(settings.root)],
-        step_path=site / "step", timeout=20, step_bin=settings.step_bin, extra_env={"STEP_TOKEN": token},
-    )  # fmt: skip
-    ca.wait_in_journal(x509.load_pem_x509_certificate((site / "c.crt").read_bytes()).serial_number)
+    ca.wait_in_journal(enrol_with_token(settings, site, token, "site-805"))
     monkeypatch.setenv("PKI_CA_LOG", str(ca.journal))
     monkeypatch.setenv("PKI_LEDGER_DIR", str(tmp_path / "ledger"))
 

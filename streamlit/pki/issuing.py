@@ -520,22 +520,19 @@ class Registrar:
 def refuse_if_active(state: IdentityState) -> None:
     """Raise ActiveCertificateExists if the identity has a valid certificate anywhere in the fleet, or
     one that may be (unexpired, and the CRL cannot be read to tell)."""
-    if state.crl is None:
-        unexpired = state.unexpired()
-        if unexpired:
-            newest = max(unexpired, key=lambda r: r.not_after)
-            raise ActiveCertificateExists(
-                f"{state.identity} has a certificate valid until {newest.not_after:%Y-%m-%d} and the CA's CRL cannot "
-                f"be read to tell whether it was revoked ({state.crl_problem}). Try again when the CA is reachable."
-            )
+    candidates = state.unexpired() if state.crl is None else state.valid()
+    if not candidates:
         return
-    active = state.valid()
-    if active:
-        newest = max(active, key=lambda r: r.not_after)
+    newest = max(candidates, key=lambda r: r.not_after)
+    if state.crl is None:
         raise ActiveCertificateExists(
-            f"{state.identity} already has an active certificate (serial {newest.serial_hex}, valid until "
-            f"{newest.not_after:%Y-%m-%d}, {newest.source}). Revoke it on the Revoke page first, then issue a new one."
+            f"{state.identity} has a certificate valid until {newest.not_after:%Y-%m-%d} and the CA's CRL cannot "
+            f"be read to tell whether it was revoked ({state.crl_problem}). Try again when the CA is reachable."
         )
+    raise ActiveCertificateExists(
+        f"{state.identity} already has an active certificate (serial {newest.serial_hex}, valid until "
+        f"{newest.not_after:%Y-%m-%d}, {newest.source}). Revoke it on the Revoke page first, then issue a new one."
+    )
 
 
 def _check_replacing(state: IdentityState, serial: int) -> None:
