@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from certfactory import write_certificate
 from checks import enrol_with_token, expired_certificates
 from conftest import REPO, RunningCA, gui_fleet
+from pki import report
 from pki.fleet import Fleet
 from pki.inventory import Inventory
 from pki.issuing import ActiveCertificateExists, FilingFailed, IssueRequest, IssueUncertain, NotIssued
@@ -98,6 +99,7 @@ def race_threads(fleet: Fleet, cn: str) -> list[object]:
 ISSUER_PROGRAM = """
 import json, os, sys, time
 sys.path.insert(0, os.environ["APP_PKI_STREAMLIT"])
+from pki import report
 from pki.fleet import Fleet
 from pki.issuing import IssueRequest
 from pki.model import Kind
@@ -358,6 +360,9 @@ def test_a_valid_certificate_in_a_revoked_folder_is_valid_and_revoked_by_revoke_
     rows = {row.record.folder: row for row in table.rows if row.identity == "site-inrev"}
     assert rows["site-inrev.revoked.2"].status is Status.ACTIVE
     assert rows["site-inrev.revoked"].status is Status.REVOKED
+    counted = report.status_counts(list(rows.values()))
+    assert (counted[Status.ACTIVE], counted[Status.REVOKED]) == (1, 1)
+    assert [r.record.serial for r in report.revocable(table.rows)["site-inrev"]] == [second.serial]
     assert [d.problem for d in disagreements(fleet, "site-inrev")] == [Problem.ARCHIVED_VALID]
     with pytest.raises(ActiveCertificateExists, match=r"certs/site-inrev\.revoked\.2"):
         fleet.issue(request("site-inrev"))
