@@ -117,8 +117,8 @@ def test_token_for_another_site_expired_or_used(gui: Fleet, tmp_path: Path) -> N
     assert wrong_site.returncode == 1 and "is for site 'site-704', not 'site-999'" in wrong_site.stderr
 
     step_ca = gui.ca
-    short = step_ca.enrollment_token("site-705", dt.timedelta(seconds=1))
-    time.sleep(2)
+    short = step_ca.enrollment_token("site-705", dt.timedelta(seconds=3))  # shorter may expire while signed
+    time.sleep(4)
     expired = enroll("--token", short, "--broker", "127.0.0.1:8883", "--prefix", str(tmp_path / "b"))
     assert expired.returncode == 1 and "the token expired at" in expired.stderr
 
