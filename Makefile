@@ -21,7 +21,7 @@ help:
 	@echo "make test    run every test and check against a real step-ca"
 	@echo "make lint    ruff, mypy (strict, streamlit/pki) and shellcheck only"
 	@echo "make screenshots  refresh docs/screenshots/ with the browser test"
-	@echo "make bench   measure the certificate inventory with 10,000 certificates"
+	@echo "make bench   measure the inventory with 10,000 certificates and one issue against raw step"
 	@echo "make reset   stop nothing, DELETE the local CA and data/ (asks first)"
 	@echo "make clean   remove .venv and the tool links (the cache outside the clone stays)"
 
@@ -59,8 +59,10 @@ test: tools $(VENV)/.dev node_modules/.installed lint
 screenshots: tools $(VENV)/.dev
 	SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest tests/test_browser.py
 
-bench: $(VENV)/.dev
+bench: tools $(VENV)/.dev
 	$(VENV)/bin/python bench/inventory_bench.py
+	$(VENV)/bin/python bench/issue_bench.py --count 20
+	$(VENV)/bin/python bench/issue_bench.py --count 20 --existing 10000
 
 DATA_DIR := $(or $(PKI_DATA_DIR),$(CURDIR)/data)
 

@@ -21,7 +21,8 @@ class AuditLog:
         self.path = path
         self._lock = threading.Lock()
         self._signed: dict[int, str] = {}
-        self._read_to: tuple[int, int] = (0, 0)  # (inode, offset) of what _signed has read
+        self._tokens: dict[str, list[dt.datetime]] = {}
+        self._read_to: tuple[int, int] = (0, 0)  # (inode, offset) of what the indexes have read
 
     def record(self, action: str, outcome: str = "ok", **details: Any) -> None:
         entry = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "action": action, "outcome": outcome}
@@ -56,37 +57,44 @@ class AuditLog:
         pages warn instead of refusing, since a lost token is the usual reason to make another.
         """
         now = dt.datetime.now(dt.UTC)
-        found = []
-        for entry in self.entries(limit=None):
-            if entry.get("action") == "token" and entry.get("cn") == cn and entry.get("outcome") == "ok":
-                expires = dt.datetime.fromisoformat(entry["expires"])
-                if expires > now:
-                    found.append(expires)
-        return tuple(sorted(found))
+        with self._lock:
+            self._read_new()
+            return tuple(sorted(e for e in self._tokens.get(cn, []) if e > now))
 
     def signed_here(self) -> dict[int, str]:
-        """Serial -> CN of every certificate the CA signed for this GUI (its "sign" lines), read
-        incrementally: only what was appended since the last call."""
+        """Serial -> CN of every certificate the CA signed for this GUI (its "sign" lines)."""
         with self._lock:
-            try:
-                stat = self.path.stat()
-            except FileNotFoundError:
-                return dict(self._signed)
-            inode, offset = self._read_to
-            if inode != stat.st_ino or offset > stat.st_size:
-                self._signed, offset = {}, 0
-            if offset < stat.st_size:
-                with self.path.open("rb") as log:
-                    log.seek(offset)
-                    data = log.read(stat.st_size - offset)
-                complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
-                for line in complete.splitlines():
-                    if b'"action": "sign"' in line:
-                        try:
-                            entry = json.loads(line)
-                            self._signed[int(entry["serial"], 16)] = str(entry.get("cn", ""))
-                        except (ValueError, KeyError, TypeError):
-                            continue
-                offset += len(complete)
-            self._read_to = (stat.st_ino, offset)
+            self._read_new()
             return dict(self._signed)
+
+    def _read_new(self) -> None:
+        """Index the "sign" and "token" lines appended since the last call (called with the lock held)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return
+        inode, offset = self._read_to
+        if inode != stat.st_ino or offset > stat.st_size:
+            self._signed, self._tokens, offset = {}, {}, 0
+        if offset < stat.st_size:
+            with self.path.open("rb") as log:
+                log.seek(offset)
+                data = log.read(stat.st_size - offset)
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+            for line in complete.splitlines():
+                if b'"action": "sign"' in line or b'"action": "token"' in line:
+                    self._index(line)
+            offset += len(complete)
+        self._read_to = (stat.st_ino, offset)
+
+    def _index(self, line: bytes) -> None:
+        try:
+            entry = json.loads(line)
+            if entry["outcome"] != "ok":
+                return
+            if entry["action"] == "sign":
+                self._signed[int(entry["serial"], 16)] = str(entry.get("cn", ""))
+            elif entry["action"] == "token":
+                self._tokens.setdefault(entry["cn"], []).append(dt.datetime.fromisoformat(entry["expires"]))
+        except (ValueError, KeyError, TypeError):
+            return

@@ -3,7 +3,7 @@
 Pages render what this returns and decide nothing themselves: the validity limits, what may be
 re-issued, whether a revocation is confirmed, what disagrees. One Fleet serves every session of a
 GUI process. The CA's state is kept for a while so that a page's reruns do not each cost a request
-(health 10 s, CRL 60 s, provisioners 5 minutes) and forgotten after every change made here.
+(health 10 s, CRL 60 s, provisioners 5 minutes); health and CRL are forgotten after every change made here.
 """
 
 from __future__ import annotations
@@ -86,9 +86,11 @@ class Fleet:
         return value
 
     def forget_ca_state(self) -> None:
-        """After a change: ask the CA again on the next question."""
+        """After a change: ask the CA for its health and CRL again on the next question (its
+        provisioners and intermediate do not change with what the GUI does)."""
         with self._cache_lock:
-            self._cache.clear()
+            for name in ("health", "crl"):
+                self._cache.pop(name, None)
 
     def ca_problem(self) -> str | None:
         """None when the CA answers 'ok', else what went wrong."""

@@ -239,7 +239,8 @@ class Inventory:
             self.parse_count += 1
             fresh[path] = (signature, parse_certificate_file(Path(path), folder))
 
-    def _scan(self, *, relist_ledger: bool) -> list[CertRecord]:
+    def records(self) -> list[CertRecord]:
+        """Every certificate, newest first within an identity; parses only new or changed files."""
         if self.ledger:
             self.ledger.sync()
         with self._lock:
@@ -250,21 +251,33 @@ class Inventory:
                 for path in paths:
                     self._take(path, folder.name, fresh, signature)
             if self.ledger:
-                _, paths = self._crt_paths(str(self.ledger.ledger_dir), listings, relist=relist_ledger)
+                _, paths = self._crt_paths(str(self.ledger.ledger_dir), listings)
                 for path in paths:
                     self._take(path, "", fresh, ())
             self._entries = fresh
             self._listings = listings
             return _merged(record for _, record in fresh.values())
 
-    def records(self) -> list[CertRecord]:
-        """Every certificate, newest first within an identity; parses only new or changed files."""
-        return self._scan(relist_ledger=False)
-
     def of_identity(self, identity: str) -> list[CertRecord]:
-        """Every certificate of one identity, wherever it is filed (its CN decides, not a folder name),
-        with the ledger's folder listed again now: what a decision under the identity's lock must see."""
-        return [r for r in self._scan(relist_ledger=True) if r.identity == identity]
+        """Every certificate of one identity, read from disk now: what a decision under the identity's
+        lock must see. Its folders are those whose name starts with the identity (its archives, and
+        odd names like site-1.revoked.1 or SITE-1); the ledger's folder is listed again. A record
+        belongs to the identity of its CN, whatever its folder is called."""
+        if self.ledger:
+            self.ledger.sync()
+        with self._lock:
+            found: dict[str, _Entry] = {}
+            for folder in _subfolders(self.certs_dir):
+                if folder.name.lower().startswith(identity):
+                    signature, paths = self._crt_paths(folder.path, self._listings, relist=True)
+                    for path in paths:
+                        self._take(path, folder.name, found, signature)
+            if self.ledger:
+                _, paths = self._crt_paths(str(self.ledger.ledger_dir), self._listings, relist=True)
+                for path in paths:
+                    self._take(path, "", found, ())
+            self._entries.update(found)
+            return [r for r in _merged(record for _, record in found.values()) if r.identity == identity]
 
     @property
     def ledger_problem(self) -> str | None:
