@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -620,3 +621,132 @@ def test_a_revocation_the_ca_refuses_for_every_serial_lists_each_answer(ca: Runn
     assert all("cannot be reached" in why for why in result.failures.values())
     assert down.audit.entries()[0] | {"outcome": "failed"} == down.audit.entries()[0]
     assert valid_at_ca(ca, fleet, "mqtt-refused.example") == {one.serial, two.serial}
+
+
+# -- the second round of attacks --------------------------------------------------------------------
+
+
+def test_a_certificate_found_in_the_journal_is_filed_even_if_the_intermediate_cannot_be_read(
+    ca: RunningCA, tmp_path: Path
+) -> None:
+    fleet = gui_fleet(ca, tmp_path)
+    fleet.limits()
+    assert fleet.issuer is not None  # read while the file is there
+    real_sign = fleet.ca.sign
+    intermediate = fleet.settings.intermediate
+    moved = intermediate.with_name("intermediate.moved")
+
+    def answer_lost(csr: bytes, kind: Kind, *, days: int) -> str:
+        chain = real_sign(csr, kind, days=days)
+        ca.wait_in_journal(x509.load_pem_x509_certificates(chain.encode())[0].serial_number)
+        intermediate.rename(moved)
+        raise StepTimeout("The CA did not answer within 20 s.", ["step"], None, "")
+
+    fleet.ca.sign = answer_lost  # type: ignore[method-assign]
+    try:
+        issued = fleet.issue(request("site-no-intermediate"))
+    finally:
+        moved.rename(intermediate)
+    assert issued.record.is_live and issued.record.has_key
+    assert valid_at_ca(ca, fleet, "site-no-intermediate") == {issued.record.serial}
+
+
+def test_a_revocation_whose_last_crl_fetch_fails_names_no_old_certificate_as_new(ca: RunningCA, tmp_path: Path) -> None:
+    fleet = gui_fleet(ca, tmp_path)
+    old = fleet.issue(request("site-crl-gone")).record
+    fleet.revoke("site-crl-gone", reason_code=4, confirmation="site-crl-gone")
+    new = fleet.issue(request("site-crl-gone")).record
+    real_revoke, real_crl = fleet.ca.revoke, fleet.ca.crl_info
+    gone = threading.Event()
+
+    def revoke_then_ca_goes(serial: int, reason_code: int, *, kind: Kind = Kind.CLIENT) -> None:
+        real_revoke(serial, reason_code, kind=kind)
+        gone.set()
+
+    def crl_unless_gone(timeout: float | None = None):  # type: ignore[no-untyped-def]
+        if gone.is_set():
+            raise CAUnreachable("The CRL cannot be fetched: connection refused", ["GET"], None, "")
+        return real_crl(timeout)
+
+    fleet.ca.revoke, fleet.ca.crl_info = revoke_then_ca_goes, crl_unless_gone  # type: ignore[method-assign]
+    result = fleet.revoke("site-crl-gone", reason_code=4, confirmation="site-crl-gone")
+    assert result.serials == [new.serial] and result.still_valid == [] and old.serial != new.serial
+    assert not result.confirmed and "connection refused" in (result.crl_problem or "")
+
+
+def test_changes_stand_and_say_so_when_the_audit_trail_cannot_be_written(ca: RunningCA, tmp_path: Path) -> None:
+    fleet = gui_fleet(ca, tmp_path)
+    record = fleet.issue(request("site-audit-full")).record
+    full = gui_fleet(ca, tmp_path, PKI_AUDIT_LOG="/dev/full")
+    result = full.revoke("site-audit-full", reason_code=4, confirmation="site-audit-full")
+    assert result.serials == [record.serial] and result.renamed == {"site-audit-full": "site-audit-full.revoked"}
+    assert result.warning and "could not be written" in result.warning
+    write_certificate(fleet.settings.certs_dir, "old-foreign", "old-foreign", not_after=record.not_after)
+    (found,) = [d for d in full.reconcile(full.table()) if d.identity == "old-foreign"]
+    assert "could not be written" in full.resolve(found, Action.MARK_FOREIGN)
+    assert (fleet.settings.certs_dir / "old-foreign.foreign").is_dir()
+
+
+def test_a_certificate_moved_to_a_folder_of_another_name_is_listed_and_filed_back(
+    ca: RunningCA, tmp_path: Path
+) -> None:
+    fleet = gui_fleet(ca, tmp_path)
+    certs = fleet.settings.certs_dir
+    record = fleet.issue(request("site-moved")).record
+    (certs / "site-moved").rename(certs / "backup-of-site")
+    (found,) = disagreements(fleet, "site-moved")
+    assert (found.problem, found.folder, found.actions) == (
+        Problem.MISFILED,
+        "backup-of-site",
+        (Action.FILE, Action.REVOKE),
+    )
+    assert fleet.resolve(found, Action.FILE) == "Filed as certs/site-moved/."
+    assert fleet.record(record.serial).is_live  # type: ignore[union-attr]
+    assert disagreements(fleet, "site-moved") == []
+
+
+def test_a_folder_the_gui_cannot_read_is_an_invalid_record_not_a_crash() -> None:
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to read certs/ as an unprivileged user")
+    base = Path(tempfile.mkdtemp(prefix="unreadable-"))  # under /tmp: a user other than root can get there
+    certs = base / "certs"
+    write_certificate(certs, "site-ok", "site-ok", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=9))
+    write_certificate(certs, "site-x.bak", "site-x", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=9))
+    (certs / "site-x.bak").chmod(0o700)  # root's, as `sudo cp -a` leaves it
+    for path in (base, certs, certs / "site-ok", *(certs / "site-ok").iterdir()):
+        path.chmod(path.stat().st_mode | 0o055)
+    program = (
+        f"import sys; sys.path.insert(0, {str(REPO / 'streamlit')!r})\n"
+        "from pathlib import Path\nfrom pki.inventory import Inventory\n"
+        f"inventory = Inventory(Path({str(certs)!r}))\n"
+        "for r in inventory.records(): print(r.folder, r.identity, bool(r.error))\n"
+        "print('locked view of site-x:', [r.folder for r in inventory.of_identity('site-x')])\n"
+    )
+    done = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", program],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    shutil.rmtree(base)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.split("\n")[:-1]) == [
+        "locked view of site-x: ['site-x.bak']",  # so an issue of site-x is refused, not blind
+        "site-ok site-ok False",
+        "site-x.bak site-x.bak True",
+    ]
+
+
+def test_the_audit_index_survives_a_cut_line_and_a_copytruncate(tmp_path: Path) -> None:
+    from pki.audit import AuditLog
+
+    audit = AuditLog(tmp_path / "audit.log")
+    audit.record("sign", cn="a", serial="A1")
+    assert audit.signed_here() == {0xA1: "a"}
+    with audit.path.open("ab") as out:
+        out.write(b'{"time": "2026-12-01T00:00:00+00:00", "act')  # a write cut short by a full disk
+    audit.record("sign", cn="b", serial="B2")
+    assert audit.signed_here() == {0xA1: "a", 0xB2: "b"}
+    assert [e["serial"] for e in audit.entries() if e["action"] == "sign"] == ["B2", "A1"]
+    audit.path.write_bytes(b"")  # copytruncate: the same file, emptied, then written past the old offset
+    for serial in ("C3", "D4", "E5", "F6", "A7"):
+        audit.record("sign", cn="c", serial=serial)
+    assert {0xC3, 0xD4, 0xE5, 0xF6, 0xA7} <= set(audit.signed_here())

@@ -8,6 +8,7 @@ interleave. Secrets (tokens, keys, passwords) are never written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -15,23 +16,32 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pki.tail import Position, read_appended
+
 
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._signed: dict[int, str] = {}
-        self._tokens: dict[str, list[dt.datetime]] = {}
-        self._read_to: tuple[int, int] = (0, 0)  # (inode, offset) of what the indexes have read
+        self._tokens: dict[str, set[dt.datetime]] = {}
+        self._position = Position()
+        """How far the indexes have read the trail."""
 
     def record(self, action: str, outcome: str = "ok", **details: Any) -> None:
+        """Append one line. Raises OSError if the whole line could not be written (a full disk)."""
         entry = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "action": action, "outcome": outcome}
         entry.update({k: v for k, v in details.items() if v is not None})
-        line = json.dumps(entry, default=str, sort_keys=False) + "\n"
+        line = (json.dumps(entry, default=str, sort_keys=False) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode())
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # an earlier write was cut short: never glue a line onto its remains
+            rest = memoryview(line)
+            while rest:
+                rest = rest[os.write(fd, rest) :]
         finally:
             os.close(fd)
 
@@ -68,26 +78,14 @@ class AuditLog:
             return dict(self._signed)
 
     def _read_new(self) -> None:
-        """Index the "sign" and "token" lines appended since the last call (called with the lock held)."""
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return
-        inode, offset = self._read_to
-        if inode != stat.st_ino or offset > stat.st_size:
-            self._signed, self._tokens, offset = {}, {}, 0
-        if offset < stat.st_size:
-            with self.path.open("rb") as log:
-                log.seek(offset)
-                data = log.read(stat.st_size - offset)
-            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
-            for line in complete.splitlines():
-                if b'"action": "sign"' in line or b'"action": "token"' in line:
-                    self._index(line)
-            offset += len(complete)
-        self._read_to = (stat.st_ino, offset)
+        """Index the "sign" and "token" lines appended since the last call (called with the lock held).
+        Lines read twice (after a truncation) change nothing: the indexes are keyed by what they hold."""
+        with contextlib.suppress(FileNotFoundError):
+            self._position = read_appended(self.path, self._position, self._index)
 
     def _index(self, line: bytes) -> None:
+        if b'"action": "sign"' not in line and b'"action": "token"' not in line:
+            return
         try:
             entry = json.loads(line)
             if entry["outcome"] != "ok":
@@ -95,6 +93,6 @@ class AuditLog:
             if entry["action"] == "sign":
                 self._signed[int(entry["serial"], 16)] = str(entry.get("cn", ""))
             elif entry["action"] == "token":
-                self._tokens.setdefault(entry["cn"], []).append(dt.datetime.fromisoformat(entry["expires"]))
+                self._tokens.setdefault(entry["cn"], set()).add(dt.datetime.fromisoformat(entry["expires"]))
         except (ValueError, KeyError, TypeError):
             return

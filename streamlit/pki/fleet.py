@@ -23,7 +23,7 @@ from pki.bundle import make_bundle
 from pki.ca import CRLInfo, Provisioner, StepCA
 from pki.enrollment import Enrollment, create_enrollment
 from pki.inventory import CertRecord, Inventory, IssuerId
-from pki.issuing import Issued, IssueRequest, Registrar, Revoked, certificate_of_quarantine, fetch_crl
+from pki.issuing import Issued, IssueRequest, Registrar, Revoked, certificate_in_folder, fetch_crl
 from pki.keys import DEFAULT_KEY_TYPE, KEY_TYPES
 from pki.ledger import Ledger
 from pki.model import ISSUABLE_KINDS, VALID_STATUSES, Kind
@@ -167,7 +167,7 @@ class Fleet:
         valid = {row.record.serial for row in table.rows if row.valid}
         interrupted = []
         for folder, identity in self.store.stale_staging() + self.store.quarantined():
-            record = certificate_of_quarantine(self.store, self.inventory, folder, identity)
+            record = certificate_in_folder(self.store, self.inventory, folder, identity)
             interrupted.append(Interrupted(folder, identity, record, bool(record and record.serial in valid)))
         return disagreements(table.rows, interrupted, self.audit.signed_here())
 
@@ -240,9 +240,13 @@ class Fleet:
             raise InvalidInput(f"{action} does not apply to {disagreement.folder or disagreement.serial_hex}.")
         try:
             if action is Action.FILE:
-                return f"Filed as certs/{self.registrar().file(disagreement.folder)}/."
-            if action is Action.MARK_FOREIGN:
-                return f"Marked as foreign: certs/{self.registrar().mark_foreign(disagreement.folder)}/."
+                target, warning = self.registrar().file(disagreement.folder)
+                done = f"Filed as certs/{target}/."
+            elif action is Action.MARK_FOREIGN:
+                target, warning = self.registrar().mark_foreign(disagreement.folder)
+                done = f"Marked as foreign: certs/{target}/."
+            else:
+                raise InvalidInput("Revoke on this page with a reason and the confirmation.")
         finally:
             self.forget_ca_state()
-        raise InvalidInput("Revoke on this page with a reason and the confirmation.")
+        return done if warning is None else f"{done} {warning}"

@@ -40,6 +40,12 @@ def split_folder(name: str) -> tuple[str, Label | None]:
     return identity_of(name), None
 
 
+def named_for(folder: str, identity: str) -> bool:
+    """Whether `folder` is one of the identity's names: the live one or one of its archives."""
+    named, label = split_folder(folder)
+    return named == identity and (label is not None or folder == identity)
+
+
 def is_hidden(name: str) -> bool:
     return name.startswith(".")
 

@@ -181,7 +181,10 @@ def record_of(cert: x509.Certificate, path: Path, folder: str, has_key: bool) ->
 def parse_certificate_file(path: Path, folder: str) -> CertRecord:
     """One record from a PEM file whose first certificate is the leaf; an unreadable one is an INVALID
     record, never an exception (one bad file must not break every page)."""
-    has_key = path.with_suffix(".key").exists()
+    try:
+        has_key = path.with_suffix(".key").exists()
+    except OSError:
+        has_key = False
     try:
         return record_of(x509.load_pem_x509_certificates(path.read_bytes())[0], path, folder, has_key)
     except (ValueError, OSError, IndexError, UnsupportedAlgorithm) as exc:
@@ -232,6 +235,10 @@ class Inventory:
             stat = os.stat(path)
         except FileNotFoundError:
             return  # renamed or removed since the folder was listed: the next rerun sees it
+        except OSError:  # cannot be looked at: an INVALID record that says why, every time
+            self.parse_count += 1
+            fresh[path] = ((), parse_certificate_file(Path(path), folder))
+            return
         signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, *folder_signature)
         if known and known[0] == signature:
             fresh[path] = known
@@ -277,7 +284,9 @@ class Inventory:
                 for path in paths:
                     self._take(path, "", found, ())
             self._entries.update(found)
-            return [r for r in _merged(record for _, record in found.values()) if r.identity == identity]
+            records = _merged(record for _, record in found.values())
+            # A folder of this identity that cannot be read may hold its certificate: it is kept, to be refused.
+            return [r for r in records if r.identity == identity or (r.error and _may_belong(r.folder, identity))]
 
     @property
     def ledger_problem(self) -> str | None:
@@ -287,6 +296,11 @@ class Inventory:
     def find(self, serial: int) -> CertRecord | None:
         """The certificate with this serial (from certs/ when it is filed there)."""
         return next((r for r in self.records() if r.serial == serial and not r.error), None)
+
+
+def _may_belong(folder: str, identity: str) -> bool:
+    """A folder named for the identity, or its name followed by a dot (site-1.bak, site-1.revoked.1)."""
+    return split_folder(folder)[0] == identity or folder.lower().startswith(f"{identity}.")
 
 
 def _merged(records: Iterable[CertRecord]) -> list[CertRecord]:
@@ -307,10 +321,14 @@ def _subfolders(certs_dir: Path) -> list[os.DirEntry[str]]:
 
 
 def _crt_files(folder: str) -> list[str]:
+    """The certificate files of a folder. A folder that cannot be listed (permissions) stands for itself
+    with its expected file name, which then reads as an INVALID record saying why: never a silent gap."""
     try:
         entries = os.scandir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError:
+        return [os.path.join(folder, f"{split_folder(os.path.basename(folder))[0]}.crt")]
     with entries:
         # ca.crt is the root that a bundle may carry next to the certificate, not a certificate of the fleet.
         return [e.path for e in entries if e.name.endswith(".crt") and e.name != "ca.crt" and e.is_file()]

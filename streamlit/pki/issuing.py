@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pki.audit import AuditLog
 from pki.ca import CRLInfo, StepCA
-from pki.folders import Label, archive_label, split_folder
+from pki.folders import Label, archive_label, named_for, split_folder
 from pki.inventory import CertRecord, Inventory, IssuerId, parse_certificate_file
 from pki.keys import KEY_TYPES, key_id, new_private_key, private_key_pem, signing_request
 from pki.ledger import Ledger
@@ -121,6 +121,8 @@ class Revoked:
     """Folders whose certificate went but that could not be renamed: folder -> why."""
     still_valid: list[CertRecord] = field(default_factory=list)
     """Certificates of the identity that became valid while it was being revoked (a renewal meanwhile)."""
+    warning: str | None = None
+    """Why the audit line could not be written (the revocation stands)."""
 
     @property
     def serials(self) -> list[int]:
@@ -174,16 +176,18 @@ def fetch_crl(ca: StepCA, ledger: Ledger, timeout: float | None = None) -> tuple
     return info, None
 
 
-def certificate_of_quarantine(store: CertStore, inventory: Inventory, folder: str, identity: str) -> CertRecord | None:
-    """The certificate in a quarantine or staging folder, or, when only the key is there, the certificate
-    the ledger has for that key (None if the CA signed none, as far as its journal shows)."""
+def certificate_in_folder(store: CertStore, inventory: Inventory, folder: str, identity: str) -> CertRecord | None:
+    """The certificate in a folder under certs/ (its first .crt), or, when only a key is there (a
+    quarantine), the certificate the ledger has for that key: None if the CA signed none, as far as its
+    journal shows. `identity` says where the ledger is searched."""
     source = store.certs_dir / folder
-    crt = source / f"{identity}.crt"
-    if crt.exists():
-        return parse_certificate_file(crt, folder)
+    crts = sorted(p for p in source.glob("*.crt") if p.name != "ca.crt")
+    if crts:
+        return parse_certificate_file(crts[0], folder)
+    keys = sorted(source.glob("*.key"))
     try:
-        key = load_pem_private_key((source / f"{identity}.key").read_bytes(), password=None)
-    except (OSError, ValueError):
+        key = load_pem_private_key(keys[0].read_bytes(), password=None)
+    except (OSError, ValueError, IndexError):
         return None
     wanted = key_id(key.public_key())
     return next((r for r in inventory.of_identity(identity) if r.key_id == wanted), None)
@@ -235,8 +239,9 @@ class Registrar:
         crl, problem = fetch_crl(self.ca, self.ledger) if unexpired_here(records, self.issuer, now) else (None, None)
         return IdentityState(identity, records, crl, problem, self.issuer, now)
 
-    def _audit_after_signing(self, action: str, details: dict[str, object], outcome: str = "ok") -> str | None:
-        """An audit line once the CA has signed: a failure to write it must not stop the filing."""
+    def _audit_after_change(self, action: str, details: dict[str, object], outcome: str = "ok") -> str | None:
+        """An audit line once the CA has signed or revoked, or a folder moved: a failure to write it must
+        not stop what follows, nor make what was done look undone. Returns the failure, to show."""
         try:
             self.audit.record(action, outcome, **details)
         except OSError as exc:
@@ -260,7 +265,10 @@ class Registrar:
             if (self.store.certs_dir / valid.cn).exists() and valid.cn not in labels:
                 raise InvalidInput(f"certs/{valid.cn} exists but holds no {valid.cn}.crt. Move it away first.")
             issued = self._issue_locked(valid, labels, replacing is not None)
-        pending = self.audit.pending_tokens(valid.cn)
+        try:
+            pending = self.audit.pending_tokens(valid.cn)
+        except OSError:
+            pending = ()  # the certificate is filed; the audit trail's trouble is reported where it is written
         if pending:
             note = (
                 f"An enrolment token made for {valid.cn} is valid until {pending[-1]:%Y-%m-%d %H:%M} UTC: if it was "
@@ -274,13 +282,15 @@ class Registrar:
         action = "reissue" if reissue else "issue"
         key = new_private_key(valid.key_type)
         request_key_id = key_id(key.public_key())
-        staging = None
+        staging, asked = None, False
         try:
             staging = self.store.new_staging(valid.cn)
             self.store.write_new(staging / f"{valid.cn}.key", private_key_pem(key), 0o600)
-            chain = self._sign(valid, signing_request(valid.cn, valid.sans, key), request_key_id)
+            csr = signing_request(valid.cn, valid.sans, key)
+            asked = True
+            chain = self._sign(valid, csr, request_key_id)
         except (OSError, StepError) as exc:
-            kept = self._after_unsigned_failure(valid.cn, staging, exc) if staging else None
+            kept = self._after_unsigned_failure(valid.cn, staging, exc, asked) if staging else None
             with contextlib.suppress(OSError):  # a full disk may hold the audit trail too: say what failed first
                 self.audit.record(
                     action,
@@ -291,7 +301,7 @@ class Registrar:
                     kept=kept,
                     key_id=request_key_id,
                 )
-            if isinstance(exc, OSError):
+            if not asked and isinstance(exc, OSError):
                 raise NotIssued(
                     f"certs/ cannot take the new key of {valid.cn}: {exc.strerror or exc} ({exc.filename or ''}). "
                     "The CA was not asked: nothing was issued and nothing changed."
@@ -306,7 +316,7 @@ class Registrar:
         leaf = x509.load_pem_x509_certificates(chain.encode())[0]
         serial = f"{leaf.serial_number:X}"
         # The CA has signed: from here on the certificate must never be forgotten.
-        warnings = [self._audit_after_signing("sign", {"cn": valid.cn, "kind": valid.kind.value, "serial": serial})]
+        warnings = [self._audit_after_change("sign", {"cn": valid.cn, "kind": valid.kind.value, "serial": serial})]
         with contextlib.suppress(OSError):  # the CA's journal brings it into the ledger as well
             self.ledger.add(leaf)
         archived: list[str] = []
@@ -321,7 +331,7 @@ class Registrar:
         details: dict[str, object] = {"cn": valid.cn, "kind": valid.kind.value, "serial": serial, "days": valid.days}
         details |= {"sans": valid.sans, "key_type": valid.key_type, "folder": valid.cn}
         details |= {"archived_previous_as": archived or None, "typed": valid.normalised_from}
-        warnings.append(self._audit_after_signing(action, details))
+        warnings.append(self._audit_after_change(action, details))
         return Issued(record, tuple(archived), valid.normalised_from, tuple(w for w in warnings if w))
 
     def _sign(self, valid: ValidRequest, csr: bytes, request_key_id: str) -> str:
@@ -329,15 +339,18 @@ class Registrar:
         signed (a timeout, a broken connection, output that is not a certificate), its journal decides."""
         try:
             chain = self.ca.sign(csr, valid.kind, days=valid.days)
-            x509.load_pem_x509_certificates(chain.encode())
+            if key_id(x509.load_pem_x509_certificates(chain.encode())[0].public_key()) != request_key_id:
+                raise ValueError("the certificate is not for the key of this request")
             return chain
         except (CARefused, StepNotFound):
             raise
         except (StepError, ValueError) as exc:
-            never_sent = isinstance(exc, CAUnreachable) and "connection refused" in str(exc).lower()
-            found = self._signed_meanwhile(valid.cn, request_key_id, 0.0 if never_sent else JOURNAL_WAIT)
+            found = self._signed_meanwhile(valid.cn, request_key_id, 0.0 if _never_sent(exc) else JOURNAL_WAIT)
             if found is not None:
-                return found.pem() + self.ca.settings.intermediate.read_text()
+                try:
+                    return found.pem() + self.ca.settings.intermediate.read_text()
+                except OSError:
+                    return found.pem()  # the leaf alone is still the certificate; never lose it over this
             if isinstance(exc, ValueError):
                 raise StepError(f"step answered with something that is not a certificate: {exc}", [], None, "") from exc
             raise
@@ -351,14 +364,12 @@ class Registrar:
                 return match
             time.sleep(0.2)
 
-    def _after_unsigned_failure(self, identity: str, staging: Path, exc: Exception) -> str | None:
-        """No certificate is known for the key. When the CA certainly signed nothing (it refused, was
-        never reached, or the disk refused the key first) the staging folder is removed: it holds at most
-        a key nobody certified. Otherwise the CA may still sign it: the key is kept in quarantine.
-        Returns the folder kept, if one was."""
-        certain = isinstance(exc, OSError | CARefused | StepNotFound) or (
-            isinstance(exc, CAUnreachable) and "connection refused" in str(exc).lower()
-        )
+    def _after_unsigned_failure(self, identity: str, staging: Path, exc: Exception, asked: bool) -> str | None:
+        """No certificate is known for the key. When the CA certainly signed nothing (it was never asked,
+        refused, or could not be reached) the staging folder is removed: it holds at most a key nobody
+        certified. Otherwise the CA may still sign it: the key is kept in quarantine. Returns the folder
+        kept, if one was."""
+        certain = not asked or isinstance(exc, CARefused | StepNotFound) or _never_sent(exc)
         try:
             if not certain:
                 return self.store.move(staging, self.store.free_name(identity, Label.QUARANTINE))
@@ -386,7 +397,7 @@ class Registrar:
         error = f"{exc.strerror or exc} ({exc.filename or ''})"
         details: dict[str, object] = {"cn": valid.cn, "kind": valid.kind.value, "serial": serial, "folder": folder}
         details |= {"error": error, "archived_previous_as": archived or None}
-        warnings.append(self._audit_after_signing("issue", details, "quarantined"))
+        warnings.append(self._audit_after_change("issue", details, "quarantined"))
         where = f"certs/{folder}/ holds its private key" + (" and the certificate" if has_crt else "")
         if not has_crt:
             where += f"; the certificate is in the ledger as {self.ledger.ledger_dir / (serial + '.crt')}"
@@ -426,26 +437,23 @@ class Registrar:
             answers = {r.serial: self._revoke_one(r, reason_code) for r in targets}
             done = {s for s, answer in answers.items() if answer in (REVOKED, ALREADY_REVOKED)}
             renamed, not_renamed = self._relabel_revoked(state.records, done)
-            # A site may have renewed while this ran: a certificate valid now that was not before is news.
-            after = self.state(identity)
-            before = {r.serial for r in state.valid()}
-            still_valid = [r for r in _unique(after.valid()) if r.serial not in before]
+            # A site may have renewed while this ran: a certificate valid now that was unknown before is news.
+            try:
+                after = self.state(identity)
+            except OSError as exc:
+                after = IdentityState(identity, [], None, f"certs/ cannot be read again: {exc}", self.issuer, state.now)
+            known = {r.serial for r in state.records}
+            still_valid = [r for r in _unique(after.valid()) if r.serial not in known]
         on_crl = after.crl.revoked if after.crl else frozenset()
         outcomes = [RevokeOutcome(r, answers[r.serial], r.serial in done, r.serial in on_crl) for r in targets]
-        result = Revoked(identity, outcomes, renamed, after.crl_problem, not_renamed, still_valid)
-        self.audit.record(
-            "revoke",
-            "ok" if not result.failures else ("partial" if done else "failed"),
-            cn=identity,
-            serials=[f"{s:X}" for s in result.serials],
-            reason=REVOCATION_REASONS[reason_code],
-            folders=renamed or None,
-            failed={f"{s:X}": why for s, why in result.failures.items()} or None,
-            not_renamed=not_renamed or None,
-            on_crl=[f"{o.record.serial:X}" for o in outcomes if o.on_crl],
-            still_valid=[r.serial_hex for r in still_valid] or None,
-        )
-        return result
+        failures = {f"{o.record.serial:X}": o.answer for o in outcomes if not o.done}
+        details: dict[str, object] = {"cn": identity, "serials": [f"{s:X}" for s in done]}
+        details |= {"reason": REVOCATION_REASONS[reason_code], "folders": renamed or None, "failed": failures or None}
+        details |= {"not_renamed": not_renamed or None, "on_crl": [f"{s:X}" for s in done if s in on_crl]}
+        details |= {"still_valid": [r.serial_hex for r in still_valid] or None}
+        outcome = "ok" if not failures else ("partial" if done else "failed")
+        warning = self._audit_after_change("revoke", details, outcome)
+        return Revoked(identity, outcomes, renamed, after.crl_problem, not_renamed, still_valid, warning)
 
     def _revoke_one(self, record: CertRecord, reason_code: int) -> str:
         kind = Kind.SERVER if record.kind is Kind.SERVER else Kind.CLIENT
@@ -473,17 +481,26 @@ class Registrar:
 
     # -- reconcile actions --------------------------------------------------------------------------
 
-    def file(self, folder: str) -> str:
-        """Put a quarantined (or interrupted) folder where its certificate's status says: the live
-        folder if it is the identity's only valid certificate, else the archive of its status."""
-        identity = _folder_identity(folder)
+    def file(self, folder: str) -> tuple[str, str | None]:
+        """Put a quarantined, interrupted or misfiled folder where its certificate's status says: the
+        live folder if it is the identity's only valid certificate, else the archive of its status.
+        Returns the new name and, if it could not be written, why the audit line is missing."""
+        named = _folder_identity(folder)
+        source = self.store.certs_dir / folder
+        if not source.is_dir():
+            raise InvalidInput(f"certs/{folder} is not a folder.")
+        found = certificate_in_folder(self.store, self.inventory, folder, named)
+        identity = found.identity if found and not found.error else named
         with self.store.locked(identity):
-            source = self.store.certs_dir / folder
-            if not (split_folder(folder)[1] is Label.QUARANTINE or is_staging(folder)) or not source.is_dir():
-                raise InvalidInput(f"certs/{folder} is not a quarantine folder.")
-            record = certificate_of_quarantine(self.store, self.inventory, folder, identity)
-            if record is None:
+            record = certificate_in_folder(self.store, self.inventory, folder, identity)
+            if record is None or record.error:
                 raise InvalidInput(f"certs/{folder} holds no certificate, and the CA's journal none for its key.")
+            if not (
+                split_folder(folder)[1] is Label.QUARANTINE
+                or is_staging(folder)
+                or not named_for(folder, record.identity)
+            ):
+                raise InvalidInput(f"certs/{folder} is neither a quarantine folder nor misfiled.")
             state = self.state(identity)
             status = state.status(record)
             others = [r for r in state.valid() if r.serial != record.serial]
@@ -492,34 +509,40 @@ class Registrar:
                     f"{identity} has another valid certificate (serial {others[0].serial_hex}, "
                     f"{others[0].source}). Revoke the one not in use first."
                 )
-            crt = source / f"{identity}.crt"
-            if not crt.exists():  # the filing had failed: the leaf from the ledger, and the intermediate
-                leaf = record.path.read_bytes()
-                self.store.write_new(crt, leaf + self.ca.settings.intermediate.read_bytes(), 0o644)
+            if record.path.parent != source:  # the filing had failed: the leaf from the ledger, and the intermediate
+                chain = record.path.read_bytes() + self.ca.settings.intermediate.read_bytes()
+                self.store.write_new(source / f"{identity}.crt", chain, 0o644)
             if status in VALID_STATUSES:
                 for live in state.live_folders():
                     self.store.relabel(live.folder, identity, archive_label(state.status(live)))
                 target = self.store.move(source, identity)
             else:
                 target = self.store.move(source, self.store.free_name(identity, archive_label(status)))
-        self.audit.record("file", cn=identity, serial=record.serial_hex, folder=folder, filed_as=target)
-        return target
+        details: dict[str, object] = {"cn": identity, "serial": record.serial_hex, "folder": folder}
+        return target, self._audit_after_change("file", details | {"filed_as": target})
 
-    def mark_foreign(self, folder: str) -> str:
-        """Rename a folder whose certificate another CA issued to {identity}.foreign[.N]."""
+    def mark_foreign(self, folder: str) -> tuple[str, str | None]:
+        """Rename a folder whose certificate another CA issued to {identity}.foreign[.N]; returns the new
+        name and, if it could not be written, why the audit line is missing."""
         identity = _folder_identity(folder)
         with self.store.locked(identity):
-            records = [r for r in self.inventory.of_identity(identity) if r.folder == folder and not r.error]
-            if not records or records[0].issued_by(self.issuer):
+            record = certificate_in_folder(self.store, self.inventory, folder, identity)
+            if record is None or record.error or record.issued_by(self.issuer) or record.path.parent.name != folder:
                 raise InvalidInput(f"certs/{folder} holds no certificate of another CA.")
             target = self.store.relabel(folder, identity, Label.FOREIGN)
-        self.audit.record("mark-foreign", cn=identity, serial=records[0].serial_hex, folder=folder, renamed=target)
-        return target
+        details: dict[str, object] = {"cn": record.identity, "serial": record.serial_hex, "folder": folder}
+        return target, self._audit_after_change("mark-foreign", details | {"renamed": target})
 
 
 def refuse_if_active(state: IdentityState) -> None:
     """Raise ActiveCertificateExists if the identity has a valid certificate anywhere in the fleet, or
     one that may be (unexpired, and the CRL cannot be read to tell)."""
+    unreadable = [r for r in state.records if r.error and r.folder]
+    if unreadable:
+        raise InvalidInput(
+            f"certs/{unreadable[0].folder} cannot be read as a certificate ({unreadable[0].error}): a certificate "
+            f"of {state.identity} may be in it. Fix it or move it out of certs/ first."
+        )
     candidates = state.unexpired() if state.crl is None else state.valid()
     if not candidates:
         return
@@ -555,6 +578,11 @@ def _labels_for_previous(state: IdentityState, replacing: int | None) -> dict[st
         status = state.status(record)
         labels[record.folder] = Label.REPLACED if record.serial == replacing else archive_label(status)
     return labels
+
+
+def _never_sent(exc: Exception) -> bool:
+    """step connects before it sends anything: a refused connection means the CA got no request."""
+    return isinstance(exc, CAUnreachable) and "connection refused" in str(exc).lower()
 
 
 def _unique(records: list[CertRecord]) -> list[CertRecord]:

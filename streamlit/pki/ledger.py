@@ -7,9 +7,9 @@ by the sites themselves, each renewal a new serial. The GUI also adds what it ha
 the moment step returns, so the ledger knows it even before the journal's line arrives.
 
 The journal may be rotated or lost, so what it says is copied into the ledger folder as it is read
-({SERIAL-HEX}.crt, never rewritten, never deleted) and the read position is remembered, so each
-sync reads only what was appended since the last one. The last CRL fetched from the CA is kept too
-(.crl.der), so pages can say what the CA last said when it cannot be reached.
+({SERIAL-HEX}.crt, never rewritten, never deleted) and the read position is remembered (pki.tail),
+so each sync reads only what was appended since the last one, rotations included. The last CRL
+fetched from the CA is kept too (.crl.der), so pages can say what the CA last said when it is down.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from pki.tail import Position, read_appended
+
 _SIGNING_PATHS = ("/sign", "/renew", "/rekey", "/1.0/sign", "/1.0/renew", "/1.0/rekey")
-_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -54,77 +55,36 @@ class Ledger:
         self.problem: str | None = None
         """Why the last sync could not read the journal (then certificates known only from it are missing)."""
 
-    def _load_position(self) -> tuple[int, int]:
+    def _load_position(self) -> Position:
         try:
             state = json.loads(self._state_file.read_text())
-            return int(state["inode"]), int(state["offset"])
+            return Position(int(state["inode"]), int(state["offset"]), base64.b64decode(state.get("head", "")))
         except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return 0, 0
+            return Position()
 
-    def _save_position(self, inode: int, offset: int) -> None:
-        _write_new(self._state_file, json.dumps({"inode": inode, "offset": offset}).encode())
+    def _save_position(self, position: Position) -> None:
+        state = {"inode": position.inode, "offset": position.offset, "head": base64.b64encode(position.head).decode()}
+        _write_new(self._state_file, json.dumps(state).encode())
 
     def sync(self) -> SyncResult:
         """Copy the certificates logged since the last sync into the ledger. Cheap when nothing is new."""
         if self.ca_log is None:
             return SyncResult(0, 0)
         with self._lock:
+            before = self._load_position()
+            added: list[int] = []
             try:
-                result = self._read_new_lines(self.ca_log)
+                after = read_appended(self.ca_log, before, lambda line: added.append(self._ingest(line)))
+                if after != before:
+                    self._save_position(after)
             except FileNotFoundError:
                 self.problem = f"The CA's issuance journal {self.ca_log} does not exist."
                 return SyncResult(0, 0)
             except OSError as exc:
                 self.problem = f"The CA's issuance journal {self.ca_log} cannot be read: {exc.strerror or exc}."
-                return SyncResult(0, 0)
+                return SyncResult(sum(added), before.offset)
             self.problem = None
-            return result
-
-    def _read_new_lines(self, journal: Path) -> SyncResult:
-        """Ingest what was appended since the last sync (called with the lock held)."""
-        stat = journal.stat()
-        inode, offset = self._load_position()
-        added = 0
-        if inode != stat.st_ino:
-            # A new journal (rotated): first what the old one got after the last sync, if it is still there.
-            added += self._finish_rotated(journal.parent, inode, offset)
-            offset = 0
-        elif offset > stat.st_size:
-            offset = 0  # truncated in place: read it from the start (re-adding is harmless)
-        if offset == stat.st_size:
-            if added:
-                self._save_position(stat.st_ino, offset)
-            return SyncResult(added, offset)
-        new, offset = self._ingest_from(journal, offset)
-        self._save_position(stat.st_ino, offset)
-        return SyncResult(added + new, offset)
-
-    def _finish_rotated(self, folder: Path, inode: int, offset: int) -> int:
-        """Read the rest of the journal file that had `inode`, if rotation left it in `folder`."""
-        if not inode:
-            return 0
-        with os.scandir(folder) as entries:
-            old = next((Path(e.path) for e in entries if e.inode() == inode and e.is_file()), None)
-        return self._ingest_from(old, offset, final=True)[0] if old else 0
-
-    def _ingest_from(self, journal: Path, offset: int, *, final: bool = False) -> tuple[int, int]:
-        """Ingest the lines of `journal` from `offset`; returns (added, offset after the last whole line).
-        An incomplete last line waits for the next sync, unless the file is `final` (it grows no more)."""
-        self.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        added = 0
-        with journal.open("rb") as log:
-            log.seek(offset)
-            pending = b""
-            while chunk := log.read(_CHUNK):
-                lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()
-                for line in lines:
-                    added += self._ingest(line)
-                offset += len(chunk)
-        if final and pending:
-            added += self._ingest(pending)
-            pending = b""
-        return added, offset - len(pending)
+            return SyncResult(sum(added), after.offset)
 
     def _ingest(self, line: bytes) -> int:
         if not line.startswith(b"{") or b'"certificate"' not in line:

@@ -6,6 +6,8 @@ listed at most once, under the first problem that fits:
 - quarantined:    signed by the CA, but its filing failed (or was interrupted): the key, and the
                   certificate if it was written, wait in a quarantine (or left-over staging) folder
 - foreign:        filed in certs/ but issued by another CA (an earlier one, before a reset)
+- misfiled:       in a folder not named for its identity (moved or copied by hand): decisions about
+                  that identity may not see it there, so it is put back under its name
 - archived-valid: valid at the CA but filed as revoked or expired
 - not-filed:      signed by the CA for this GUI (the audit trail has its serial), in no folder, and
                   still valid: its key is not here
@@ -22,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pki.folders import Label
+from pki.folders import Label, named_for
 from pki.inventory import CertRecord
 from pki.model import Status
 from pki.report import Row
@@ -30,6 +32,7 @@ from pki.report import Row
 
 class Problem(StrEnum):
     FOREIGN = "foreign"
+    MISFILED = "misfiled"
     QUARANTINED = "quarantined"
     ARCHIVED_VALID = "archived-valid"
     NOT_FILED = "not-filed"
@@ -95,6 +98,9 @@ def disagreements(
             continue
         if row.status is Status.FOREIGN and record.folder and record.label is not Label.FOREIGN:
             add(Problem.FOREIGN, row, f"issued by another CA ({record.issuer})", Action.MARK_FOREIGN)
+        elif record.folder and row.status is not Status.FOREIGN and not named_for(record.folder, row.identity):
+            actions = (Action.FILE, Action.REVOKE) if row.valid else (Action.FILE,)
+            add(Problem.MISFILED, row, f"a certificate of {row.identity} in a folder not named for it", *actions)
         elif row.valid and record.label in (Label.REVOKED, Label.EXPIRED):
             add(Problem.ARCHIVED_VALID, row, f"valid at the CA but filed as {record.label}", Action.REVOKE)
         elif row.valid and not record.folder and record.serial in signed_here:

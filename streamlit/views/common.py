@@ -16,6 +16,7 @@ from pki.auth import password_matches
 from pki.fleet import Fleet, FleetTable
 from pki.issuing import ActiveCertificateExists, FilingFailed, Issued, IssueUncertain, NotIssued
 from pki.model import REVOCATION_REASONS
+from pki.reconcile import Disagreement
 from pki.settings import Settings, SettingsError, audit_path, load_settings
 from pki.step import StepError
 from pki.validate import InvalidInput
@@ -119,9 +120,23 @@ def ca_status() -> None:
         st.sidebar.success("CA online", icon=":material/check_circle:")
 
 
+def disagreements(found: FleetTable) -> list[Disagreement] | None:
+    """Reconcile's list, or a message and None when it cannot be made."""
+    try:
+        return fleet().reconcile(found)
+    except FAILED as exc:
+        st.error(failure_message(exc, "Comparing certs/ with the CA's records"), icon=":material/error:")
+        return None
+
+
 def table() -> FleetTable:
     """The fleet's certificates with their statuses, warning when a source of truth is missing."""
-    found = fleet().table()
+    try:
+        found = fleet().table()
+    except FAILED as exc:
+        st.error(failure_message(exc, "Reading the certificates"), icon=":material/error:")
+        st.stop()
+        raise  # not reached: st.stop() ends the run
     if found.ledger_problem:
         st.warning(
             f"{found.ledger_problem} Certificates of sites enrolled by token and renewals are not shown, "

@@ -28,7 +28,7 @@ if crl:
 else:
     crl_col.warning(f"**CRL unavailable.** {fleet_table.crl.problem}", icon=":material/warning:")
 
-disagreements = fleet.reconcile(fleet_table)
+disagreements = common.disagreements(fleet_table)
 if disagreements:
     st.warning(
         f"**{len(disagreements)} disagreement(s)** between certs/, the CA's records and its CRL: certificates "

@@ -14,7 +14,9 @@ fleet = common.fleet()
 
 common.show_outcome("reconcile_result")
 
-found = fleet.reconcile(common.table())
+found = common.disagreements(common.table())
+if found is None:
+    st.stop()
 if not found:
     st.success("certs/, the CA's records and its CRL agree: nothing to reconcile.", icon=":material/check_circle:")
     st.stop()

@@ -78,6 +78,8 @@ if submitted:
             lines.append(f"- folder `certs/{folder}/` could not be renamed ({why}); the revocation stands")
         for record in result.still_valid:
             lines.append(f"- serial `{record.serial_hex}` ({record.source}) is valid: new since the page was shown")
+        if result.warning:
+            lines.append(f"- {result.warning}")
         if result.crl_problem:
             lines.append(f"- the CRL could not be fetched to confirm: {result.crl_problem}")
         if result.confirmed:
