@@ -21,12 +21,17 @@ import pytest
 import pki.step
 from pki.ca import StepCA
 from pki.fleet import Fleet
+from pki.roles import Actor, Role
 from pki.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / ".tools" / "bin"
 INIT_CA = REPO / "scripts" / "init-ca.sh"
 START_CA = REPO / "scripts" / "start-ca.sh"
+
+
+OPERATOR = Actor("test-operator", Role.OPERATOR, "127.0.0.1")
+"""Who the tests act as: the least role that may change the fleet."""
 
 
 def free_port() -> int:

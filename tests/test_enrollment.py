@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certfactory import make_certificate, write_certificate
 from checks import enrol_with_token
-from conftest import RunningCA, gui_fleet
+from conftest import OPERATOR, RunningCA, gui_fleet
 from pki import report
 from pki.enrollment import MAX_TOKEN_HOURS, Enrollment
 from pki.fleet import Fleet
@@ -56,7 +56,7 @@ def serial_of(path: Path) -> int:
 
 
 def test_enrolment_token_lives_for_hours_and_works_once(fleet: Fleet) -> None:
-    enrollment = fleet.enroll("site-501", hours=48, broker="mqtt.ak-sg.com:8883")
+    enrollment = fleet.enroll(OPERATOR, "site-501", hours=48, broker="mqtt.ak-sg.com:8883")
     claims = token_claims(enrollment.token)
     assert claims["sub"] == "site-501" and claims["sans"] == ["site-501"]
     assert claims["exp"] - claims["iat"] == 48 * 3600
@@ -80,7 +80,7 @@ def test_enrolment_token_lives_for_hours_and_works_once(fleet: Fleet) -> None:
 
 
 def test_enrolment_token_survives_a_ca_restart(fleet: Fleet, ca: RunningCA) -> None:
-    enrollment = fleet.enroll("site-502", hours=1, broker="mqtt.ak-sg.com:8883")
+    enrollment = fleet.enroll(OPERATOR, "site-502", hours=1, broker="mqtt.ak-sg.com:8883")
     ca.restart()
     enroll_on_site(fleet, enrollment.token, "site-502")
 
@@ -98,12 +98,12 @@ def test_enrolment_token_survives_a_ca_restart(fleet: Fleet, ca: RunningCA) -> N
 )
 def test_bad_enrolment_input_mints_nothing(fleet: Fleet, site: str, hours: object, broker: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        fleet.enroll(site, hours=hours, broker=broker)  # type: ignore[arg-type]
+        fleet.enroll(OPERATOR, site, hours=hours, broker=broker)  # type: ignore[arg-type]
     assert fleet.audit.entries() == []
 
 
 def test_ledger_knows_token_enrolments_and_renewals_and_revoke_takes_them_all(fleet: Fleet, ca: RunningCA) -> None:
-    enrollment = fleet.enroll("site-503", hours=2, broker="mqtt.ak-sg.com:8883")
+    enrollment = fleet.enroll(OPERATOR, "site-503", hours=2, broker="mqtt.ak-sg.com:8883")
     site = enroll_on_site(fleet, enrollment.token, "site-503")
     first = serial_of(site / "c.crt")
     time.sleep(1.1)  # a renewal one second later expires one second later
@@ -120,11 +120,11 @@ def test_ledger_knows_token_enrolments_and_renewals_and_revoke_takes_them_all(fl
 
     # The site has a valid certificate: neither the Issue page nor another token may make a second one.
     with pytest.raises(ActiveCertificateExists, match="CA log"):
-        fleet.issue(IssueRequest("site-503", Kind.CLIENT, "", 30, "EC P-256"))
+        fleet.issue(OPERATOR, IssueRequest("site-503", Kind.CLIENT, "", 30, "EC P-256"))
     with pytest.raises(ActiveCertificateExists, match="CA log"):
-        fleet.enroll("Site-503", hours=1, broker="mqtt.ak-sg.com:8883")
+        fleet.enroll(OPERATOR, "Site-503", hours=1, broker="mqtt.ak-sg.com:8883")
 
-    revoked = fleet.revoke("site-503", reason_code=5, confirmation="site-503")
+    revoked = fleet.revoke(OPERATOR, "site-503", reason_code=5, confirmation="site-503")
     assert sorted(revoked.serials) == sorted([first, second]) and revoked.renamed == {}
     assert revoked.confirmed
     crl = fleet.ca.crl_info().revoked
@@ -180,9 +180,9 @@ def test_a_rotated_journal_longer_than_the_old_position_is_read_from_its_start(t
 
 
 def test_broker_certificate_is_reissued_and_the_old_folder_kept(fleet: Fleet) -> None:
-    issued = fleet.issue(IssueRequest("mqtt-504.example", Kind.SERVER, "10.0.80.54", 90, "RSA 2048"))
+    issued = fleet.issue(OPERATOR, IssueRequest("mqtt-504.example", Kind.SERVER, "10.0.80.54", 90, "RSA 2048"))
     old = issued.record
-    again = fleet.reissue(old.serial)
+    again = fleet.reissue(OPERATOR, old.serial)
     new = again.record
     assert again.archived_as == ("mqtt-504.example.replaced",)
     assert new.serial != old.serial and new.sans == old.sans and new.key_type == "RSA 2048"
@@ -201,9 +201,9 @@ def test_broker_certificate_is_reissued_and_the_old_folder_kept(fleet: Fleet) ->
 
 
 def test_client_certificates_are_not_reissued(fleet: Fleet) -> None:
-    issued = fleet.issue(IssueRequest("site-505", Kind.CLIENT, "", 30, "EC P-256"))
+    issued = fleet.issue(OPERATOR, IssueRequest("site-505", Kind.CLIENT, "", 30, "EC P-256"))
     with pytest.raises(InvalidInput, match="current broker certificate"):
-        fleet.reissue(issued.record.serial)
+        fleet.reissue(OPERATOR, issued.record.serial)
 
 
 def test_server_expiry_warning_30_days_ahead(tmp_path: Path) -> None:
@@ -216,11 +216,13 @@ def test_server_expiry_warning_30_days_ahead(tmp_path: Path) -> None:
 
 
 def test_only_the_certificate_a_reissue_replaced_is_revoked(fleet: Fleet) -> None:
-    old = fleet.issue(IssueRequest("mqtt-506.example", Kind.SERVER, "", 30, "EC P-256")).record
-    new = fleet.reissue(old.serial).record
+    old = fleet.issue(OPERATOR, IssueRequest("mqtt-506.example", Kind.SERVER, "", 30, "EC P-256")).record
+    new = fleet.reissue(OPERATOR, old.serial).record
     with pytest.raises(InvalidInput, match=r"7B is not a valid certificate of mqtt-506\.example"):
-        fleet.revoke("mqtt-506.example", reason_code=4, confirmation="mqtt-506.example", serials={123})
-    done = fleet.revoke("mqtt-506.example", reason_code=4, confirmation="mqtt-506.example", serials={old.serial})
+        fleet.revoke(OPERATOR, "mqtt-506.example", reason_code=4, confirmation="mqtt-506.example", serials={123})
+    done = fleet.revoke(
+        OPERATOR, "mqtt-506.example", reason_code=4, confirmation="mqtt-506.example", serials={old.serial}
+    )
     crl = fleet.ca.crl_info().revoked
     assert done.serials == [old.serial]
     assert done.renamed == {"mqtt-506.example.replaced": "mqtt-506.example.revoked"}
@@ -238,7 +240,7 @@ def test_no_broker_warning_for_a_certificate_a_reissue_replaced(tmp_path: Path) 
 
 
 def test_the_journal_holds_only_certificate_lines(fleet: Fleet, ca: RunningCA) -> None:
-    fleet.issue(IssueRequest("site-508", Kind.CLIENT, "", 30, "EC P-256"))
+    fleet.issue(OPERATOR, IssueRequest("site-508", Kind.CLIENT, "", 30, "EC P-256"))
     lines = ca.journal.read_text().splitlines()
     assert lines and all('"certificate":' in line and line.startswith("{") for line in lines)
     assert '"path":"/health"' in ca.log()  # the full log has everything else
@@ -246,7 +248,7 @@ def test_the_journal_holds_only_certificate_lines(fleet: Fleet, ca: RunningCA) -
 
 def test_a_second_token_for_a_site_names_the_first_one_still_usable(fleet: Fleet) -> None:
     def token() -> Enrollment:
-        return fleet.enroll("site-509", hours=3, broker="mqtt.ak-sg.com:8883")
+        return fleet.enroll(OPERATOR, "site-509", hours=3, broker="mqtt.ak-sg.com:8883")
 
     first = token()
     second = token()

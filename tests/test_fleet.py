@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import REPO, RunningCA, free_port, gui_fleet, started_ca, tool_env
+from conftest import OPERATOR, REPO, RunningCA, free_port, gui_fleet, started_ca, tool_env
 from mqtt import HAProxy, Mosquitto, Subscriber, publish, require_tools
 from pki.bundle import mosquitto_acl, mosquitto_broker_config
 from pki.fleet import Fleet
@@ -47,7 +47,7 @@ class BrokerSide:
     crl_file: Path
 
     def issue(self, cn: str, kind: Kind = Kind.CLIENT, sans: str = "") -> tuple[Path, Path]:
-        issued = self.fleet.issue(IssueRequest(cn, kind, sans, 30, "EC P-256"))
+        issued = self.fleet.issue(OPERATOR, IssueRequest(cn, kind, sans, 30, "EC P-256"))
         return issued.record.path, issued.record.path.with_suffix(".key")
 
     def refresh_crl(self) -> subprocess.CompletedProcess[str]:
@@ -70,7 +70,7 @@ class BrokerSide:
 
     def enroll(self, site: str, *extra: str) -> Site:
         """A site host: enroll-site.sh with a token from the GUI's use-case, then its Mosquitto."""
-        enrollment = self.fleet.enroll(site, hours=2, broker=f"127.0.0.1:{self.haproxy.port}")
+        enrollment = self.fleet.enroll(OPERATOR, site, hours=2, broker=f"127.0.0.1:{self.haproxy.port}")
         prefix = self.base / site
         prefix.mkdir()
         restart = f"kill $(cat {prefix / 'site.pid'})"
@@ -122,7 +122,7 @@ def broker_side(fleet_ca: RunningCA, tmp_path_factory: pytest.TempPathFactory) -
     base = tmp_path_factory.mktemp("fleet")
     fleet = gui_fleet(running_ca, base)
     settings = fleet.settings
-    issued = fleet.issue(IssueRequest(BROKER_CN, Kind.SERVER, "127.0.0.1", 90, "EC P-256"))
+    issued = fleet.issue(OPERATOR, IssueRequest(BROKER_CN, Kind.SERVER, "127.0.0.1", 90, "EC P-256"))
     cert_dir = base / "broker" / "certs"
     cert_dir.mkdir(parents=True)
     shutil.copy(settings.root, cert_dir / "ca.crt")
@@ -262,7 +262,7 @@ def test_revoked_site_delivers_nothing_more_and_cannot_reconnect(
         broker_side.broker.log_text()[-3000:]
     )
 
-    revoked = broker_side.fleet.revoke("site-603", reason_code=1, confirmation="site-603")
+    revoked = broker_side.fleet.revoke(OPERATOR, "site-603", reason_code=1, confirmation="site-603")
     assert revoked.serials == [site.serial()]
     refreshed = broker_side.refresh_crl()
     assert refreshed.returncode == 0, refreshed.stderr
@@ -321,7 +321,7 @@ def test_renewal_keeps_the_key_moves_the_serial_and_a_revoked_site_cannot_renew(
         broker_side.broker.log_text()[-3000:]
     )
 
-    broker_side.fleet.revoke("site-604", reason_code=5, confirmation="site-604")
+    broker_side.fleet.revoke(OPERATOR, "site-604", reason_code=5, confirmation="site-604")
     before = site.crt.read_bytes()
     refused = subprocess.run(["sh", "-c", exec_start[1]], capture_output=True, text=True, timeout=60, env=tool_env())
     assert refused.returncode != 0

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 
 from checks import check_bundle, expired_certificate
-from conftest import RunningCA, free_port, gui_fleet
+from conftest import OPERATOR, RunningCA, free_port, gui_fleet
 from pki.fleet import Fleet
 from pki.issuing import ActiveCertificateExists, IssueRequest
 from pki.model import Kind, Status
@@ -33,7 +33,7 @@ def folders(fleet: Fleet) -> list[str]:
 
 
 def test_issue_files_certificate_and_key_safely(fleet: Fleet) -> None:
-    issued = fleet.issue(request("site-201", sans="site-201\n10.0.60.11"))
+    issued = fleet.issue(OPERATOR, request("site-201", sans="site-201\n10.0.60.11"))
     folder = fleet.settings.certs_dir / "site-201"
     assert sorted(p.name for p in folder.iterdir()) == ["site-201.crt", "site-201.key"]
     assert folder.stat().st_mode & 0o777 == 0o700
@@ -49,34 +49,34 @@ def test_issue_files_certificate_and_key_safely(fleet: Fleet) -> None:
 
 
 def test_server_certificate_gets_its_cn_as_a_san(fleet: Fleet) -> None:
-    issued = fleet.issue(request("broker-1.example", Kind.SERVER, sans="10.0.80.51"))
+    issued = fleet.issue(OPERATOR, request("broker-1.example", Kind.SERVER, sans="10.0.80.51"))
     assert issued.record.kind is Kind.SERVER
     assert issued.record.sans == ("broker-1.example", "10.0.80.51")
 
 
 def test_active_identity_is_refused_and_nothing_changes(fleet: Fleet) -> None:
-    fleet.issue(request("site-202"))
+    fleet.issue(OPERATOR, request("site-202"))
     before = (fleet.settings.certs_dir / "site-202" / "site-202.crt").read_bytes()
     with pytest.raises(ActiveCertificateExists, match="already has an active certificate"):
-        fleet.issue(request("site-202"))
+        fleet.issue(OPERATOR, request("site-202"))
     assert (fleet.settings.certs_dir / "site-202" / "site-202.crt").read_bytes() == before
     assert folders(fleet) == ["site-202"]
 
 
 def test_revoke_renames_and_a_new_issue_keeps_every_old_folder(fleet: Fleet) -> None:
-    first = fleet.issue(request("site-203")).record
+    first = fleet.issue(OPERATOR, request("site-203")).record
     with pytest.raises(InvalidInput, match="type the common name exactly: site-203"):
-        fleet.revoke("site-203", reason_code=1, confirmation="site-20")
+        fleet.revoke(OPERATOR, "site-203", reason_code=1, confirmation="site-20")
     assert (fleet.settings.certs_dir / "site-203").exists()
 
-    revoked = fleet.revoke("site-203", reason_code=1, confirmation="site-203")
+    revoked = fleet.revoke(OPERATOR, "site-203", reason_code=1, confirmation="site-203")
     assert revoked.renamed == {"site-203": "site-203.revoked"} and revoked.serials == [first.serial]
     assert revoked.confirmed and [o.answer for o in revoked.outcomes] == ["revoked"]
     assert first.serial in fleet.ca.crl_info().revoked
 
-    second = fleet.issue(request("site-203")).record
-    fleet.revoke("site-203", reason_code=4, confirmation="SITE-203")  # the identity, in any case
-    third = fleet.issue(request("site-203")).record
+    second = fleet.issue(OPERATOR, request("site-203")).record
+    fleet.revoke(OPERATOR, "site-203", reason_code=4, confirmation="SITE-203")  # the identity, in any case
+    third = fleet.issue(OPERATOR, request("site-203")).record
     assert folders(fleet) == ["site-203", "site-203.revoked", "site-203.revoked.2"]
     assert len({first.serial, second.serial, third.serial}) == 3
     statuses = {row.record.folder: row.status for row in fleet.table().rows if row.identity == "site-203"}
@@ -91,16 +91,16 @@ def test_revoke_renames_and_a_new_issue_keeps_every_old_folder(fleet: Fleet) -> 
 
 
 def test_identity_revoked_outside_the_gui_is_archived_as_revoked_on_a_new_issue(fleet: Fleet) -> None:
-    first = fleet.issue(request("site-204")).record
+    first = fleet.issue(OPERATOR, request("site-204")).record
     fleet.ca.revoke(first.serial, 0)  # e.g. with the step CLI: the folder keeps its name
-    issued = fleet.issue(request("site-204"))
+    issued = fleet.issue(OPERATOR, request("site-204"))
     assert issued.archived_as == ("site-204.revoked",)
 
 
 def test_a_refused_issue_leaves_nothing_behind(fleet: Fleet) -> None:
     # 731 days passes a (wrongly) higher local limit; the CA itself refuses it.
     with pytest.raises(CARefused, match="authorized maximum"):
-        fleet.registrar().issue(request("site-205", days=731), max_days=800)
+        fleet.registrar(OPERATOR).issue(request("site-205", days=731), max_days=800)
     assert folders(fleet) == []
     assert not [p for p in fleet.settings.certs_dir.iterdir() if p.name.startswith(".issue-")]
     failed = fleet.audit.entries()[0]
@@ -110,44 +110,44 @@ def test_a_refused_issue_leaves_nothing_behind(fleet: Fleet) -> None:
 def test_ca_down_issue_is_a_clear_error_and_creates_nothing(ca: RunningCA, tmp_path: Path) -> None:
     down = gui_fleet(ca, tmp_path, STEP_CA_URL=f"https://localhost:{free_port()}")
     with pytest.raises(CAUnreachable, match="cannot be reached"):
-        down.registrar().issue(request("site-206"), max_days=730)
+        down.registrar(OPERATOR).issue(request("site-206"), max_days=730)
     assert [p.name for p in down.settings.certs_dir.iterdir()] == [".locks"]
 
 
 def test_bundle_has_four_files_a_verifying_chain_and_the_matching_key(fleet: Fleet, tmp_path: Path) -> None:
-    record = fleet.issue(request("site-207")).record
-    data = fleet.bundle(record.serial)
+    record = fleet.issue(OPERATOR, request("site-207")).record
+    data = fleet.bundle(OPERATOR, record.serial)
     check_bundle(data, "site-207", tmp_path / "unzipped")
     readme = zipfile.ZipFile(io.BytesIO(data)).read("README.txt").decode()
     assert "bridge_certfile /etc/mosquitto/certs/site-207.crt" in readme
     assert "address mqtt.ak-sg.com:8883" in readme and "bridge_tls_version tlsv1.2" in readme
 
-    server = fleet.issue(request("mqtt-207.example", Kind.SERVER)).record
-    server_readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(server.serial))).read("README.txt").decode()
+    server = fleet.issue(OPERATOR, request("mqtt-207.example", Kind.SERVER)).record
+    server_readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(OPERATOR, server.serial))).read("README.txt").decode()
     for line in ("verify = verify_peer", "fail_if_no_peer_cert = true", "enable_crl_check = true"):
         assert line in server_readme
 
 
 def test_a_bundle_never_carries_a_key_that_is_not_the_certificates(fleet: Fleet) -> None:
-    one = fleet.issue(request("site-210")).record
-    two = fleet.issue(request("site-211")).record
+    one = fleet.issue(OPERATOR, request("site-210")).record
+    two = fleet.issue(OPERATOR, request("site-211")).record
     key = fleet.settings.certs_dir / "site-210" / "site-210.key"
     key.chmod(0o600)
     key.write_bytes((fleet.settings.certs_dir / "site-211" / "site-211.key").read_bytes())
     with pytest.raises(InvalidInput, match="is not the private key of certificate"):
-        fleet.bundle(one.serial)
-    assert fleet.bundle(two.serial)
+        fleet.bundle(OPERATOR, one.serial)
+    assert fleet.bundle(OPERATOR, two.serial)
 
 
 def test_audit_lines_are_json(fleet: Fleet) -> None:
-    fleet.issue(request("site-208"))
+    fleet.issue(OPERATOR, request("site-208"))
     lines = fleet.settings.audit_log.read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line)["time"] for line in lines)
 
 
 def test_expired_identity_is_issued_again_and_the_old_folder_kept_as_expired(ca: RunningCA, fleet: Fleet) -> None:
     expired_certificate(ca, fleet.settings.certs_dir, "site-209")
-    issued = fleet.issue(request("site-209"))
+    issued = fleet.issue(OPERATOR, request("site-209"))
     assert issued.archived_as == ("site-209.expired",)
     assert folders(fleet) == ["site-209", "site-209.expired"]
     assert (fleet.settings.certs_dir / "site-209.expired" / "site-209.key").exists()
@@ -155,7 +155,7 @@ def test_expired_identity_is_issued_again_and_the_old_folder_kept_as_expired(ca:
 
 def test_server_cn_must_be_a_host_name_and_is_refused_before_anything_runs(fleet: Fleet) -> None:
     with pytest.raises(InvalidInput, match="must be its host name"):
-        fleet.issue(request("my_broker", Kind.SERVER))
+        fleet.issue(OPERATOR, request("my_broker", Kind.SERVER))
     assert not fleet.settings.certs_dir.exists()
     assert not fleet.settings.audit_log.exists()
 
@@ -165,13 +165,13 @@ def test_bad_common_name_never_reaches_step(fleet: Fleet, cn: str, step_calls: l
     fleet.limits()  # the provisioner list is read first: it is not what this test watches
     step_calls.clear()
     with pytest.raises(InvalidInput):
-        fleet.issue(request(cn))
+        fleet.issue(OPERATOR, request(cn))
     assert step_calls == []
     assert not fleet.settings.certs_dir.exists()
 
 
 def test_the_bundle_names_the_ca_from_its_settings(other_ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(other_ca, tmp_path)
-    record = fleet.issue(request("site-other-ca")).record
-    readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(record.serial))).read("README.txt").decode()
+    record = fleet.issue(OPERATOR, request("site-other-ca")).record
+    readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(OPERATOR, record.serial))).read("README.txt").decode()
     assert "site-other-ca: client certificate of the Other CA" in readme

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from certfactory import write_certificate
 from checks import enrol_with_token, expired_certificates
-from conftest import REPO, RunningCA, gui_fleet
+from conftest import OPERATOR, REPO, RunningCA, gui_fleet
 from pki import report
 from pki.fleet import Fleet
 from pki.inventory import Inventory
@@ -85,7 +85,7 @@ def race_threads(fleet: Fleet, cn: str) -> list[object]:
     def one(i: int) -> None:
         start.wait()
         try:
-            results[i] = fleet.issue(request(cn)).record.serial
+            results[i] = fleet.issue(OPERATOR, request(cn)).record.serial
         except Exception as exc:  # every outcome is collected and checked below
             results[i] = exc
 
@@ -100,18 +100,19 @@ def race_threads(fleet: Fleet, cn: str) -> list[object]:
 ISSUER_PROGRAM = """
 import json, os, sys, time
 sys.path.insert(0, os.environ["APP_PKI_STREAMLIT"])
-from pki import report
 from pki.fleet import Fleet
 from pki.issuing import IssueRequest
 from pki.model import Kind
+from pki.roles import Actor, Role
 from pki.settings import load_settings
+OPERATOR = Actor("test-operator", Role.OPERATOR, "127.0.0.1")
 fleet = Fleet(load_settings())
 fleet.limits()
 go = os.environ["GO_FILE"]
 while not os.path.exists(go):
     time.sleep(0.001)
 try:
-    serial = fleet.issue(IssueRequest(sys.argv[1], Kind.CLIENT, "", 30, "EC P-256")).record.serial
+    serial = fleet.issue(OPERATOR, IssueRequest(sys.argv[1], Kind.CLIENT, "", 30, "EC P-256")).record.serial
     print(json.dumps({"serial": serial}))
 except Exception as exc:
     print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
@@ -189,7 +190,7 @@ def test_concurrent_issuers_leave_exactly_one_valid_certificate_at_the_ca(
     fleet = gui_fleet(ca, base)
     certs = fleet.settings.certs_dir
     if previous == "revoked":
-        old = fleet.issue(request(identity)).record
+        old = fleet.issue(OPERATOR, request(identity)).record
         fleet.ca.revoke(old.serial, 1)  # at the CA only: certs/{identity}/ keeps its name
     before = set(signed_by_ca(ca, identity))
     previous_files = {p.name: p.read_bytes() for p in (certs / identity).iterdir()} if previous != "none" else {}
@@ -214,7 +215,7 @@ def test_concurrent_issuers_leave_exactly_one_valid_certificate_at_the_ca(
 
 def test_case_and_trailing_dot_variants_of_an_active_identity_are_refused(ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(ca, tmp_path)
-    server = fleet.issue(request("Mqtt-Truth.Example.COM.", Kind.SERVER))
+    server = fleet.issue(OPERATOR, request("Mqtt-Truth.Example.COM.", Kind.SERVER))
     assert server.record.cn == "mqtt-truth.example.com"
     assert server.normalised_from == "Mqtt-Truth.Example.COM."
     assert server.record.sans == ("mqtt-truth.example.com",)
@@ -227,13 +228,13 @@ def test_case_and_trailing_dot_variants_of_an_active_identity_are_refused(ca: Ru
         with pytest.raises(
             ActiveCertificateExists, match=r"mqtt-truth\.example\.com already has an active certificate"
         ):
-            fleet.issue(request(variant, Kind.SERVER))
-    fleet.issue(request("site-truth-001"))
+            fleet.issue(OPERATOR, request(variant, Kind.SERVER))
+    fleet.issue(OPERATOR, request("site-truth-001"))
     for variant in ("SITE-TRUTH-001", "site-truth-001.", "Site-Truth-001."):
         with pytest.raises(ActiveCertificateExists, match="site-truth-001 already has an active certificate"):
-            fleet.issue(request(variant))
+            fleet.issue(OPERATOR, request(variant))
         with pytest.raises(ActiveCertificateExists, match="site-truth-001 already has an active certificate"):
-            fleet.enroll(variant, hours=1, broker="mqtt.ak-sg.com:8883")
+            fleet.enroll(OPERATOR, variant, hours=1, broker="mqtt.ak-sg.com:8883")
     assert visible(fleet.settings.certs_dir) == ["mqtt-truth.example.com", "site-truth-001"]
     assert len(valid_at_ca(ca, fleet, "mqtt-truth.example.com")) == 1
     assert len(valid_at_ca(ca, fleet, "site-truth-001")) == 1
@@ -243,7 +244,7 @@ def test_case_and_trailing_dot_variants_of_an_active_identity_are_refused(ca: Ru
 def test_a_wildcard_over_a_whole_top_level_domain_is_refused(ca: RunningCA, tmp_path: Path, wildcard: str) -> None:
     fleet = gui_fleet(ca, tmp_path)
     with pytest.raises(InvalidInput, match=r"needs at least two labels after '\*\.'"):
-        fleet.issue(request("mqtt-wild.example.com", Kind.SERVER, sans=wildcard))
+        fleet.issue(OPERATOR, request("mqtt-wild.example.com", Kind.SERVER, sans=wildcard))
     assert signed_by_ca(ca, "mqtt-wild.example.com") == {}
     assert not fleet.settings.certs_dir.exists()
 
@@ -277,10 +278,10 @@ def test_a_full_disk_before_the_ca_is_asked_issues_nothing(ca: RunningCA, tmp_pa
     fleet = gui_fleet(ca, tmp_path)
     fill(small_certs, 0)
     with pytest.raises(NotIssued, match="The CA was not asked: nothing was issued and nothing changed"):
-        fleet.issue(request("site-full-0"))
+        fleet.issue(OPERATOR, request("site-full-0"))
     same_disk = gui_fleet(ca, tmp_path, PKI_AUDIT_LOG=str(small_certs / ".audit.log"))  # the audit trail too
     with pytest.raises(NotIssued, match="nothing was issued"):
-        same_disk.issue(request("site-full-0"))
+        same_disk.issue(OPERATOR, request("site-full-0"))
     assert signed_by_ca(ca, "site-full-0") == {}
     assert visible(small_certs) == []
     assert not [p for p in small_certs.iterdir() if p.name.startswith(".issue-")]
@@ -291,7 +292,7 @@ def test_a_disk_that_fills_after_the_ca_signed_loses_nothing(ca: RunningCA, tmp_
     fleet = gui_fleet(ca, tmp_path)
     filler = fill(small_certs, 1)  # room for the key, none for the certificate
     with pytest.raises(FilingFailed) as failed:
-        fleet.issue(request("site-full-1"))
+        fleet.issue(OPERATOR, request("site-full-1"))
     serial = failed.value.serial
     message = str(failed.value)
     assert f"serial {serial:X}" in message and "No space left on device" in message
@@ -306,13 +307,13 @@ def test_a_disk_that_fills_after_the_ca_signed_loses_nothing(ca: RunningCA, tmp_
 
     # Counted as the identity's valid certificate: a retry says where it is instead of signing another.
     with pytest.raises(ActiveCertificateExists, match=f"serial {serial:X}"):
-        fleet.issue(request("site-full-1"))
+        fleet.issue(OPERATOR, request("site-full-1"))
 
     shown = disagreements(fleet, "site-full-1")
     assert [(d.problem, d.folder, d.serial_hex, d.actions) for d in shown] == [
         (Problem.QUARANTINED, "site-full-1.quarantine", f"{serial:X}", (Action.FILE, Action.REVOKE))
     ]
-    revoked = fleet.revoke("site-full-1", reason_code=4, confirmation="site-full-1", serials={serial})
+    revoked = fleet.revoke(OPERATOR, "site-full-1", reason_code=4, confirmation="site-full-1", serials={serial})
     assert revoked.confirmed and serial in fleet.ca.crl_info().revoked
     assert valid_at_ca(ca, fleet, "site-full-1") == set()
 
@@ -320,7 +321,7 @@ def test_a_disk_that_fills_after_the_ca_signed_loses_nothing(ca: RunningCA, tmp_
     filler.unlink()
     later = disagreements(fleet, "site-full-1")
     assert [d.actions for d in later] == [(Action.FILE,)]
-    assert fleet.resolve(later[0], Action.FILE) == "Filed as certs/site-full-1.revoked/."
+    assert fleet.resolve(OPERATOR, later[0], Action.FILE) == "Filed as certs/site-full-1.revoked/."
     kept = small_certs / "site-full-1.revoked"
     assert sorted(p.name for p in kept.iterdir()) == ["site-full-1.crt", "site-full-1.key"]
     chain = x509.load_pem_x509_certificates((kept / "site-full-1.crt").read_bytes())
@@ -335,13 +336,13 @@ def test_a_quarantined_certificate_is_filed_as_the_live_one_when_it_is_the_only_
     fleet = gui_fleet(ca, tmp_path)
     filler = fill(small_certs, 1)
     with pytest.raises(FilingFailed) as failed:
-        fleet.issue(request("site-full-2"))
+        fleet.issue(OPERATOR, request("site-full-2"))
     filler.unlink()
     (found,) = disagreements(fleet, "site-full-2")
-    assert fleet.resolve(found, Action.FILE) == "Filed as certs/site-full-2/."
+    assert fleet.resolve(OPERATOR, found, Action.FILE) == "Filed as certs/site-full-2/."
     record = fleet.record(failed.value.serial)
     assert record is not None and record.is_live and record.has_key
-    assert fleet.bundle(record.serial)  # the key matches: it is the certificate's own
+    assert fleet.bundle(OPERATOR, record.serial)  # the key matches: it is the certificate's own
 
 
 # -- the CA decides the status --------------------------------------------------------------------
@@ -352,9 +353,9 @@ def test_a_valid_certificate_in_a_revoked_folder_is_valid_and_revoked_by_revoke_
 ) -> None:
     fleet = gui_fleet(ca, tmp_path)
     certs = fleet.settings.certs_dir
-    first = fleet.issue(request("site-inrev")).record
-    fleet.revoke("site-inrev", reason_code=4, confirmation="site-inrev")
-    second = fleet.issue(request("site-inrev")).record
+    first = fleet.issue(OPERATOR, request("site-inrev")).record
+    fleet.revoke(OPERATOR, "site-inrev", reason_code=4, confirmation="site-inrev")
+    second = fleet.issue(OPERATOR, request("site-inrev")).record
     # What the old race left behind: a certificate valid at the CA, filed under a .revoked name.
     os.rename(certs / "site-inrev", certs / "site-inrev.revoked.2")
     table = fleet.table()
@@ -366,9 +367,9 @@ def test_a_valid_certificate_in_a_revoked_folder_is_valid_and_revoked_by_revoke_
     assert [r.record.serial for r in report.revocable(table.rows)["site-inrev"]] == [second.serial]
     assert [d.problem for d in disagreements(fleet, "site-inrev")] == [Problem.ARCHIVED_VALID]
     with pytest.raises(ActiveCertificateExists, match=r"certs/site-inrev\.revoked\.2"):
-        fleet.issue(request("site-inrev"))
+        fleet.issue(OPERATOR, request("site-inrev"))
 
-    revoked = fleet.revoke("site-inrev", reason_code=1, confirmation="site-inrev")
+    revoked = fleet.revoke(OPERATOR, "site-inrev", reason_code=1, confirmation="site-inrev")
     assert revoked.serials == [second.serial] and revoked.confirmed
     assert [(o.answer, o.on_crl) for o in revoked.outcomes] == [("revoked", True)]
     assert {first.serial, second.serial} <= fleet.ca.crl_info().revoked
@@ -385,14 +386,14 @@ def test_reconcile_lists_foreign_unfiled_and_duplicate_certificates_and_resolves
     # An earlier CA's certificate (before a reset): not this CA's, so it does not hold its identity.
     write_certificate(certs, "site-old", "site-old", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=90))
     write_certificate(certs, "site-older", "site-older", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=90))
-    issued = fleet.issue(request("site-old"))
+    issued = fleet.issue(OPERATOR, request("site-old"))
     assert issued.archived_as == ("site-old.foreign",)
     # A certificate signed for this GUI whose folder was lost.
-    lost = fleet.issue(request("site-lost")).record
+    lost = fleet.issue(OPERATOR, request("site-lost")).record
     shutil.move(certs / "site-lost", tmp_path / "moved-away")
     # Two tokens used for one site: two keys hold one identity.
-    one = fleet.enroll("site-twice-keys", hours=1, broker="mqtt.ak-sg.com:8883")
-    two = fleet.enroll("site-twice-keys", hours=1, broker="mqtt.ak-sg.com:8883")
+    one = fleet.enroll(OPERATOR, "site-twice-keys", hours=1, broker="mqtt.ak-sg.com:8883")
+    two = fleet.enroll(OPERATOR, "site-twice-keys", hours=1, broker="mqtt.ak-sg.com:8883")
     serials = [
         enrol_with_token(fleet.settings, tmp_path / f"dev-{i}", e.token, "site-twice-keys")
         for i, e in enumerate((one, two))
@@ -414,11 +415,11 @@ def test_reconcile_lists_foreign_unfiled_and_duplicate_certificates_and_resolves
     assert sorted(d.record.serial for d in duplicates if d.record) == sorted(serials)
 
     foreign = found[(Problem.FOREIGN, "site-older", "site-older")]
-    assert fleet.resolve(foreign, Action.MARK_FOREIGN) == "Marked as foreign: certs/site-older.foreign/."
+    assert fleet.resolve(OPERATOR, foreign, Action.MARK_FOREIGN) == "Marked as foreign: certs/site-older.foreign/."
     with pytest.raises(InvalidInput, match="does not apply"):
-        fleet.resolve(found[(Problem.NOT_FILED, "site-lost", "")], Action.FILE)
-    fleet.revoke("site-lost", reason_code=4, confirmation="site-lost", serials={lost.serial})
-    fleet.revoke("site-twice-keys", reason_code=4, confirmation="site-twice-keys", serials={serials[0]})
+        fleet.resolve(OPERATOR, found[(Problem.NOT_FILED, "site-lost", "")], Action.FILE)
+    fleet.revoke(OPERATOR, "site-lost", reason_code=4, confirmation="site-lost", serials={lost.serial})
+    fleet.revoke(OPERATOR, "site-twice-keys", reason_code=4, confirmation="site-twice-keys", serials={serials[0]})
     assert disagreements(fleet, *mine) == []
     actions = [e["action"] for e in fleet.audit.entries()]
     assert "mark-foreign" in actions and actions.count("revoke") == 2
@@ -441,8 +442,8 @@ def test_a_staging_folder_left_by_a_crash_is_shown_and_filed(ca: RunningCA, tmp_
         Problem.QUARANTINED, staging.name, serial,
     )  # fmt: skip
     with pytest.raises(ActiveCertificateExists, match=f"serial {serial:X}"):
-        fleet.issue(request("site-crash"))
-    assert fleet.resolve(found, Action.FILE) == "Filed as certs/site-crash/."
+        fleet.issue(OPERATOR, request("site-crash"))
+    assert fleet.resolve(OPERATOR, found, Action.FILE) == "Filed as certs/site-crash/."
     assert (certs / "site-crash" / "site-crash.crt").exists()
     assert disagreements(fleet, "site-crash") == []
 
@@ -454,18 +455,18 @@ def test_a_live_folder_without_its_certificate_stops_an_issue_before_signing(ca:
     fleet = gui_fleet(ca, tmp_path)
     (fleet.settings.certs_dir / "site-empty").mkdir(parents=True)
     with pytest.raises(InvalidInput, match=r"certs/site-empty exists but holds no site-empty\.crt"):
-        fleet.issue(request("site-empty"))
+        fleet.issue(OPERATOR, request("site-empty"))
     assert signed_by_ca(ca, "site-empty") == {}
 
 
 def test_a_certificate_moved_into_an_oddly_named_folder_still_holds_its_identity(ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(ca, tmp_path)
     certs = fleet.settings.certs_dir
-    record = fleet.issue(request("site-odd")).record
+    record = fleet.issue(OPERATOR, request("site-odd")).record
     (certs / "site-odd").rename(certs / "site-odd.revoked.1")  # not an archive name: "numbers start at 2"
     with pytest.raises(ActiveCertificateExists, match=r"certs/site-odd\.revoked\.1"):
-        fleet.issue(request("site-odd"))
-    revoked = fleet.revoke("site-odd", reason_code=4, confirmation="site-odd")
+        fleet.issue(OPERATOR, request("site-odd"))
+    revoked = fleet.revoke(OPERATOR, "site-odd", reason_code=4, confirmation="site-odd")
     assert revoked.serials == [record.serial] and revoked.confirmed
     assert revoked.renamed == {"site-odd.revoked.1": "site-odd.revoked"}
 
@@ -486,7 +487,7 @@ def test_a_certificate_the_ca_signed_after_step_gave_up_is_not_lost(ca: RunningC
 
     fleet.ca.sign = answer_comes_too_late  # type: ignore[method-assign]
     with pytest.raises(IssueUncertain, match=r"certs/site-late\.quarantine/"):
-        fleet.issue(request("site-late"))
+        fleet.issue(OPERATOR, request("site-late"))
     fleet.ca.sign = real_sign  # type: ignore[method-assign]
     assert (fleet.settings.certs_dir / "site-late.quarantine" / "site-late.key").exists()
     deadline = time.monotonic() + 20
@@ -495,9 +496,9 @@ def test_a_certificate_the_ca_signed_after_step_gave_up_is_not_lost(ca: RunningC
     ca.wait_in_journal(late[0])
     (found,) = disagreements(fleet, "site-late")
     assert (found.problem, found.record and found.record.serial) == (Problem.QUARANTINED, late[0])
-    assert fleet.resolve(found, Action.FILE) == "Filed as certs/site-late/."
+    assert fleet.resolve(OPERATOR, found, Action.FILE) == "Filed as certs/site-late/."
     filed = fleet.record(late[0])
-    assert filed is not None and filed.is_live and fleet.bundle(late[0])
+    assert filed is not None and filed.is_live and fleet.bundle(OPERATOR, late[0])
 
 
 def test_a_certificate_whose_answer_was_lost_is_found_in_the_journal_and_filed_whole(
@@ -511,7 +512,7 @@ def test_a_certificate_whose_answer_was_lost_is_found_in_the_journal_and_filed_w
         raise CAUnreachable("The CA cannot be reached: connection reset by peer", ["step"], 1, "")
 
     fleet.ca.sign = answer_lost  # type: ignore[method-assign]
-    issued = fleet.issue(request("mqtt-lost-answer.example", Kind.SERVER))
+    issued = fleet.issue(OPERATOR, request("mqtt-lost-answer.example", Kind.SERVER))
     chain = x509.load_pem_x509_certificates(issued.record.path.read_bytes())
     assert len(chain) == 2 and chain[0].serial_number == issued.record.serial  # leaf and intermediate
     assert fleet.audit.entries()[1] == fleet.audit.entries()[1] | {"action": "sign", "serial": issued.record.serial_hex}
@@ -522,7 +523,7 @@ def test_an_audit_trail_that_cannot_be_written_after_signing_loses_nothing(
 ) -> None:
     fleet = gui_fleet(ca, tmp_path / "gui", PKI_AUDIT_LOG=str(small_certs / "audit.log"))  # only the audit is full
     fill(small_certs, 0)
-    issued = fleet.issue(request("site-no-audit"))
+    issued = fleet.issue(OPERATOR, request("site-no-audit"))
     assert issued.record.is_live and issued.record.has_key
     assert [w for w in issued.warnings if "could not be written" in w]
     assert valid_at_ca(ca, fleet, "site-no-audit") == {issued.record.serial}
@@ -530,7 +531,7 @@ def test_an_audit_trail_that_cannot_be_written_after_signing_loses_nothing(
 
 def test_revoking_a_site_that_renews_meanwhile_says_what_is_still_valid(ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(ca, tmp_path)
-    enrollment = fleet.enroll("site-renews", hours=1, broker="mqtt.ak-sg.com:8883")
+    enrollment = fleet.enroll(OPERATOR, "site-renews", hours=1, broker="mqtt.ak-sg.com:8883")
     first = enrol_with_token(fleet.settings, tmp_path / "device", enrollment.token, "site-renews")
     ca.wait_in_journal(first)
     real_revoke = fleet.ca.revoke
@@ -548,7 +549,7 @@ def test_revoking_a_site_that_renews_meanwhile_says_what_is_still_valid(ca: Runn
         real_revoke(serial, reason_code, kind=kind)
 
     fleet.ca.revoke = site_renews_first  # type: ignore[method-assign]
-    result = fleet.revoke("site-renews", reason_code=1, confirmation="site-renews")
+    result = fleet.revoke(OPERATOR, "site-renews", reason_code=1, confirmation="site-renews")
     assert result.serials == [first] and [r.serial for r in result.still_valid] == renewed
     assert not result.confirmed
     assert valid_at_ca(ca, fleet, "site-renews") == set(renewed)
@@ -556,8 +557,8 @@ def test_revoking_a_site_that_renews_meanwhile_says_what_is_still_valid(ca: Runn
 
 def test_issuing_a_site_with_an_unused_token_warns(ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(ca, tmp_path)
-    fleet.enroll("site-token-first", hours=2, broker="mqtt.ak-sg.com:8883")
-    issued = fleet.issue(request("site-token-first"))
+    fleet.enroll(OPERATOR, "site-token-first", hours=2, broker="mqtt.ak-sg.com:8883")
+    issued = fleet.issue(OPERATOR, request("site-token-first"))
     assert [w for w in issued.warnings if "An enrolment token made for site-token-first is valid until" in w]
 
 
@@ -588,9 +589,9 @@ def test_one_unreadable_certificate_does_not_break_the_inventory(tmp_path: Path)
 def test_reconcile_actions_take_only_plain_folder_names(ca: RunningCA, tmp_path: Path, folder: str) -> None:
     fleet = gui_fleet(ca, tmp_path)
     with pytest.raises(InvalidInput, match="is not a folder"):
-        fleet.registrar().file(folder)
+        fleet.registrar(OPERATOR).file(folder)
     with pytest.raises(InvalidInput, match="is not a folder"):
-        fleet.registrar().mark_foreign(folder)
+        fleet.registrar(OPERATOR).mark_foreign(folder)
     assert not fleet.settings.certs_dir.exists()
 
 
@@ -605,17 +606,17 @@ def test_adding_a_key_next_to_a_certificate_is_noticed(tmp_path: Path) -> None:
 
 def test_a_broker_re_issue_is_no_disagreement(ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(ca, tmp_path)
-    old = fleet.issue(request("mqtt-reissue.example", Kind.SERVER)).record
-    fleet.reissue(old.serial)
+    old = fleet.issue(OPERATOR, request("mqtt-reissue.example", Kind.SERVER)).record
+    fleet.reissue(OPERATOR, old.serial)
     assert disagreements(fleet, "mqtt-reissue.example") == []  # the old one is labelled replaced, as it is
 
 
 def test_a_revocation_the_ca_refuses_for_every_serial_lists_each_answer(ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(ca, tmp_path)
-    one = fleet.issue(request("mqtt-refused.example", Kind.SERVER)).record
-    two = fleet.reissue(one.serial).record
+    one = fleet.issue(OPERATOR, request("mqtt-refused.example", Kind.SERVER)).record
+    two = fleet.reissue(OPERATOR, one.serial).record
     down = gui_fleet(ca, tmp_path, STEP_CA_URL="https://localhost:9")  # the same GUI files, a CA that is gone
-    result = down.revoke("mqtt-refused.example", reason_code=4, confirmation="mqtt-refused.example")
+    result = down.revoke(OPERATOR, "mqtt-refused.example", reason_code=4, confirmation="mqtt-refused.example")
     assert not result.confirmed and result.serials == []
     assert set(result.failures) == {one.serial, two.serial}
     assert all("cannot be reached" in why for why in result.failures.values())
@@ -644,7 +645,7 @@ def test_a_certificate_found_in_the_journal_is_filed_even_if_the_intermediate_ca
 
     fleet.ca.sign = answer_lost  # type: ignore[method-assign]
     try:
-        issued = fleet.issue(request("site-no-intermediate"))
+        issued = fleet.issue(OPERATOR, request("site-no-intermediate"))
     finally:
         moved.rename(intermediate)
     assert issued.record.is_live and issued.record.has_key
@@ -653,9 +654,9 @@ def test_a_certificate_found_in_the_journal_is_filed_even_if_the_intermediate_ca
 
 def test_a_revocation_whose_last_crl_fetch_fails_names_no_old_certificate_as_new(ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(ca, tmp_path)
-    old = fleet.issue(request("site-crl-gone")).record
-    fleet.revoke("site-crl-gone", reason_code=4, confirmation="site-crl-gone")
-    new = fleet.issue(request("site-crl-gone")).record
+    old = fleet.issue(OPERATOR, request("site-crl-gone")).record
+    fleet.revoke(OPERATOR, "site-crl-gone", reason_code=4, confirmation="site-crl-gone")
+    new = fleet.issue(OPERATOR, request("site-crl-gone")).record
     real_revoke, real_crl = fleet.ca.revoke, fleet.ca.crl_info
     gone = threading.Event()
 
@@ -669,21 +670,21 @@ def test_a_revocation_whose_last_crl_fetch_fails_names_no_old_certificate_as_new
         return real_crl(timeout)
 
     fleet.ca.revoke, fleet.ca.crl_info = revoke_then_ca_goes, crl_unless_gone  # type: ignore[method-assign]
-    result = fleet.revoke("site-crl-gone", reason_code=4, confirmation="site-crl-gone")
+    result = fleet.revoke(OPERATOR, "site-crl-gone", reason_code=4, confirmation="site-crl-gone")
     assert result.serials == [new.serial] and result.still_valid == [] and old.serial != new.serial
     assert not result.confirmed and "connection refused" in (result.crl_problem or "")
 
 
 def test_changes_stand_and_say_so_when_the_audit_trail_cannot_be_written(ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(ca, tmp_path)
-    record = fleet.issue(request("site-audit-full")).record
+    record = fleet.issue(OPERATOR, request("site-audit-full")).record
     full = gui_fleet(ca, tmp_path, PKI_AUDIT_LOG="/dev/full")
-    result = full.revoke("site-audit-full", reason_code=4, confirmation="site-audit-full")
+    result = full.revoke(OPERATOR, "site-audit-full", reason_code=4, confirmation="site-audit-full")
     assert result.serials == [record.serial] and result.renamed == {"site-audit-full": "site-audit-full.revoked"}
     assert result.warning and "could not be written" in result.warning
     write_certificate(fleet.settings.certs_dir, "old-foreign", "old-foreign", not_after=record.not_after)
     (found,) = [d for d in full.reconcile(full.table()) if d.identity == "old-foreign"]
-    assert "could not be written" in full.resolve(found, Action.MARK_FOREIGN)
+    assert "could not be written" in full.resolve(OPERATOR, found, Action.MARK_FOREIGN)
     assert (fleet.settings.certs_dir / "old-foreign.foreign").is_dir()
 
 
@@ -692,7 +693,7 @@ def test_a_certificate_moved_to_a_folder_of_another_name_is_listed_and_filed_bac
 ) -> None:
     fleet = gui_fleet(ca, tmp_path)
     certs = fleet.settings.certs_dir
-    record = fleet.issue(request("site-moved")).record
+    record = fleet.issue(OPERATOR, request("site-moved")).record
     (certs / "site-moved").rename(certs / "backup-of-site")
     (found,) = disagreements(fleet, "site-moved")
     assert (found.problem, found.folder, found.actions) == (
@@ -700,7 +701,7 @@ def test_a_certificate_moved_to_a_folder_of_another_name_is_listed_and_filed_bac
         "backup-of-site",
         (Action.FILE, Action.REVOKE),
     )
-    assert fleet.resolve(found, Action.FILE) == "Filed as certs/site-moved/."
+    assert fleet.resolve(OPERATOR, found, Action.FILE) == "Filed as certs/site-moved/."
     assert fleet.record(record.serial).is_live  # type: ignore[union-attr]
     assert disagreements(fleet, "site-moved") == []
 

@@ -12,11 +12,14 @@ from cryptography import x509
 from streamlit.testing.v1 import AppTest
 
 from checks import enrol_with_token
-from conftest import REPO, RunningCA, free_port
+from conftest import OPERATOR, REPO, RunningCA, free_port
+from pki.accounts import UserStore
+from pki.audit import AuditLog
 from pki.ca import StepCA
 from pki.fleet import Fleet
 from pki.issuing import Issued, IssueRequest
 from pki.model import Kind
+from pki.roles import SHELL, Role
 from pki.settings import load_settings
 
 APP = REPO / "streamlit" / "app.py"
@@ -27,6 +30,7 @@ PAGES = [
     "views/revoke.py",
     "views/enroll.py",
     "views/reconcile.py",
+    "views/audit.py",
     "views/ca_settings.py",
 ]
 TIMEOUT = 60  # longer than any step call's own timeout
@@ -68,7 +72,7 @@ def texts(elements) -> str:
 
 def issue_here(cn: str, kind: Kind = Kind.CLIENT, days: int = 30) -> Issued:
     """Issue as the GUI under test would (same settings: its certs/, ledger and audit trail)."""
-    return Fleet(load_settings()).issue(IssueRequest(cn, kind, "", days, "EC P-256"))
+    return Fleet(load_settings()).issue(OPERATOR, IssueRequest(cn, kind, "", days, "EC P-256"))
 
 
 def names(folder: Path) -> list[str]:
@@ -209,22 +213,69 @@ def test_ca_settings_page_shows_the_bootstrap_command(ca: RunningCA, gui: Path) 
     assert len(at.get("download_button")) == 3
 
 
-def test_password_gate(gui: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def log_in(at: AppTest, name: str, password: str) -> AppTest:
+    at.text_input[0].input(name)
+    at.text_input[1].input(password)
+    return at.button[0].click().run()
+
+
+def test_the_gui_password_logs_in_the_bootstrap_admin_until_an_account_exists(
+    gui: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PKI_PASSWORD", "s3cret-Pass")
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert [t.value for t in at.title] == ["app-pki"]
     assert not at.metric and not at.dataframe  # nothing of the CA is shown
-
-    at.text_input[0].input("wrong")
-    at.button[0].click().run()
-    assert "Wrong password." in texts(at.error)
+    log_in(at, "admin", "wrong")
+    assert "Wrong user name or password." in texts(at.error)
     assert not at.metric and not at.dataframe
-
-    at.text_input[0].input("s3cret-Pass")
-    at.button[0].click().run()
+    log_in(at, "admin", "s3cret-Pass")
     assert "Dashboard" in [t.value for t in at.title]
-    log = (Path(gui.parent) / "data" / "audit.log").read_text()
-    assert '"action": "login", "outcome": "failed"' in log and '"action": "login", "outcome": "ok"' in log
+    log = (gui.parent / "data" / "audit.log").read_text()
+    assert (
+        '"action": "login", "outcome": "failed"' in log
+        and '"user": "admin", "role": "admin", "via": "bootstrap"' in log
+    )
+
+    accounts = UserStore(gui.parent / "data" / "users.json", AuditLog(gui.parent / "data" / "audit.log"))
+    accounts.add(SHELL, "ada", Role.ADMIN, "a long admin password")
+    at.run()  # the bootstrap session ends once an account exists
+    assert [t.value for t in at.title] == ["app-pki"]
+    log_in(at, "admin", "s3cret-Pass")
+    assert "Wrong user name or password." in texts(at.error)
+    log_in(at, "ada", "a long admin password")
+    assert "Dashboard" in [t.value for t in at.title]
+
+
+def test_each_role_sees_only_what_it_may_do(gui: Path) -> None:
+    accounts = UserStore(gui.parent / "data" / "users.json", AuditLog(gui.parent / "data" / "audit.log"))
+    for name, role in (("ada", Role.ADMIN), ("otto", Role.OPERATOR), ("vera", Role.VIEWER)):
+        accounts.add(SHELL, name, role, f"password of {name} 123")
+    pages = {}
+    for name in ("ada", "otto", "vera"):
+        at = log_in(AppTest.from_file(str(APP), default_timeout=TIMEOUT).run(), name, f"password of {name} 123")
+        assert not at.exception
+        pages[name] = at
+        at.switch_page("views/issue.py").run()
+        assert not at.exception
+    assert "may not issue certificates" in texts(pages["vera"].info)
+    assert [b.label for b in pages["vera"].button] == ["Log out"]
+    assert "may not issue" not in texts(pages["otto"].info)
+    assert "Issue certificate" in [b.label for b in pages["otto"].button]
+    vera = pages["vera"]
+    vera.switch_page("views/revoke.py").run()
+    assert "may not revoke certificates" in texts(vera.info)
+    vera.switch_page("views/enroll.py").run()
+    assert "may not make enrolment tokens" in texts(vera.info)
+    with pytest.raises(Exception, match="users"):
+        vera.switch_page("views/users.py").run()  # not in a viewer's navigation at all
+    ada = pages["ada"]
+    ada.switch_page("views/users.py").run()
+    assert set(ada.dataframe[0].value["User"]) == {"ada", "otto", "vera"}
+    accounts.update(SHELL, "otto", disabled=True)
+    otto = pages["otto"]
+    otto.run()  # a disabled account is out at its next click
+    assert [t.value for t in otto.title] == ["app-pki"]
 
 
 @pytest.mark.parametrize("page", PAGES)

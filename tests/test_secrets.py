@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import REPO, RunningCA, gui_fleet, tool_env
+from conftest import OPERATOR, REPO, RunningCA, gui_fleet, tool_env
 from pki.issuing import IssueRequest
 from pki.model import Kind
 
@@ -57,11 +57,11 @@ def test_no_token_or_password_ever_appears_on_a_command_line(ca: RunningCA, tmp_
     assert all(passwords)
 
     with CommandLines() as sampled:
-        issued = fleet.issue(IssueRequest("site-secret-1", Kind.CLIENT, "", 30, "EC P-256"))
-        fleet.issue(IssueRequest("mqtt-secret.example", Kind.SERVER, "", 30, "RSA 2048"))
-        fleet.revoke("site-secret-1", reason_code=4, confirmation="site-secret-1")
-        fleet.revoke("mqtt-secret.example", reason_code=4, confirmation="mqtt-secret.example")
-        enrollment = fleet.enroll("site-secret-2", hours=1, broker="127.0.0.1:8883")
+        issued = fleet.issue(OPERATOR, IssueRequest("site-secret-1", Kind.CLIENT, "", 30, "EC P-256"))
+        fleet.issue(OPERATOR, IssueRequest("mqtt-secret.example", Kind.SERVER, "", 30, "RSA 2048"))
+        fleet.revoke(OPERATOR, "site-secret-1", reason_code=4, confirmation="site-secret-1")
+        fleet.revoke(OPERATOR, "mqtt-secret.example", reason_code=4, confirmation="mqtt-secret.example")
+        enrollment = fleet.enroll(OPERATOR, "site-secret-2", hours=1, broker="127.0.0.1:8883")
         # The command the GUI shows, run as it is (the script from the repository, into a prefix).
         script = f"bash {REPO / 'scripts' / 'enroll-site.sh'} --prefix {tmp_path / 'site'} --schedule none"
         command = enrollment.command().replace("sudo ./enroll-site.sh", script)
@@ -83,8 +83,8 @@ def test_no_token_or_password_ever_appears_on_a_command_line(ca: RunningCA, tmp_
 
 def test_the_cas_log_and_journal_keep_no_token(ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(ca, tmp_path)
-    fleet.issue(IssueRequest("site-secret-3", Kind.CLIENT, "", 30, "EC P-256"))
-    fleet.revoke("site-secret-3", reason_code=4, confirmation="site-secret-3")
+    fleet.issue(OPERATOR, IssueRequest("site-secret-3", Kind.CLIENT, "", 30, "EC P-256"))
+    fleet.revoke(OPERATOR, "site-secret-3", reason_code=4, confirmation="site-secret-3")
     journal, log = ca.journal.read_text(), ca.log()
     assert '"path":"/revoke"' in log and '"certificate":' in journal  # the requests were logged...
     assert "eyJ" not in log and "eyJ" not in journal  # ...without their one-time tokens

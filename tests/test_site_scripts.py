@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from conftest import REPO, RunningCA, free_port, gui_fleet, tool_env
+from conftest import OPERATOR, REPO, RunningCA, free_port, gui_fleet, tool_env
 from pki.ca import StepCA
 from pki.enrollment import Enrollment
 from pki.fleet import Fleet
@@ -47,7 +47,7 @@ def gui(ca: RunningCA, tmp_path: Path) -> Fleet:
 
 
 def token_for(gui: Fleet, site: str) -> Enrollment:
-    return gui.enroll(site, hours=1, broker="127.0.0.1:8883")
+    return gui.enroll(OPERATOR, site, hours=1, broker="127.0.0.1:8883")
 
 
 def args_of(enrollment: Enrollment, prefix: Path, *extra: str) -> list[str]:
@@ -168,9 +168,9 @@ def test_bundle_mode_installs_a_client_bundle_and_refuses_others(gui: Fleet, ca:
     settings = gui.settings
 
     def bundle_of(cn: str, kind: Kind) -> Path:
-        record = gui.issue(IssueRequest(cn, kind, "", 30, "EC P-256")).record
+        record = gui.issue(OPERATOR, IssueRequest(cn, kind, "", 30, "EC P-256")).record
         path = tmp_path / f"{cn}.zip"
-        path.write_bytes(gui.bundle(record.serial))
+        path.write_bytes(gui.bundle(OPERATOR, record.serial))
         return path
 
     client = bundle_of("site-708", Kind.CLIENT)

@@ -1,22 +1,52 @@
 """The audit trail: one JSON line per operation that changes state or hands out a secret.
 
 Issue (a "sign" line with the serial the moment the CA has signed, then the issue's outcome),
-revoke, enrolment token, reconcile actions, download of a private key, login. Appended, never
-rewritten; one write per line, small enough that concurrent appends from several sessions do not
-interleave. Secrets (tokens, keys, passwords) are never written.
+revoke, enrolment token, reconcile actions, bundles, logins (failed ones too), account changes. Each
+line names the user, their role and client address, and carries `prev`: the SHA-256 of the line
+before it. The lines form a chain: an edited, removed or reordered line breaks it at the next one
+(`python -m pki.audit verify`). Lines are appended under an exclusive lock on the file, so writers
+in several sessions, processes and GUI replicas chain in one order. Nothing is ever rewritten.
+Secrets (tokens, keys, passwords, passphrases) are never written.
+
+A chain proves order and integrity, not completeness at the end: whoever can write the file can cut
+its last lines. `verify` prints the hash of the last line; kept elsewhere, it shows a cut later.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
+import fcntl
+import hashlib
 import json
 import os
+import sys
 import threading
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pki.roles import Actor
 from pki.tail import Position, read_appended
+
+_TAIL = 64 * 1024  # enough to hold the last line
+
+
+def line_hash(line: bytes) -> str:
+    """What the next line's `prev` holds: SHA-256 of a line's bytes, without its newline."""
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+def _last_line(fd: int, size: int) -> bytes:
+    """The last line of the open file (its last fragment if a write was cut short)."""
+    start = max(0, size - _TAIL)
+    data = os.pread(fd, size - start, start)
+    while b"\n" not in data.rstrip(b"\n") and start > 0:
+        start = max(0, start - _TAIL)
+        data = os.pread(fd, size - start, start)
+    return data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
 
 
 class AuditLog:
@@ -28,20 +58,47 @@ class AuditLog:
         self._position = Position()
         """How far the indexes have read the trail."""
 
-    def record(self, action: str, outcome: str = "ok", **details: Any) -> None:
-        """Append one line. Raises OSError if the whole line could not be written (a full disk)."""
-        entry = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "action": action, "outcome": outcome}
+    def record(self, action: str, outcome: str = "ok", *, actor: Actor | None = None, **details: Any) -> None:
+        """Append one line, chained to the one before. Raises OSError if the whole line could not be
+        written (a full disk)."""
+        entry: dict[str, Any] = {
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "action": action,
+            "outcome": outcome,
+        }
+        if actor is not None:
+            entry |= {"user": actor.name, "role": actor.role.value, "via": actor.via, "address": actor.address or None}
         entry.update({k: v for k, v in details.items() if v is not None})
-        line = (json.dumps(entry, default=str, sort_keys=False) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time: the chain has one order
             size = os.fstat(fd).st_size
+            last = _last_line(fd, size) if size else self._last_rotated_line()
+            entry["prev"] = line_hash(last) if last else ""
+            line = (json.dumps(entry, default=str, sort_keys=False) + "\n").encode()
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 line = b"\n" + line  # an earlier write was cut short: never glue a line onto its remains
             rest = memoryview(line)
             while rest:
                 rest = rest[os.write(fd, rest) :]
+        finally:
+            os.close(fd)  # also releases the lock
+
+    def _last_rotated_line(self) -> bytes:
+        """The last line of the newest rotated copy (audit.log.1...) next to a new, empty trail: the
+        chain runs on through a rotation. Compressed copies cannot be read and are skipped."""
+        siblings = [
+            p for p in self.path.parent.glob(f"{self.path.name}.*")
+            if p.is_file() and p.suffix not in (".gz", ".xz", ".bz2", ".zst", ".lock", ".tmp")
+        ]  # fmt: skip
+        if not siblings:
+            return b""
+        newest = max(siblings, key=lambda p: p.stat().st_mtime)
+        fd = os.open(newest, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            return _last_line(fd, size) if size else b""
         finally:
             os.close(fd)
 
@@ -96,3 +153,102 @@ class AuditLog:
                 self._tokens.setdefault(entry["cn"], set()).add(dt.datetime.fromisoformat(entry["expires"]))
         except (ValueError, KeyError, TypeError):
             return
+
+
+def search(
+    entries: Sequence[dict[str, Any]],
+    *,
+    users: Collection[str] = (),
+    actions: Collection[str] = (),
+    text: str = "",
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+) -> list[dict[str, Any]]:
+    """The entries of these users and actions (all when empty), mentioning `text` (a CN, a serial...),
+    on or between the dates given."""
+    needle = text.strip().lower()
+    found = []
+    for entry in entries:
+        day = str(entry.get("time", ""))[:10]
+        if users and entry.get("user", entry.get("account")) not in users:
+            continue
+        if actions and entry.get("action") not in actions:
+            continue
+        if (since and day < since.isoformat()) or (until and day > until.isoformat()):
+            continue
+        if needle and needle not in json.dumps(entry, default=str).lower():
+            continue
+        found.append(entry)
+    return found
+
+
+@dataclass(frozen=True)
+class Verified:
+    lines: int
+    unchained: int
+    """Lines before the chain began (written before app-pki chained its audit lines)."""
+    head: str
+    """The hash of the last line: note it elsewhere to notice later that lines were cut off the end."""
+    broken: str | None = None
+    """Where the chain breaks first, and what that means; None if it holds."""
+
+
+def verify(paths: Sequence[Path]) -> Verified:
+    """Check the chain through `paths`, oldest file first (rotated files, then the current one)."""
+    count, unchained, started, last = 0, 0, False, b""
+    for path in paths:
+        with path.open("rb") as log:
+            for number, raw in enumerate(log, start=1):
+                line = raw.rstrip(b"\n")
+                count += 1
+                prev = _prev_of(line)
+                if not started and prev is None:
+                    unchained += 1  # written before the chain began
+                elif prev != (line_hash(last) if last else ""):
+                    broken = (
+                        f"{path} line {number}: the line before it is not the one it was written after. That line "
+                        "was edited, or lines between them were removed, inserted or reordered."
+                    )
+                    return Verified(count, unchained, line_hash(line), broken)
+                else:
+                    started = True
+                last = line
+    return Verified(count, unchained, line_hash(last) if last else "")
+
+
+def _prev_of(line: bytes) -> str | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    prev = entry.get("prev") if isinstance(entry, dict) else None
+    return prev if isinstance(prev, str) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pki.audit",
+        description="Check the audit trail's chain: every line must carry the hash of the line before it.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("verify", help="check the chain; exit 1 at the first break")
+    check.add_argument("files", nargs="*", type=Path, help="oldest first (default: PKI_AUDIT_LOG)")
+    args = parser.parse_args(argv)
+    from pki.settings import audit_path
+
+    files = args.files or [audit_path(os.environ)]
+    try:
+        result = verify(files)
+    except OSError as exc:
+        print(f"pki.audit: {exc}", file=sys.stderr)
+        return 2
+    print(f"{result.lines} lines ({result.unchained} from before the chain); last line's hash {result.head}")
+    if result.broken:
+        print(f"BROKEN: {result.broken}")
+        return 1
+    print("The chain holds.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

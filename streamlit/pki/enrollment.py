@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass
 
 from pki.issuing import Registrar, refuse_if_active
+from pki.roles import Role, require
 from pki.validate import InvalidInput, validate_cn, validate_san
 
 MAX_TOKEN_HOURS = 168  # a bearer credential: a week is plenty to get to a site
@@ -56,6 +57,7 @@ def validate_broker(address: str) -> str:
 
 def create_enrollment(registrar: Registrar, site: str, *, hours: int | float | str, broker: str) -> Enrollment:
     """A token for `site`, minted under the site's lock once no valid certificate of it exists."""
+    require(registrar.actor, Role.OPERATOR, "make enrolment tokens")
     cn = validate_cn(site)
     try:
         lifetime_hours = int(str(hours).strip())
@@ -72,7 +74,9 @@ def create_enrollment(registrar: Registrar, site: str, *, hours: int | float | s
         token = ca.enrollment_token(cn, lifetime)
         expires = dt.datetime.now(dt.UTC) + lifetime
         # The token itself is a credential: the audit records that it was made, never the token.
-        audit.record("token", cn=cn, expires=expires.isoformat(timespec="seconds"), broker=broker)
+        audit.record(
+            "token", actor=registrar.actor, cn=cn, expires=expires.isoformat(timespec="seconds"), broker=broker
+        )
     typed = site.strip()
     return Enrollment(
         cn, token, expires, ca.settings.public_ca_url, ca.root_fingerprint(), broker, earlier,

@@ -29,6 +29,7 @@ from pki.ledger import Ledger
 from pki.model import ISSUABLE_KINDS, VALID_STATUSES, Kind
 from pki.reconcile import Action, Disagreement, Interrupted, disagreements
 from pki.report import Row, rows
+from pki.roles import Actor, Role, require
 from pki.settings import Settings
 from pki.step import StepError
 from pki.store import CertStore
@@ -147,11 +148,12 @@ class Fleet:
 
         return self._cached("issuer", HEALTH_TTL, load)
 
-    def registrar(self) -> Registrar:
+    def registrar(self, actor: Actor) -> Registrar:
+        """The changes `actor` may ask for (each checks their role)."""
         issuer = self.issuer
         if issuer is None:
             raise InvalidInput(f"The CA's intermediate certificate {self.settings.intermediate} cannot be read.")
-        return Registrar(self.ca, self.store, self.inventory, self.ledger, self.audit, issuer)
+        return Registrar(self.ca, self.store, self.inventory, self.ledger, self.audit, issuer, actor)
 
     # -- what the pages show --------------------------------------------------------------------
 
@@ -179,8 +181,9 @@ class Fleet:
         """A broker certificate in its live folder, still valid: serverAuth only, so it cannot renew."""
         return row.record.kind is Kind.SERVER and row.record.is_live and row.status in VALID_STATUSES
 
-    def bundle(self, serial: int) -> bytes:
+    def bundle(self, actor: Actor, serial: int) -> bytes:
         """The ZIP bundle of a certificate filed here with its key (see key_downloaded)."""
+        require(actor, Role.OPERATOR, "download bundles with private keys")
         record = self.record(serial)
         if record is None or not record.folder or not record.has_key:
             raise InvalidInput(f"Certificate {serial:X} has no private key here: no bundle.")
@@ -190,22 +193,24 @@ class Fleet:
             ca_name=s.ca_name,
         )  # fmt: skip
 
-    def key_downloaded(self, serial: int) -> None:
+    def key_downloaded(self, actor: Actor, serial: int) -> None:
         """Audit that a bundle with the private key of `serial` left the server."""
         record = self.record(serial)
-        self.audit.record("download-key", cn=record.identity if record else None, serial=f"{serial:X}")
+        identity = record.identity if record else None
+        self.audit.record("download-key", actor=actor, cn=identity, serial=f"{serial:X}")
 
     # -- changes ----------------------------------------------------------------------------------
 
-    def issue(self, request: IssueRequest) -> Issued:
+    def issue(self, actor: Actor, request: IssueRequest) -> Issued:
         try:
-            return self.registrar().issue(request, max_days=self.limits().get(request.kind, 1))
+            return self.registrar(actor).issue(request, max_days=self.limits().get(request.kind, 1))
         finally:
             self.forget_ca_state()
 
-    def reissue(self, serial: int) -> Issued:
+    def reissue(self, actor: Actor, serial: int) -> Issued:
         """A new key and certificate with the names, key type and lifetime of the live broker certificate
         `serial`; the old one stays valid (in {CN}.replaced) until it is revoked or expires."""
+        require(actor, Role.OPERATOR, "re-issue certificates")
         record = self.record(serial)
         if record is None or record.kind is not Kind.SERVER or not record.is_live:
             raise InvalidInput("Only the current broker certificate in certs/{CN}/ can be re-issued.")
@@ -219,31 +224,31 @@ class Fleet:
             key_type=record.key_type if record.key_type in KEY_TYPES else DEFAULT_KEY_TYPE,
         )
         try:
-            return self.registrar().issue(request, max_days=max_days, replacing=serial)
+            return self.registrar(actor).issue(request, max_days=max_days, replacing=serial)
         finally:
             self.forget_ca_state()
 
     def revoke(
-        self, cn: str, *, reason_code: int, confirmation: str, serials: Collection[int] | None = None
+        self, actor: Actor, cn: str, *, reason_code: int, confirmation: str, serials: Collection[int] | None = None
     ) -> Revoked:
         try:
-            return self.registrar().revoke(cn, reason_code=reason_code, confirmation=confirmation, only=serials)
+            return self.registrar(actor).revoke(cn, reason_code=reason_code, confirmation=confirmation, only=serials)
         finally:
             self.forget_ca_state()
 
-    def enroll(self, site: str, *, hours: int | float | str, broker: str) -> Enrollment:
-        return create_enrollment(self.registrar(), site, hours=hours, broker=broker)
+    def enroll(self, actor: Actor, site: str, *, hours: int | float | str, broker: str) -> Enrollment:
+        return create_enrollment(self.registrar(actor), site, hours=hours, broker=broker)
 
-    def resolve(self, disagreement: Disagreement, action: Action) -> str:
+    def resolve(self, actor: Actor, disagreement: Disagreement, action: Action) -> str:
         """Carry out a Reconcile action other than revoke (which needs a reason and a confirmation)."""
         if action not in disagreement.actions:
             raise InvalidInput(f"{action} does not apply to {disagreement.folder or disagreement.serial_hex}.")
         try:
             if action is Action.FILE:
-                target, warning = self.registrar().file(disagreement.folder)
+                target, warning = self.registrar(actor).file(disagreement.folder)
                 done = f"Filed as certs/{target}/."
             elif action is Action.MARK_FOREIGN:
-                target, warning = self.registrar().mark_foreign(disagreement.folder)
+                target, warning = self.registrar(actor).mark_foreign(disagreement.folder)
                 done = f"Marked as foreign: certs/{target}/."
             else:
                 raise InvalidInput("Revoke on this page with a reason and the confirmation.")

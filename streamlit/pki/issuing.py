@@ -19,6 +19,7 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -30,6 +31,7 @@ from pki.inventory import CertRecord, Inventory, IssuerId, parse_certificate_fil
 from pki.keys import KEY_TYPES, key_id, new_private_key, private_key_pem, signing_request
 from pki.ledger import Ledger
 from pki.model import ISSUABLE_KINDS, REVOCATION_REASONS, VALID_STATUSES, Kind, Status, identity_of
+from pki.roles import Actor, Role, require
 from pki.step import CARefused, CAUnreachable, StepError, StepNotFound
 from pki.store import CertStore, is_staging, staging_identity
 from pki.validate import InvalidInput, validate_cn, validate_days, validate_san, validate_sans
@@ -223,7 +225,14 @@ class Registrar:
     makes one per change."""
 
     def __init__(
-        self, ca: StepCA, store: CertStore, inventory: Inventory, ledger: Ledger, audit: AuditLog, issuer: IssuerId
+        self,
+        ca: StepCA,
+        store: CertStore,
+        inventory: Inventory,
+        ledger: Ledger,
+        audit: AuditLog,
+        issuer: IssuerId,
+        actor: Actor,
     ) -> None:
         self.ca = ca
         self.store = store
@@ -231,6 +240,8 @@ class Registrar:
         self.ledger = ledger
         self.audit = audit
         self.issuer = issuer
+        self.actor = actor
+        """Who asks: each change checks their role and names them in the audit trail."""
 
     def state(self, identity: str) -> IdentityState:
         """What is known of `identity` now. Call with its lock held."""
@@ -239,11 +250,14 @@ class Registrar:
         crl, problem = fetch_crl(self.ca, self.ledger) if unexpired_here(records, self.issuer, now) else (None, None)
         return IdentityState(identity, records, crl, problem, self.issuer, now)
 
-    def _audit_after_change(self, action: str, details: dict[str, object], outcome: str = "ok") -> str | None:
+    def _audit(self, action: str, outcome: str = "ok", **details: Any) -> None:
+        self.audit.record(action, outcome, actor=self.actor, **details)
+
+    def _audit_after_change(self, action: str, details: dict[str, Any], outcome: str = "ok") -> str | None:
         """An audit line once the CA has signed or revoked, or a folder moved: a failure to write it must
         not stop what follows, nor make what was done look undone. Returns the failure, to show."""
         try:
-            self.audit.record(action, outcome, **details)
+            self._audit(action, outcome, **details)
         except OSError as exc:
             return f"The audit line '{action}' could not be written to {self.audit.path}: {exc.strerror or exc}."
         return None
@@ -254,6 +268,7 @@ class Registrar:
         """Validate, then under the identity's lock: refuse if it has a valid certificate (unless
         `replacing` names the live broker certificate being re-issued), make the key, have the CA sign,
         file certs/{identity}/ and archive the previous live folder."""
+        require(self.actor, Role.OPERATOR, "issue certificates")
         valid = validate_request(request, max_days)
         with self.store.locked(valid.cn):
             state = self.state(valid.cn)
@@ -292,7 +307,7 @@ class Registrar:
         except (OSError, StepError) as exc:
             kept = self._after_unsigned_failure(valid.cn, staging, exc, asked) if staging else None
             with contextlib.suppress(OSError):  # a full disk may hold the audit trail too: say what failed first
-                self.audit.record(
+                self._audit(
                     action,
                     "failed",
                     cn=valid.cn,
@@ -328,7 +343,7 @@ class Registrar:
         except OSError as exc:
             raise self._quarantine(valid, staging, leaf, exc, archived, warnings) from None
         record = parse_certificate_file(self.store.certs_dir / valid.cn / f"{valid.cn}.crt", valid.cn)
-        details: dict[str, object] = {"cn": valid.cn, "kind": valid.kind.value, "serial": serial, "days": valid.days}
+        details: dict[str, Any] = {"cn": valid.cn, "kind": valid.kind.value, "serial": serial, "days": valid.days}
         details |= {"sans": valid.sans, "key_type": valid.key_type, "folder": valid.cn}
         details |= {"archived_previous_as": archived or None, "typed": valid.normalised_from}
         warnings.append(self._audit_after_change(action, details))
@@ -395,7 +410,7 @@ class Registrar:
             folder = staging.name
         has_crt = (self.store.certs_dir / folder / f"{valid.cn}.crt").exists()
         error = f"{exc.strerror or exc} ({exc.filename or ''})"
-        details: dict[str, object] = {"cn": valid.cn, "kind": valid.kind.value, "serial": serial, "folder": folder}
+        details: dict[str, Any] = {"cn": valid.cn, "kind": valid.kind.value, "serial": serial, "folder": folder}
         details |= {"error": error, "archived_previous_as": archived or None}
         warnings.append(self._audit_after_change("issue", details, "quarantined"))
         where = f"certs/{folder}/ holds its private key" + (" and the certificate" if has_crt else "")
@@ -415,6 +430,7 @@ class Registrar:
         """Revoke every certificate of the identity that this CA issued, that has not expired and that
         its CRL does not list yet, wherever it is filed (or those of `only`). The result has the CA's
         answer for each serial, whatever it was."""
+        require(self.actor, Role.OPERATOR, "revoke certificates")
         identity = validate_cn(cn)
         if identity_of(confirmation) != identity:
             raise InvalidInput(f"To confirm, type the common name exactly: {identity}")
@@ -447,7 +463,7 @@ class Registrar:
         on_crl = after.crl.revoked if after.crl else frozenset()
         outcomes = [RevokeOutcome(r, answers[r.serial], r.serial in done, r.serial in on_crl) for r in targets]
         failures = {f"{o.record.serial:X}": o.answer for o in outcomes if not o.done}
-        details: dict[str, object] = {"cn": identity, "serials": [f"{s:X}" for s in done]}
+        details: dict[str, Any] = {"cn": identity, "serials": [f"{s:X}" for s in done]}
         details |= {"reason": REVOCATION_REASONS[reason_code], "folders": renamed or None, "failed": failures or None}
         details |= {"not_renamed": not_renamed or None, "on_crl": [f"{s:X}" for s in done if s in on_crl]}
         details |= {"still_valid": [r.serial_hex for r in still_valid] or None}
@@ -485,6 +501,7 @@ class Registrar:
         """Put a quarantined, interrupted or misfiled folder where its certificate's status says: the
         live folder if it is the identity's only valid certificate, else the archive of its status.
         Returns the new name and, if it could not be written, why the audit line is missing."""
+        require(self.actor, Role.OPERATOR, "file certificates")
         named = _folder_identity(folder)
         source = self.store.certs_dir / folder
         if not source.is_dir():
@@ -518,19 +535,20 @@ class Registrar:
                 target = self.store.move(source, identity)
             else:
                 target = self.store.move(source, self.store.free_name(identity, archive_label(status)))
-        details: dict[str, object] = {"cn": identity, "serial": record.serial_hex, "folder": folder}
+        details: dict[str, Any] = {"cn": identity, "serial": record.serial_hex, "folder": folder}
         return target, self._audit_after_change("file", details | {"filed_as": target})
 
     def mark_foreign(self, folder: str) -> tuple[str, str | None]:
         """Rename a folder whose certificate another CA issued to {identity}.foreign[.N]; returns the new
         name and, if it could not be written, why the audit line is missing."""
+        require(self.actor, Role.OPERATOR, "mark folders as foreign")
         identity = _folder_identity(folder)
         with self.store.locked(identity):
             record = certificate_in_folder(self.store, self.inventory, folder, identity)
             if record is None or record.error or record.issued_by(self.issuer) or record.path.parent.name != folder:
                 raise InvalidInput(f"certs/{folder} holds no certificate of another CA.")
             target = self.store.relabel(folder, identity, Label.FOREIGN)
-        details: dict[str, object] = {"cn": record.identity, "serial": record.serial_hex, "folder": folder}
+        details: dict[str, Any] = {"cn": record.identity, "serial": record.serial_hex, "folder": folder}
         return target, self._audit_after_change("mark-foreign", details | {"renamed": target})
 
 

@@ -6,6 +6,7 @@ import streamlit as st
 
 from pki import report
 from pki.model import Kind, Status
+from pki.roles import Role
 from views import common
 
 st.title("View Certificates")
@@ -63,7 +64,7 @@ if chosen:
         )
         st.code(pem, language=None)
 
-        if fleet.can_reissue(chosen):
+        if fleet.can_reissue(chosen) and common.may(Role.OPERATOR):
             st.subheader("Re-issue")
             st.caption(
                 "A broker certificate (serverAuth only) cannot renew itself. Re-issue it: a new key and "
@@ -74,7 +75,7 @@ if chosen:
             if st.button("Re-issue this broker certificate", icon=":material/autorenew:"):
                 try:
                     with st.spinner("Issuing..."):
-                        issued = fleet.reissue(record.serial)
+                        issued = fleet.reissue(common.actor(), record.serial)
                 except common.FAILED as exc:
                     common.show_failure(exc, "Re-issuing")
                 else:

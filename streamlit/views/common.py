@@ -7,18 +7,20 @@ session of this server (it keeps the CA's state briefly and the inventory increm
 from __future__ import annotations
 
 import os
-import time
+from pathlib import Path
 
 import streamlit as st
 
+from pki.accounts import Gate, LoginRefused, UserStore, users_path
 from pki.audit import AuditLog
-from pki.auth import password_matches
 from pki.fleet import Fleet, FleetTable
 from pki.issuing import ActiveCertificateExists, FilingFailed, Issued, IssueUncertain, NotIssued
 from pki.model import REVOCATION_REASONS
 from pki.reconcile import Disagreement
+from pki.roles import Actor, Role
 from pki.settings import Settings, SettingsError, audit_path, load_settings
 from pki.step import StepError
+from pki.throttle import LoginThrottle
 from pki.validate import InvalidInput
 
 
@@ -85,25 +87,92 @@ def reason_select(default: int = 0) -> int:
     )
 
 
+@st.cache_resource(show_spinner=False)
+def _gate(users: str, audit: str, bootstrap: str | None) -> Gate:
+    trail = AuditLog(Path(audit))
+    throttle = LoginThrottle(Path(users).parent / "login-throttle.json")
+    return Gate(UserStore(Path(users), trail), throttle, trail, bootstrap)
+
+
+def gate() -> Gate:
+    """Accounts, throttle and audit trail; known before the CA is set up, so that logins are recorded."""
+    return _gate(str(users_path(os.environ)), str(audit_path(os.environ)), os.environ.get("PKI_PASSWORD"))
+
+
+def client_address() -> str:
+    """The client's address as Streamlit saw it; X-Forwarded-For only when it came from a proxy listed in
+    PKI_TRUSTED_PROXIES (anyone can send the header)."""
+    address = st.context.ip_address
+    address = address if isinstance(address, str) else ""  # no client (a script run by a test harness)
+    trusted = {a.strip() for a in os.environ.get("PKI_TRUSTED_PROXIES", "").split(",") if a.strip()}
+    forwarded = st.context.headers.get("X-Forwarded-For", "") if address in trusted else ""
+    if isinstance(forwarded, str) and forwarded:
+        return forwarded.split(",")[-1].strip()
+    return address
+
+
 def require_login() -> None:
-    """If PKI_PASSWORD is set, show nothing but a login form until it is given."""
-    expected = os.environ.get("PKI_PASSWORD")
-    if not expected or st.session_state.get("authenticated"):
+    """Show nothing but a login form until someone logs in (unless the GUI is open: no account, no
+    PKI_PASSWORD). On every rerun the session's actor is checked again: a disabled account is out."""
+    door = gate()
+    actor = st.session_state.get("actor")
+    current = door.current(actor) if actor else door.open_actor(client_address())
+    if current is not None:
+        st.session_state["actor"] = current
         return
+    st.session_state.pop("actor", None)
     st.title("app-pki")
     with st.form("login"):
+        name = st.text_input("User name")
         given = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Log in")
+    if not door.users.any():
+        st.caption(f"No account exists yet: log in as `{Gate.BOOTSTRAP_NAME}` with the GUI password (PKI_PASSWORD).")
     if submitted:
-        log = AuditLog(audit_path(os.environ))
-        if password_matches(expected, given):
-            st.session_state["authenticated"] = True
-            log.record("login")
+        try:
+            st.session_state["actor"] = door.login(name, given, client_address())
+        except LoginRefused as exc:
+            st.error(str(exc), icon=":material/lock:")
+        else:
             st.rerun()
-        log.record("login", "failed")
-        time.sleep(1)  # slows down guessing
-        st.error("Wrong password.", icon=":material/lock:")
     st.stop()
+
+
+def actor() -> Actor:
+    """Who is using this session (require_login has run)."""
+    found = st.session_state.get("actor")
+    if not isinstance(found, Actor):
+        st.error("Not logged in.", icon=":material/lock:")
+        st.stop()
+        raise RuntimeError  # not reached: st.stop() ends the run
+    return found
+
+
+def may(needed: Role) -> bool:
+    """Whether this session's role allows `needed` (to show a form at all; the core checks again)."""
+    return actor().role.allows(needed)
+
+
+def cannot(needed: Role, what: str) -> None:
+    """What a page shows in place of a form the session's role does not allow."""
+    st.info(f"Your role ({actor().role}) may not {what}: that needs {needed}.", icon=":material/lock:")
+
+
+def session_panel() -> None:
+    """Who is logged in, with which role, and the way out."""
+    who = actor()
+    if who.via == "open":
+        st.sidebar.warning(
+            "**No accounts**: whoever reaches this page acts as admin. Create one: `scripts/users.sh add NAME "
+            "--role admin`.",
+            icon=":material/lock_open:",
+        )
+        return
+    st.sidebar.caption(f"Logged in as **{who.name}** ({who.role})")
+    if st.sidebar.button("Log out", icon=":material/logout:"):
+        gate().audit.record("logout", actor=who)
+        st.session_state.pop("actor", None)
+        st.rerun()
 
 
 def ca_status() -> None:
@@ -185,7 +254,7 @@ def show_issued(
         st.warning(warning, icon=":material/warning:")
     st.write("SANs: " + (", ".join(record.sans) or "none"))
     try:
-        data = current.bundle(serial)
+        data = current.bundle(actor(), serial)
     except FAILED as exc:
         show_failure(exc, "The bundle")
         return
@@ -195,6 +264,6 @@ def show_issued(
         file_name=f"{record.cn}.zip",
         mime="application/zip",
         icon=":material/download:",
-        on_click=lambda: current.key_downloaded(serial),
+        on_click=lambda: current.key_downloaded(actor(), serial),
     )
     st.caption("ca.crt, the certificate, its private key and a README with what to do with them.")

@@ -7,11 +7,15 @@ the private key never leaves the site.
 import streamlit as st
 
 from pki.enrollment import MAX_TOKEN_HOURS
+from pki.roles import Role
 from views import common
 
 st.title("Enroll a Site")
 settings = common.settings()
 fleet = common.fleet()
+if not common.may(Role.OPERATOR):
+    common.cannot(Role.OPERATOR, "make enrolment tokens")
+    st.stop()
 st.caption(
     "Creates a one-time enrolment token for a site. On the site, enroll-site.sh makes the key, gets the "
     "certificate with the token, installs the Mosquitto bridge and daily renewal. The token works once, "
@@ -28,7 +32,7 @@ if submitted:
     st.session_state.pop("enrollment", None)
     try:
         with st.spinner("Signing the token..."):
-            st.session_state["enrollment"] = fleet.enroll(site, hours=hours, broker=broker)
+            st.session_state["enrollment"] = fleet.enroll(common.actor(), site, hours=hours, broker=broker)
     except common.FAILED as exc:
         common.show_failure(exc, "Making the token")
 

@@ -5,6 +5,7 @@ import streamlit as st
 from pki.issuing import IssueRequest
 from pki.keys import DEFAULT_KEY_TYPE, KEY_TYPES
 from pki.model import Kind
+from pki.roles import Role
 from views import common
 
 PRESETS = (30, 90, 365, 730)
@@ -13,6 +14,9 @@ KINDS = {"Client (site)": Kind.CLIENT, "Server (broker)": Kind.SERVER}
 st.title("Issue Certificate")
 settings = common.settings()
 fleet = common.fleet()
+if not common.may(Role.OPERATOR):
+    common.cannot(Role.OPERATOR, "issue certificates")
+    st.stop()
 longest = max(fleet.limits().values())
 presets = [f"{days} days" for days in PRESETS if days <= longest]
 default_preset = f"{settings.default_days} days"
@@ -46,7 +50,7 @@ if submitted:
     st.session_state.pop("issued", None)
     try:
         with st.spinner("Issuing..."):
-            issued = fleet.issue(request)
+            issued = fleet.issue(common.actor(), request)
     except common.FAILED as exc:
         common.show_failure(exc, "Issuing")
     else:

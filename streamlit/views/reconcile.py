@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from pki.reconcile import Action
+from pki.roles import Role
 from views import common
 
 st.title("Reconcile")
@@ -47,6 +48,9 @@ if chosen is None:
 
 st.subheader(f"{chosen.identity}: {chosen.problem.value}")
 st.write(chosen.detail)
+if not common.may(Role.OPERATOR):
+    common.cannot(Role.OPERATOR, "resolve disagreements")
+    st.stop()
 
 
 def finish(level: str, message: str) -> None:
@@ -57,7 +61,7 @@ def finish(level: str, message: str) -> None:
 for action, label in ((Action.FILE, "File it"), (Action.MARK_FOREIGN, "Mark as foreign")):
     if action in chosen.actions and st.button(label, key=f"{action}-{chosen.folder}"):
         try:
-            message = fleet.resolve(chosen, action)
+            message = fleet.resolve(common.actor(), chosen, action)
         except common.FAILED as exc:
             common.show_failure(exc, label)
         else:
@@ -72,7 +76,11 @@ if Action.REVOKE in chosen.actions and chosen.record is not None:
     if submitted:
         try:
             result = fleet.revoke(
-                chosen.identity, reason_code=reason_code, confirmation=confirmation, serials={chosen.record.serial}
+                common.actor(),
+                chosen.identity,
+                reason_code=reason_code,
+                confirmation=confirmation,
+                serials={chosen.record.serial},
             )
         except common.FAILED as exc:
             common.show_failure(exc, "Revoking")

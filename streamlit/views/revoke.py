@@ -8,10 +8,14 @@ serial). The result lists each serial with the CA's answer and whether its CRL l
 import streamlit as st
 
 from pki import report
+from pki.roles import Role
 from views import common
 
 st.title("Revoke Certificate")
 fleet = common.fleet()
+if not common.may(Role.OPERATOR):
+    common.cannot(Role.OPERATOR, "revoke certificates")
+    st.stop()
 
 common.show_outcome("revoke_result")
 
@@ -62,7 +66,9 @@ with st.form("revoke"):
 if submitted:
     try:
         with st.spinner("Revoking..."):
-            result = fleet.revoke(identity, reason_code=reason_code, confirmation=confirmation, serials=chosen)
+            result = fleet.revoke(
+                common.actor(), identity, reason_code=reason_code, confirmation=confirmation, serials=chosen
+            )
     except common.FAILED as exc:
         common.show_failure(exc, "Revoking")
     else:
