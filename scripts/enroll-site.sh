@@ -9,8 +9,10 @@ Usage:
   enroll-site.sh --token TOKEN | --token-file FILE [--site NAME] [--ca-url URL] [--fingerprint FP] [options]
       The key is made here and never leaves the site. TOKEN comes from the GUI ("Enroll a Site"),
       which prints this whole command.
-  enroll-site.sh --bundle NAME.zip [--ca-url URL] [--fingerprint FP] [options]
-      Install the ZIP bundle from the GUI's Issue Certificate page.
+  enroll-site.sh --bundle NAME.zip [--passphrase-file FILE] [--ca-url URL] [--fingerprint FP] [options]
+      Install the ZIP bundle from the GUI's Issue Certificate page. Its key is encrypted: the
+      passphrase the GUI showed comes from --passphrase-file, else APP_PKI_BUNDLE_PASSPHRASE, else
+      it is asked for on the terminal; never give it as an argument.
 
 Options:
   --broker HOST:PORT     the broker as the site dials it; HOST must be in the broker's certificate
@@ -23,6 +25,7 @@ Options:
   --schedule KIND        systemd, cron or none (default: systemd if present, else cron)
   --token-file FILE      read the token from FILE, or from standard input with '-' (keeps it out of the
                          process list; the GUI's command passes it on standard input)
+  --passphrase-file FILE the bundle's passphrase, from FILE or from standard input with '-'
   --prefix DIR           install under DIR instead of / (tests, unprivileged runs; nothing is enabled)
   --force                get a new certificate even if this token's certificate is installed (old files kept)
   --dry-run              run every check, print what would change, change nothing
@@ -42,7 +45,7 @@ EOF
 die() { echo "enroll-site.sh: $*" >&2; exit 1; }
 say() { echo "$*"; }
 
-token="" site="" ca_url="" fingerprint="" bundle="" broker="mqtt.ak-sg.com:8883" renew_before=""
+token="" site="" ca_url="" fingerprint="" bundle="" broker="mqtt.ak-sg.com:8883" renew_before="" passphrase_file=""
 reload_cmd="" schedule="" prefix="" force=false dry_run=false
 topics=()
 while [ $# -gt 0 ]; do
@@ -58,6 +61,7 @@ while [ $# -gt 0 ]; do
     --ca-url) ca_url=${2:?--ca-url needs a value}; shift ;;
     --fingerprint) fingerprint=${2:?--fingerprint needs a value}; shift ;;
     --bundle) bundle=${2:?--bundle needs a value}; shift ;;
+    --passphrase-file) passphrase_file=${2:?--passphrase-file needs a value}; shift ;;
     --broker) broker=${2:?--broker needs a value}; shift ;;
     --topic) topics+=("${2:?--topic needs a value}"); shift ;;
     --renew-before) renew_before=${2:?--renew-before needs a value}; shift ;;
@@ -136,6 +140,31 @@ done
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+
+# decrypt_bundle_key KEY: replace the bundle's encrypted key (in the private scratch folder) by the
+# plain one. The passphrase goes to step in a file of the scratch folder, never as an argument.
+decrypt_bundle_key() {
+  local passphrase=""
+  if [ -n "$passphrase_file" ]; then
+    if [ "$passphrase_file" = "-" ]; then IFS= read -r passphrase || true
+    else IFS= read -r passphrase < "$passphrase_file" || [ -n "$passphrase" ] || die "cannot read $passphrase_file."; fi
+  elif [ -n "${APP_PKI_BUNDLE_PASSPHRASE:-}" ]; then
+    passphrase=$APP_PKI_BUNDLE_PASSPHRASE
+  elif (exec 3<>/dev/tty) 2>/dev/null; then  # a terminal to ask on (tried in a subshell: exec would exit)
+    exec 3<>/dev/tty
+    printf 'Passphrase of the bundle (shown by the GUI when it made it): ' >&3
+    IFS= read -rs passphrase <&3 || true
+    printf '\n' >&3
+    exec 3>&-
+  fi
+  [ -n "$passphrase" ] || die "the bundle's key is encrypted: give its passphrase with --passphrase-file FILE (or -), in APP_PKI_BUNDLE_PASSPHRASE, or on a terminal."
+  (umask 077 && printf '%s' "$passphrase" > "$work/passphrase")
+  STEPPATH="$work/step" step crypto change-pass "$1" --password-file "$work/passphrase" \
+      --no-password --insecure --out "$1.plain" --force </dev/null >/dev/null 2>&1 ||
+    die "the passphrase does not open the bundle's key. Nothing was changed."
+  mv "$1.plain" "$1"
+  rm -f "$work/passphrase"
+}
 export STEPPATH="$work/step"
 mkdir -p "$STEPPATH"
 
@@ -167,6 +196,9 @@ if [ -n "$bundle" ]; then
   fi
   bundle_site=$(basename "$crt_in_bundle" .crt)
   [ -f "$work/bundle/$bundle_site.key" ] || die "$bundle holds no $bundle_site.key."
+  if grep -q "ENCRYPTED PRIVATE KEY" "$work/bundle/$bundle_site.key"; then
+    decrypt_bundle_key "$work/bundle/$bundle_site.key"
+  fi
   [ -n "$site" ] || site=$bundle_site
   [ "$bundle_site" = "$site" ] || die "the bundle is for site '$bundle_site', not '$site'."
   step certificate verify "$crt_in_bundle" --roots "$work/bundle/ca.crt" >/dev/null 2>&1 ||

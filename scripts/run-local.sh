@@ -90,7 +90,8 @@ wait_until "step-ca at $ca_url" "$ca_pid" "$ca_log" ca_healthy
 STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" PKI_CA_LOG="$journal" \
   "$repo_dir/.venv/bin/streamlit" run "$repo_dir/streamlit/app.py" \
   --server.port "$gui_port" --server.address "$gui_address" --server.headless true \
-  --browser.gatherUsageStats false --client.toolbarMode minimal >>"$data_dir/logs/gui.log" 2>&1 &
+  --browser.gatherUsageStats false --client.toolbarMode minimal --client.showErrorDetails none \
+  >>"$data_dir/logs/gui.log" 2>&1 &
 gui_pid=$!
 # The GUI answers where it listens; 0.0.0.0 and :: mean every address, loopback included.
 probe_address=$gui_address

@@ -10,10 +10,11 @@ common.require_login()
 
 pages = [
     st.Page("views/dashboard.py", title="Dashboard", icon=":material/dashboard:", default=True),
+    # A site's key made on the site, never travelling: the first way the pages offer.
+    st.Page("views/enroll.py", title="Enroll a Site", icon=":material/router:"),
     st.Page("views/issue.py", title="Issue Certificate", icon=":material/add_card:"),
     st.Page("views/certificates.py", title="View Certificates", icon=":material/list_alt:"),
     st.Page("views/revoke.py", title="Revoke Certificate", icon=":material/block:"),
-    st.Page("views/enroll.py", title="Enroll a Site", icon=":material/router:"),
     st.Page("views/reconcile.py", title="Reconcile", icon=":material/rule:"),
     st.Page("views/audit.py", title="Audit", icon=":material/history:"),
     st.Page("views/ca_settings.py", title="CA Settings", icon=":material/settings:"),

@@ -17,8 +17,9 @@ from pki.settings import Settings
 from pki.step import run_step
 
 
-def check_bundle(data: bytes, cn: str, into: Path) -> None:
-    """The ZIP a GUI user downloads: four files, chain verifies against ca.crt, key matches."""
+def check_bundle(data: bytes, cn: str, into: Path, passphrase: str) -> None:
+    """The ZIP a GUI user downloads: four files, chain verifies against ca.crt, the key is encrypted (the
+    ZIP alone gives nothing usable) and, with the passphrase, matches the certificate."""
     archive = zipfile.ZipFile(io.BytesIO(data))
     assert sorted(archive.namelist()) == sorted(["ca.crt", f"{cn}.crt", f"{cn}.key", "README.txt"])
     assert (archive.getinfo(f"{cn}.key").external_attr >> 16) & 0o777 == 0o600
@@ -32,7 +33,14 @@ def check_bundle(data: bytes, cn: str, into: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    key = serialization.load_pem_private_key((into / f"{cn}.key").read_bytes(), password=None)
+    encrypted = (into / f"{cn}.key").read_bytes()
+    assert encrypted.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    try:
+        serialization.load_pem_private_key(encrypted, password=None)
+        raise AssertionError("the key in the bundle opens without its passphrase")
+    except TypeError:
+        pass  # "Password was not given but private key is encrypted"
+    key = serialization.load_pem_private_key(encrypted, password=passphrase.encode())
     assert key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) == chain[0].public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -4,24 +4,38 @@ and the real CA. Screenshots go to a temporary folder, or to SCREENSHOT_DIR (`ma
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from checks import check_bundle
 from conftest import REPO, RunningCA, free_port, started_ca
+from pki.accounts import UserStore
+from pki.audit import AuditLog
 from pki.inventory import Inventory
+from pki.roles import SHELL, Role
 
 pytestmark = pytest.mark.browser
+ACCOUNTS = {"ada": Role.ADMIN, "otto": Role.OPERATOR, "vera": Role.VIEWER}
+
+
+def password_of(name: str) -> str:
+    return f"the password of {name}"
+
+
 CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 30_000
 
@@ -38,6 +52,9 @@ def browser_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCA]:
 def gui_server(browser_ca: RunningCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`streamlit run` on a free loopback port, configured like run-local.sh does; yields (url, certs)."""
     base = tmp_path_factory.mktemp("gui")
+    accounts = UserStore(base / "data" / "users.json", AuditLog(base / "data" / "audit.log"))
+    for name, role in ACCOUNTS.items():
+        accounts.add(SHELL, name, role, password_of(name))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STEP", "PKI_"))}
     env.update(
@@ -52,7 +69,8 @@ def gui_server(browser_ca: RunningCA, tmp_path_factory: pytest.TempPathFactory) 
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit" / "app.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"],
+         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+         "--client.showErrorDetails", "none"],
         env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -87,14 +105,23 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser: Browser, gui_server: tuple[str, Path]) -> Iterator[Page]:
+def logged_in(browser: Browser, url: str, name: str = "ada") -> Page:
+    """A new browser (own cookies, own session) logged in as `name`."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     new_page = context.new_page()
-    new_page.goto(gui_server[0])
+    new_page.goto(url)
+    new_page.get_by_label("User name").fill(name)
+    new_page.get_by_role("textbox", name="Password").fill(password_of(name))
+    new_page.get_by_role("button", name="Log in").click()
     expect(new_page.get_by_role("heading", name="Dashboard")).to_be_visible(timeout=WAIT_MS)
+    return new_page
+
+
+@pytest.fixture
+def page(browser: Browser, gui_server: tuple[str, Path]) -> Iterator[Page]:
+    new_page = logged_in(browser, gui_server[0])
     yield new_page
-    context.close()
+    new_page.context.close()
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +156,18 @@ def revoke(page: Page, cn: str) -> None:
     expect(page.get_by_text("The CA's CRL now lists it.")).to_be_visible(timeout=WAIT_MS)
 
 
+def download_bundle(page: Page, into: Path) -> tuple[str, Path]:
+    """Make the bundle of the certificate just issued, read its passphrase off the page, download it."""
+    page.get_by_role("button", name="Make ZIP bundle").click()
+    expect(page.get_by_text("encrypted with this passphrase")).to_be_visible(timeout=WAIT_MS)
+    passphrase = page.locator("[data-testid='stCode'] code").last.inner_text().strip()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download ZIP bundle").click()
+    zip_path = into / "bundle.zip"
+    download.value.save_as(zip_path)
+    return passphrase, zip_path
+
+
 def crl_serials(url: str) -> set[int]:
     with urllib.request.urlopen(f"{url}?pem", timeout=10) as resp:  # noqa: S310 (loopback test CA)
         return {entry.serial_number for entry in x509.load_pem_x509_crl(resp.read())}
@@ -141,11 +180,8 @@ def test_client_certificate_from_issue_to_revocation(
     issue(page, "site-e2e-001", sans="site-e2e-001\n10.0.60.31")
     page.screenshot(path=screenshots / "issue.png", full_page=True)
 
-    with page.expect_download() as download:
-        page.get_by_role("button", name="Download ZIP bundle").click()
-    zip_path = tmp_path / "bundle.zip"
-    download.value.save_as(zip_path)
-    check_bundle(zip_path.read_bytes(), "site-e2e-001", tmp_path / "unzipped")
+    passphrase, zip_path = download_bundle(page, tmp_path)
+    check_bundle(zip_path.read_bytes(), "site-e2e-001", tmp_path / "unzipped", passphrase)
 
     go(page, "View Certificates")
     page.get_by_role("textbox", name="Search certificates").fill("site-e2e-001")
@@ -202,11 +238,8 @@ def test_two_tabs_racing_on_one_cn_one_wins_and_neither_shows_the_others_key(
 ) -> None:
     url, certs = gui_server
     tabs = []
-    for _ in range(2):
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        tab = context.new_page()
-        tab.goto(url)
-        expect(tab.get_by_role("heading", name="Dashboard")).to_be_visible(timeout=WAIT_MS)
+    for name in ("ada", "otto"):
+        tab = logged_in(browser, url, name)
         go(tab, "Issue Certificate")
         tab.get_by_label("Common name (CN)").fill("site-e2e-race")
         tabs.append(tab)
@@ -222,15 +255,12 @@ def test_two_tabs_racing_on_one_cn_one_wins_and_neither_shows_the_others_key(
     expect(lost[0].get_by_role("alert").filter(has_text="site-e2e-race")).to_contain_text(
         re.compile("already has an active certificate|being changed by another session")
     )
-    assert lost[0].get_by_role("button", name="Download ZIP bundle").count() == 0
+    assert lost[0].get_by_role("button", name="Make ZIP bundle").count() == 0
 
     live = next(r for r in Inventory(certs).records() if r.folder == "site-e2e-race")
     expect(won[0].get_by_role("main")).to_contain_text(f"serial {live.serial_hex}")
-    with won[0].expect_download() as download:
-        won[0].get_by_role("button", name="Download ZIP bundle").click()
-    zip_path = tmp_path / "race.zip"
-    download.value.save_as(zip_path)
-    check_bundle(zip_path.read_bytes(), "site-e2e-race", tmp_path / "race")
+    passphrase, zip_path = download_bundle(won[0], tmp_path)
+    check_bundle(zip_path.read_bytes(), "site-e2e-race", tmp_path / "race", passphrase)
     leaf = x509.load_pem_x509_certificates((tmp_path / "race" / "site-e2e-race.crt").read_bytes())[0]
     assert leaf.serial_number == live.serial  # the winner's own certificate and key
     for tab in tabs:
@@ -256,3 +286,60 @@ def test_reconcile_shows_a_valid_certificate_filed_as_revoked_and_revokes_it(
     )
     expect(page.get_by_text("nothing to reconcile")).to_be_visible(timeout=WAIT_MS)
     assert record.serial in crl_serials(browser_ca.crl_url)
+
+
+def test_a_bundles_media_url_gives_a_stranger_nothing_usable(
+    page: Page, gui_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    issue(page, "site-e2e-005")
+    page.get_by_role("button", name="Make ZIP bundle").click()
+    expect(page.get_by_text("encrypted with this passphrase")).to_be_visible(timeout=WAIT_MS)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download ZIP bundle").click()
+    media_url = download.value.url
+    assert "/media/" in media_url
+    # A client that never logged in, without a cookie, asks for the same URL.
+    try:
+        with urllib.request.urlopen(media_url, timeout=10) as resp:  # noqa: S310 (loopback test server)
+            fetched = resp.read()
+    except urllib.error.HTTPError:
+        fetched = b""
+    if fetched:
+        key = zipfile.ZipFile(io.BytesIO(fetched)).read("site-e2e-005.key")
+        assert key.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        with pytest.raises(TypeError, match="encrypted"):
+            serialization.load_pem_private_key(key, password=None)
+    assert b"PRIVATE KEY-----" not in fetched.replace(b"ENCRYPTED PRIVATE KEY-----", b"")
+
+
+def test_each_role_in_the_browser_and_the_login_users_and_audit_pages(
+    browser: Browser, gui_server: tuple[str, Path], screenshots: Path
+) -> None:
+    url = gui_server[0]
+    stranger = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    stranger.goto(url)
+    expect(stranger.get_by_role("button", name="Log in")).to_be_visible(timeout=WAIT_MS)
+    stranger.screenshot(path=screenshots / "login.png", full_page=True)
+    stranger.get_by_label("User name").fill("vera")
+    stranger.get_by_role("textbox", name="Password").fill("a wrong password")
+    stranger.get_by_role("button", name="Log in").click()
+    expect(stranger.get_by_text("Wrong user name or password.")).to_be_visible(timeout=WAIT_MS)
+    stranger.context.close()
+
+    vera = logged_in(browser, url, "vera")
+    expect(vera.get_by_role("link", name="Users")).to_have_count(0)
+    go(vera, "Issue Certificate")
+    expect(vera.get_by_text("Your role (viewer) may not issue certificates")).to_be_visible(timeout=WAIT_MS)
+    expect(vera.get_by_role("button", name="Issue certificate")).to_have_count(0)
+    vera.context.close()
+
+    ada = logged_in(browser, url, "ada")
+    go(ada, "Users")
+    expect(ada.get_by_role("heading", name="Add an account")).to_be_visible(timeout=WAIT_MS)
+    ada.screenshot(path=screenshots / "users.png", full_page=True)
+    go(ada, "Audit")
+    expect(ada.get_by_text("The chain holds")).to_be_visible(timeout=WAIT_MS)
+    ada.screenshot(path=screenshots / "audit.png", full_page=True)
+    ada.get_by_role("button", name="Log out").click()
+    expect(ada.get_by_role("button", name="Log in")).to_be_visible(timeout=WAIT_MS)
+    ada.context.close()

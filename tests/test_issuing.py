@@ -116,14 +116,15 @@ def test_ca_down_issue_is_a_clear_error_and_creates_nothing(ca: RunningCA, tmp_p
 
 def test_bundle_has_four_files_a_verifying_chain_and_the_matching_key(fleet: Fleet, tmp_path: Path) -> None:
     record = fleet.issue(OPERATOR, request("site-207")).record
-    data = fleet.bundle(OPERATOR, record.serial)
-    check_bundle(data, "site-207", tmp_path / "unzipped")
+    data, passphrase = fleet.bundle(OPERATOR, record.serial)
+    check_bundle(data, "site-207", tmp_path / "unzipped", passphrase)
+    assert passphrase not in data.decode(errors="replace") and len(passphrase) >= 20
     readme = zipfile.ZipFile(io.BytesIO(data)).read("README.txt").decode()
     assert "bridge_certfile /etc/mosquitto/certs/site-207.crt" in readme
     assert "address mqtt.ak-sg.com:8883" in readme and "bridge_tls_version tlsv1.2" in readme
 
     server = fleet.issue(OPERATOR, request("mqtt-207.example", Kind.SERVER)).record
-    server_readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(OPERATOR, server.serial))).read("README.txt").decode()
+    server_readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(OPERATOR, server.serial)[0])).read("README.txt").decode()
     for line in ("verify = verify_peer", "fail_if_no_peer_cert = true", "enable_crl_check = true"):
         assert line in server_readme
 
@@ -173,5 +174,5 @@ def test_bad_common_name_never_reaches_step(fleet: Fleet, cn: str, step_calls: l
 def test_the_bundle_names_the_ca_from_its_settings(other_ca: RunningCA, tmp_path: Path) -> None:
     fleet = gui_fleet(other_ca, tmp_path)
     record = fleet.issue(OPERATOR, request("site-other-ca")).record
-    readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(OPERATOR, record.serial))).read("README.txt").decode()
+    readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(OPERATOR, record.serial)[0])).read("README.txt").decode()
     assert "site-other-ca: client certificate of the Other CA" in readme

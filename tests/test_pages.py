@@ -98,7 +98,12 @@ def test_issue_page_issues_and_offers_the_bundle(gui: Path) -> None:
     assert "Issued **site-301** (client)" in texts(at.success)
     assert (gui / "site-301" / "site-301.crt").exists()
     assert (gui / "site-301" / "site-301.key").stat().st_mode & 0o777 == 0o600
+    assert not at.get("download_button"), "no key leaves before it is asked for"
+    next(b for b in at.button if b.label.startswith("Make ZIP bundle")).click().run()
     assert at.get("download_button"), "the ZIP bundle is offered"
+    passphrase = at.code[-1].value
+    assert len(passphrase) >= 20 and passphrase not in (gui.parent / "data" / "audit.log").read_text()
+    assert '"action": "bundle"' in (gui.parent / "data" / "audit.log").read_text()
 
 
 def test_issue_page_refuses_an_active_cn_and_points_to_revoke(ca: RunningCA, gui: Path) -> None:

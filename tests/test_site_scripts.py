@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from conftest import OPERATOR, REPO, RunningCA, free_port, gui_fleet, tool_env
 from pki.ca import StepCA
@@ -36,9 +37,11 @@ def tree(prefix: Path) -> dict[str, str]:
 
 
 def enroll(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """enroll-site.sh with no terminal to ask on (its own session) and nothing on standard input."""
     return subprocess.run(
-        ["bash", str(ENROLL), *args], capture_output=True, text=True, timeout=120, env=env or tool_env()
-    )
+        ["bash", str(ENROLL), *args], capture_output=True, text=True, timeout=120, env=env or tool_env(),
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -164,28 +167,47 @@ def test_clock_skew_is_refused(gui: Fleet, tmp_path: Path) -> None:
     assert tree(tmp_path / "site") == {}
 
 
-def test_bundle_mode_installs_a_client_bundle_and_refuses_others(gui: Fleet, ca: RunningCA, tmp_path: Path) -> None:
+def test_bundle_mode_asks_for_the_passphrase_installs_a_client_bundle_and_refuses_others(
+    gui: Fleet, ca: RunningCA, tmp_path: Path
+) -> None:
     settings = gui.settings
+    passphrases: dict[str, str] = {}
 
     def bundle_of(cn: str, kind: Kind) -> Path:
         record = gui.issue(OPERATOR, IssueRequest(cn, kind, "", 30, "EC P-256")).record
         path = tmp_path / f"{cn}.zip"
-        path.write_bytes(gui.bundle(OPERATOR, record.serial))
+        data, passphrases[cn] = gui.bundle(OPERATOR, record.serial)
+        path.write_bytes(data)
         return path
 
     client = bundle_of("site-708", Kind.CLIENT)
     fingerprint = gui.ca.root_fingerprint()
     prefix = tmp_path / "site"
-    done = enroll("--bundle", str(client), "--ca-url", settings.public_ca_url, "--fingerprint", fingerprint,
-                  "--broker", "127.0.0.1:8883", "--prefix", str(prefix))  # fmt: skip
+    args = ["--bundle", str(client), "--ca-url", settings.public_ca_url, "--fingerprint", fingerprint,
+            "--broker", "127.0.0.1:8883", "--prefix", str(prefix)]  # fmt: skip
+    no_passphrase = enroll(*args)
+    assert no_passphrase.returncode == 1 and "the bundle's key is encrypted" in no_passphrase.stderr
+    (tmp_path / "wrong").write_text("not the passphrase\n")
+    wrong = enroll(*args, "--passphrase-file", str(tmp_path / "wrong"))
+    assert wrong.returncode == 1 and "the passphrase does not open the bundle's key" in wrong.stderr
+    assert tree(prefix) == {}
+
+    done = subprocess.run(
+        ["bash", str(ENROLL), *args, "--passphrase-file", "-"], input=passphrases["site-708"] + "\n",
+        capture_output=True, text=True, timeout=120, env=tool_env(), start_new_session=True,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     installed = prefix / "etc/mosquitto/certs"
     assert (installed / "site-708.key").stat().st_mode & 0o777 == 0o600
+    key = serialization.load_pem_private_key((installed / "site-708.key").read_bytes(), password=None)
+    leaf = x509.load_pem_x509_certificates((installed / "site-708.crt").read_bytes())[0]
+    assert key.public_key() == leaf.public_key()  # decrypted, and the certificate's own
     assert (installed / "site-708.crt").read_bytes() == (settings.certs_dir / "site-708" / "site-708.crt").read_bytes()
     assert (prefix / "etc/app-pki/renew.sh").exists()
 
     server = bundle_of("broker-708", Kind.SERVER)
-    refused = enroll("--bundle", str(server), "--prefix", str(tmp_path / "s2"))
+    env = tool_env(APP_PKI_BUNDLE_PASSPHRASE=passphrases["broker-708"])
+    refused = enroll("--bundle", str(server), "--prefix", str(tmp_path / "s2"), env=env)
     assert refused.returncode == 1 and "not a client certificate" in refused.stderr
     assert tree(tmp_path / "s2") == {}
 

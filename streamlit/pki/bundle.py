@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import secrets
 import zipfile
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pki.inventory import CertRecord
@@ -119,7 +121,13 @@ Serial {record.serial_hex}, valid until {expires}.
 Files
   ca.crt       the CA's root certificate: verifies the other side
   {cn}.crt     this certificate, followed by the intermediate CA certificate
-  {cn}.key     the private key. Keep it secret: mode 0600, never copied elsewhere, never emailed.
+  {cn}.key     the private key, encrypted with the passphrase app-pki showed once when it made this
+               bundle (it is in no file). Decrypt it only where it is installed, keep it 0600 there.
+
+Decrypt it (either asks for the passphrase):
+  step crypto change-pass {cn}.key --no-password --insecure --out {cn}.key.plain
+  openssl pkey -in {cn}.key -out {cn}.key.plain
+and install {cn}.key.plain as {cn}.key below.
 
 Revocation: brokers check the CRL at {crl_url}
 """
@@ -152,7 +160,8 @@ Server certificates cannot be renewed over mTLS: before {expires} re-issue one i
         head
         + f"""
 Install on the site (Debian with Mosquitto)
-  Easiest: scripts/enroll-site.sh --bundle {cn}.zip (it does all of the below and sets up renewal).
+  Easiest: scripts/enroll-site.sh --bundle {cn}.zip (it asks for the passphrase, does all of the below
+  and sets up renewal). Easier still next time: enrol sites by token, the key never leaves the site.
   By hand:
   install -d -m 0755 /etc/mosquitto/certs
   install -m 0644 ca.crt {cn}.crt /etc/mosquitto/certs/
@@ -165,17 +174,30 @@ Check the connection:  mosquitto_sub -v -t '$SYS/broker/connection/#'
     )
 
 
-def make_bundle(record: CertRecord, *, root_pem: bytes, broker_address: str, crl_url: str, ca_name: str) -> bytes:
-    """ZIP with ca.crt, {cn}.crt, {cn}.key and README.txt (four files). The key must be the
-    certificate's own: a key that does not match is never handed out."""
+def new_passphrase() -> str:
+    """A bundle's passphrase: 120 random bits, in groups a person can read out and type."""
+    raw = secrets.token_urlsafe(20).replace("-", "x").replace("_", "y")
+    return "-".join(raw[i : i + 5] for i in range(0, 25, 5))
+
+
+def make_bundle(
+    record: CertRecord, *, root_pem: bytes, broker_address: str, crl_url: str, ca_name: str, passphrase: str
+) -> bytes:
+    """ZIP with ca.crt, {cn}.crt, {cn}.key and README.txt (four files). The key is encrypted with
+    `passphrase` (PKCS#8): the ZIP alone, wherever it ends up, gives no usable key. The key must be
+    the certificate's own: a key that does not match is never handed out."""
     key_path = record.path.with_suffix(".key")
-    key_pem = key_path.read_bytes()
     try:
-        matches = key_id(load_pem_private_key(key_pem, password=None).public_key()) == record.key_id
+        key = load_pem_private_key(key_path.read_bytes(), password=None)
     except ValueError:
-        matches = False
-    if not matches:
+        key = None
+    if key is None or key_id(key.public_key()) != record.key_id:
         raise InvalidInput(f"{key_path} is not the private key of certificate {record.serial_hex}: no bundle.")
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    )
     readme = bundle_readme(record, broker_address=broker_address, crl_url=crl_url, ca_name=ca_name)
     buffer = io.BytesIO()
     stamp = dt.datetime.now(dt.UTC).timetuple()[:6]

@@ -19,7 +19,7 @@ from typing import TypeVar
 from cryptography import x509
 
 from pki.audit import AuditLog
-from pki.bundle import make_bundle
+from pki.bundle import make_bundle, new_passphrase
 from pki.ca import CRLInfo, Provisioner, StepCA
 from pki.enrollment import Enrollment, create_enrollment
 from pki.inventory import CertRecord, Inventory, IssuerId
@@ -181,17 +181,20 @@ class Fleet:
         """A broker certificate in its live folder, still valid: serverAuth only, so it cannot renew."""
         return row.record.kind is Kind.SERVER and row.record.is_live and row.status in VALID_STATUSES
 
-    def bundle(self, actor: Actor, serial: int) -> bytes:
-        """The ZIP bundle of a certificate filed here with its key (see key_downloaded)."""
-        require(actor, Role.OPERATOR, "download bundles with private keys")
+    def bundle(self, actor: Actor, serial: int) -> tuple[bytes, str]:
+        """The ZIP bundle of a certificate filed here, its key encrypted, and the passphrase: made for
+        `actor` and audited (the passphrase itself never is)."""
+        require(actor, Role.OPERATOR, "make bundles with private keys")
         record = self.record(serial)
         if record is None or not record.folder or not record.has_key:
             raise InvalidInput(f"Certificate {serial:X} has no private key here: no bundle.")
-        s = self.settings
-        return make_bundle(
+        s, passphrase = self.settings, new_passphrase()
+        data = make_bundle(
             record, root_pem=s.root.read_bytes(), broker_address=s.broker_address, crl_url=s.crl_url,
-            ca_name=s.ca_name,
+            ca_name=s.ca_name, passphrase=passphrase,
         )  # fmt: skip
+        self.audit.record("bundle", actor=actor, cn=record.identity, serial=record.serial_hex)
+        return data, passphrase
 
     def key_downloaded(self, actor: Actor, serial: int) -> None:
         """Audit that a bundle with the private key of `serial` left the server."""

@@ -103,7 +103,9 @@ def client_address() -> str:
     """The client's address as Streamlit saw it; X-Forwarded-For only when it came from a proxy listed in
     PKI_TRUSTED_PROXIES (anyone can send the header)."""
     address = st.context.ip_address
-    address = address if isinstance(address, str) else ""  # no client (a script run by a test harness)
+    # Streamlit says None for a client on this machine (127.0.0.1, ::1). The address is the TCP peer's;
+    # its server takes X-Forwarded-For only from 127.0.0.1 (uvicorn's default).
+    address = address if isinstance(address, str) else "localhost"
     trusted = {a.strip() for a in os.environ.get("PKI_TRUSTED_PROXIES", "").split(",") if a.strip()}
     forwarded = st.context.headers.get("X-Forwarded-For", "") if address in trusted else ""
     if isinstance(forwarded, str) and forwarded:
@@ -253,17 +255,32 @@ def show_issued(
     for warning in warnings:
         st.warning(warning, icon=":material/warning:")
     st.write("SANs: " + (", ".join(record.sans) or "none"))
-    try:
-        data = current.bundle(actor(), serial)
-    except FAILED as exc:
-        show_failure(exc, "The bundle")
+    if not may(Role.OPERATOR):
         return
+    key = f"bundle-{serial}"
+    if key not in st.session_state:
+        if st.button("Make ZIP bundle (the private key, encrypted)", icon=":material/lock:", key=f"make-{key}"):
+            try:
+                st.session_state[key] = current.bundle(actor(), serial)
+            except FAILED as exc:
+                show_failure(exc, "The bundle")
+                return
+            st.rerun()
+        st.caption("For a site, prefer Enroll a Site: its key is made on the site and never travels.")
+        return
+    data, passphrase = st.session_state[key]
+    st.warning(
+        "The key in the bundle is encrypted with this passphrase. It is shown only here and now: pass it on "
+        "by another way than the ZIP (enroll-site.sh --bundle asks for it).",
+        icon=":material/key:",
+    )
+    st.code(passphrase, language=None)
     st.download_button(
-        "Download ZIP bundle (contains the private key)",
+        "Download ZIP bundle",
         data=data,
         file_name=f"{record.cn}.zip",
         mime="application/zip",
         icon=":material/download:",
         on_click=lambda: current.key_downloaded(actor(), serial),
     )
-    st.caption("ca.crt, the certificate, its private key and a README with what to do with them.")
+    st.caption("ca.crt, the certificate, its encrypted private key and a README with what to do with them.")

@@ -17,6 +17,10 @@ fleet = common.fleet()
 if not common.may(Role.OPERATOR):
     common.cannot(Role.OPERATOR, "issue certificates")
     st.stop()
+st.caption(
+    "For a site, **Enroll a Site** is the better way: its key is made on the site and never travels. Here the "
+    "key is made on this server and handed over in an encrypted bundle (brokers, or sites without the step CLI)."
+)
 longest = max(fleet.limits().values())
 presets = [f"{days} days" for days in PRESETS if days <= longest]
 default_preset = f"{settings.default_days} days"
