@@ -81,6 +81,27 @@ class BrokerSide:
             capture_output=True, text=True, timeout=120, env=tool_env(),
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
+        return self.site_bridge(site, prefix)
+
+    def enroll_by_bundle(self, site: str) -> Site:
+        """A site host: the GUI's ZIP bundle (key encrypted) and its passphrase, enroll-site.sh --bundle."""
+        record = self.fleet.issue(OPERATOR, IssueRequest(site, Kind.CLIENT, "", 30, "EC P-256")).record
+        data, passphrase = self.fleet.bundle(OPERATOR, record.serial)
+        prefix = self.base / site
+        prefix.mkdir()
+        (prefix / f"{site}.zip").write_bytes(data)
+        done = subprocess.run(
+            ["bash", str(ENROLL), "--bundle", str(prefix / f"{site}.zip"), "--passphrase-file", "-",
+             "--broker", f"127.0.0.1:{self.haproxy.port}", "--prefix", str(prefix), "--schedule", "none",
+             "--reload-cmd", f"kill $(cat {prefix / 'site.pid'})"],
+            input=passphrase + "\n", capture_output=True, text=True, timeout=120, env=tool_env(),
+            start_new_session=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return self.site_bridge(site, prefix)
+
+    @staticmethod
+    def site_bridge(site: str, prefix: Path) -> Site:
         port = free_port()
         config = f"listener {port} 127.0.0.1\nallow_anonymous true\ninclude_dir {prefix}/etc/mosquitto/conf.d\n"
         return Site(site, prefix, Mosquitto(prefix, "site", config, port))
@@ -182,6 +203,18 @@ def test_site_enrolled_by_token_delivers_through_haproxy_and_stays_in_its_prefix
     # The ledger knows the site's certificate although its key never came here.
     broker_side.ca.wait_in_journal(site.serial())
     assert site.serial() in {r.serial for r in broker_side.fleet.inventory.of_identity("site-601")}
+
+
+def test_site_installed_from_an_encrypted_bundle_delivers_through_haproxy(
+    broker_side: BrokerSide, site_factory: list[Site]
+) -> None:
+    site = broker_side.enroll_by_bundle("site-607")
+    site_factory.append(site)
+    assert not site.key.read_bytes().startswith(b"-----BEGIN ENCRYPTED")  # Mosquitto reads it as it is
+    arrived = broker_side.monitor.wait_for(
+        "sites/site-607/telemetry/temp 19.0", publish=lambda: site.publish_local("telemetry/temp", "19.0")
+    )
+    assert arrived, broker_side.broker.log_text()[-3000:]
 
 
 def rogue_client(base: Path) -> tuple[Path, Path]:
