@@ -155,9 +155,11 @@ def may(needed: Role) -> bool:
     return actor().role.allows(needed)
 
 
-def cannot(needed: Role, what: str) -> None:
-    """What a page shows in place of a form the session's role does not allow."""
-    st.info(f"Your role ({actor().role}) may not {what}: that needs {needed}.", icon=":material/lock:")
+def only(needed: Role, what: str) -> None:
+    """Stop the page here, saying why, unless this session's role allows `needed` (the core checks again)."""
+    if not may(needed):
+        st.info(f"Your role ({actor().role}) may not {what}: that needs {needed}.", icon=":material/lock:")
+        st.stop()
 
 
 def session_panel() -> None:

@@ -13,9 +13,7 @@ from views import common
 st.title("Enroll a Site")
 settings = common.settings()
 fleet = common.fleet()
-if not common.may(Role.OPERATOR):
-    common.cannot(Role.OPERATOR, "make enrolment tokens")
-    st.stop()
+common.only(Role.OPERATOR, "make enrolment tokens")
 st.caption(
     "Creates a one-time enrolment token for a site. On the site, enroll-site.sh makes the key, gets the "
     "certificate with the token, installs the Mosquitto bridge and daily renewal. The token works once, "

@@ -14,9 +14,7 @@ KINDS = {"Client (site)": Kind.CLIENT, "Server (broker)": Kind.SERVER}
 st.title("Issue Certificate")
 settings = common.settings()
 fleet = common.fleet()
-if not common.may(Role.OPERATOR):
-    common.cannot(Role.OPERATOR, "issue certificates")
-    st.stop()
+common.only(Role.OPERATOR, "issue certificates")
 st.caption(
     "For a site, **Enroll a Site** is the better way: its key is made on the site and never travels. Here the "
     "key is made on this server and handed over in an encrypted bundle (brokers, or sites without the step CLI)."

@@ -48,9 +48,7 @@ if chosen is None:
 
 st.subheader(f"{chosen.identity}: {chosen.problem.value}")
 st.write(chosen.detail)
-if not common.may(Role.OPERATOR):
-    common.cannot(Role.OPERATOR, "resolve disagreements")
-    st.stop()
+common.only(Role.OPERATOR, "resolve disagreements")
 
 
 def finish(level: str, message: str) -> None:

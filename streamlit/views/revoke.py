@@ -13,9 +13,7 @@ from views import common
 
 st.title("Revoke Certificate")
 fleet = common.fleet()
-if not common.may(Role.OPERATOR):
-    common.cannot(Role.OPERATOR, "revoke certificates")
-    st.stop()
+common.only(Role.OPERATOR, "revoke certificates")
 
 common.show_outcome("revoke_result")
 

@@ -11,9 +11,7 @@ from pki.roles import Role
 from views import common
 
 st.title("Users")
-if not common.may(Role.ADMIN):
-    common.cannot(Role.ADMIN, "manage accounts")
-    st.stop()
+common.only(Role.ADMIN, "manage accounts")
 store = common.gate().users
 common.show_outcome("users_result")
 
