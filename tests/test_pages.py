@@ -21,6 +21,7 @@ from pki.issuing import Issued, IssueRequest
 from pki.model import Kind
 from pki.roles import SHELL, Role
 from pki.settings import load_settings
+from pki.throttle import LoginThrottle
 
 APP = REPO / "streamlit" / "app.py"
 PAGES = [
@@ -231,11 +232,13 @@ def test_the_gui_password_logs_in_the_bootstrap_admin_until_an_account_exists(
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert [t.value for t in at.title] == ["app-pki"]
     assert not at.metric and not at.dataframe  # nothing of the CA is shown
-    log_in(at, "admin", "wrong")
-    assert "Wrong user name or password." in texts(at.error)
+    for _ in range(4):
+        log_in(at, "admin", "wrong")
+        assert "Wrong user name or password." in texts(at.error)
     assert not at.metric and not at.dataframe
-    log_in(at, "admin", "s3cret-Pass")
+    log_in(at, "admin", "s3cret-Pass")  # the fifth try of this address in a minute: let in, and the limit
     assert "Dashboard" in [t.value for t in at.title]
+    assert "**1 client address(es) locked out**" not in texts(at.warning)  # a good login forgives it
     log = (gui.parent / "data" / "audit.log").read_text()
     assert (
         '"action": "login", "outcome": "failed"' in log
@@ -409,3 +412,12 @@ def test_reconcile_page_lists_a_valid_certificate_filed_as_revoked_and_revokes_i
     assert record.serial in StepCA(ca.settings()).crl_info().revoked
     audit = (gui.parent / "data" / "audit.log").read_text()
     assert '"action": "revoke"' in audit and record.serial_hex in audit
+
+
+def test_the_dashboard_warns_of_addresses_locked_out(gui: Path) -> None:
+    throttle = LoginThrottle(gui.parent / "data" / "login-throttle.json")
+    for _ in range(5):
+        assert throttle.attempt("192.0.2.44") is None
+    assert throttle.attempt("192.0.2.44") is not None
+    at = open_page("views/dashboard.py")
+    assert "**1 client address(es) locked out** after failed logins: 192.0.2.44" in texts(at.warning)

@@ -28,6 +28,15 @@ if crl:
 else:
     crl_col.warning(f"**CRL unavailable.** {fleet_table.crl.problem}", icon=":material/warning:")
 
+locked = common.gate().throttle.locked_addresses()
+if locked:
+    st.warning(
+        f"**{len(locked)} client address(es) locked out** after failed logins: "
+        + ", ".join(f"{address or 'unknown'} ({seconds / 60:.0f} min left)" for address, seconds in locked.items())
+        + ". The Audit page has the tries.",
+        icon=":material/lock:",
+    )
+
 disagreements = common.disagreements(fleet_table)
 if disagreements:
     st.warning(
