@@ -157,6 +157,10 @@ decrypt_bundle_key() {
     printf '\n' >&3
     exec 3>&-
   fi
+  unset APP_PKI_BUNDLE_PASSPHRASE  # not handed on to --reload-cmd or anything else this script runs
+  passphrase=${passphrase//$'\r'/}
+  passphrase=${passphrase#"${passphrase%%[![:space:]]*}"}  # blanks around it come from copying, not from the GUI
+  passphrase=${passphrase%"${passphrase##*[![:space:]]}"}
   [ -n "$passphrase" ] || die "the bundle's key is encrypted: give its passphrase with --passphrase-file FILE (or -), in APP_PKI_BUNDLE_PASSPHRASE, or on a terminal."
   (umask 077 && printf '%s' "$passphrase" > "$work/passphrase")
   STEPPATH="$work/step" step crypto change-pass "$1" --password-file "$work/passphrase" \

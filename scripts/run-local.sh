@@ -87,7 +87,9 @@ ca_url="https://localhost:$ca_port"
 ca_healthy() { STEPPATH="$data_dir/gui-step" step ca health --ca-url "$ca_url" --root "$root" >/dev/null 2>&1; }
 wait_until "step-ca at $ca_url" "$ca_pid" "$ca_log" ca_healthy
 
+# FORWARDED_ALLOW_IPS="": no X-Forwarded-For is believed, not even from this machine (see PKI_TRUSTED_PROXIES).
 STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" PKI_CA_LOG="$journal" \
+  FORWARDED_ALLOW_IPS="" \
   "$repo_dir/.venv/bin/streamlit" run "$repo_dir/streamlit/app.py" \
   --server.port "$gui_port" --server.address "$gui_address" --server.headless true \
   --browser.gatherUsageStats false --client.toolbarMode minimal --client.showErrorDetails none \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from conftest import OPERATOR, REPO, RunningCA, gui_fleet
 from pki.accounts import Gate, LoginRefused, UserStore
-from pki.audit import AuditLog, line_hash, verify
+from pki.audit import AuditLog, line_hash, rotated_files, verify
 from pki.issuing import IssueRequest
 from pki.model import Kind
 from pki.roles import SHELL, Actor, Forbidden, Role
@@ -90,17 +91,27 @@ def test_the_gui_password_works_only_until_the_first_account(tmp_path: Path) -> 
         door.login("admin", "not it", "10.1.1.1")
     first = door.login("admin", "the gui password", "10.1.1.1")
     assert (first.name, first.role, first.via) == ("admin", Role.ADMIN, "bootstrap")
+    with pytest.raises(InvalidInput, match="The first account must be an admin"):
+        door.users.add(first, "vera", Role.VIEWER, "vera's own password")
     door.users.add(first, "ada", Role.ADMIN, "ada's own password")
     assert door.current(first) is None  # the bootstrap session ends
     with pytest.raises(LoginRefused):
         door.login("admin", "the gui password", "10.1.1.1")
-    assert door.login("ada", "ada's own password", "10.1.1.1").via == "password"
+    ada = door.login("ada", "ada's own password", "10.1.1.1")
+    assert ada.via == "password" and door.current(ada) == ada
+    door.users.update(SHELL, "ada", password="a new password for ada")
+    assert door.current(ada) is None  # a password change ends the sessions opened with the old one
+    (tmp_path / "users.json").unlink()  # the accounts file lost: the GUI password must not come back
+    with pytest.raises(LoginRefused):
+        door.login("admin", "the gui password", "10.1.1.2")
+    assert door.open_actor("127.0.0.1") is None
     assert gate(tmp_path / "open").open_actor("127.0.0.1") == Actor("local", Role.ADMIN, "127.0.0.1", "open")
 
 
 def test_a_hundred_parallel_guesses_get_no_more_tries_than_the_limit(tmp_path: Path) -> None:
     door = gate(tmp_path)
     door.users.add(SHELL, "ada", Role.ADMIN, "ada's own password")
+    door.users.add(SHELL, "otto", Role.OPERATOR, "otto's own password")
     outcomes: list[str] = []
     start = threading.Barrier(100)
 
@@ -121,11 +132,13 @@ def test_a_hundred_parallel_guesses_get_no_more_tries_than_the_limit(tmp_path: P
     logins = [e for e in lines if e["action"] == "login"]
     assert sum(e["outcome"] == "failed" for e in logins) == PER_ADDRESS
     assert all(e["address"] == "198.51.100.7" for e in logins)
-    # Even the right password waits now, from that address; another address is not held up.
-    with pytest.raises(LoginRefused, match="Too many failed logins"):
+    # Even the right password waits now, from that address and for that account; others are not held up.
+    with pytest.raises(LoginRefused, match="Too many failed logins from this address"):
         door.login("ada", "ada's own password", "198.51.100.7")
-    assert door.login("ada", "ada's own password", "198.51.100.8").name == "ada"
-    assert "198.51.100.7" in door.throttle.locked_addresses()
+    with pytest.raises(LoginRefused, match="Too many failed logins for this account"):
+        door.login("ada", "ada's own password", "198.51.100.8")
+    assert door.login("otto", "otto's own password", "198.51.100.8").name == "otto"
+    assert {"address 198.51.100.7", "account ada"} <= set(door.throttle.locked_addresses())
 
 
 def test_guesses_from_separate_processes_share_the_limit(tmp_path: Path) -> None:
@@ -204,3 +217,62 @@ def test_the_audit_chain_runs_on_through_a_rotation_and_from_older_unchained_lin
     assert verify([tmp_path / "audit.log"]).broken  # alone, its first line points to a line it does not have
     both = verify([tmp_path / "audit.log.1", tmp_path / "audit.log"])
     assert both.broken is None and (both.lines, both.unchained) == (6, 1)
+
+
+def test_guesses_from_many_addresses_or_between_ones_own_logins_get_no_further(tmp_path: Path) -> None:
+    door = gate(tmp_path)
+    door.users.add(SHELL, "ada", Role.ADMIN, "ada's own password")
+    door.users.add(SHELL, "mallory", Role.VIEWER, "mallory's password")
+    checked = 0
+    for i in range(200):  # every guess from another address, IPv4 and IPv6 alike
+        address = f"192.0.2.{i}" if i % 2 else f"2001:db8:{i:x}::1"
+        try:
+            door.login("ada", f"guess {i}", address)
+        except LoginRefused as exc:
+            checked += "Wrong" in str(exc)
+    assert checked == PER_ADDRESS  # the account's own limit
+    said = []
+    for i in range(10):  # one IPv6 /64 is one client, whatever its host part
+        try:
+            door.login("nobody", f"guess {i}", f"2001:db8:ffff:1::{i:x}")
+        except LoginRefused as exc:
+            said.append(str(exc))
+    assert said.count("Wrong user name or password.") == PER_ADDRESS
+    assert all("from this address" in message for message in said[PER_ADDRESS:])
+
+    other = gate(tmp_path / "own")
+    other.users.add(SHELL, "ada", Role.ADMIN, "ada's own password")
+    other.users.add(SHELL, "mallory", Role.VIEWER, "mallory's password")
+    wrong = 0
+    for _ in range(10):  # a viewer logging in between guesses does not reset the limits
+        for _ in range(4):
+            try:
+                other.login("ada", "a guess", "198.51.100.20")
+            except LoginRefused as exc:
+                wrong += "Wrong" in str(exc)
+        with contextlib.suppress(LoginRefused):
+            other.login("mallory", "mallory's password", "198.51.100.20")
+    assert wrong <= PER_ADDRESS
+
+
+def test_a_failed_login_records_no_name_that_is_not_an_account(tmp_path: Path) -> None:
+    door = gate(tmp_path)
+    door.users.add(SHELL, "ada", Role.ADMIN, "ada's own password")
+    for name in ("my secret password", "ada"):
+        with pytest.raises(LoginRefused):
+            door.login(name, "wrong", "192.0.2.1")
+    log = (tmp_path / "audit.log").read_text()
+    assert "my secret password" not in log and '"account": "(not an account)"' in log and '"account": "ada"' in log
+
+
+def test_a_cut_line_and_a_dated_rotation_keep_the_chain(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log")
+    log.record("login", actor=OPERATOR)
+    with log.path.open("ab") as out:
+        out.write(b'{"time": "2026-12-01T00:00:00+00:00", "act')  # a write cut short by a full disk
+    log.record("logout", actor=OPERATOR)
+    assert verify([log.path]).broken is None
+    log.path.rename(tmp_path / "audit.log-20261201")  # logrotate's dateext
+    log.record("login", actor=OPERATOR)
+    assert rotated_files(log.path) == [tmp_path / "audit.log-20261201"]
+    assert verify([*rotated_files(log.path), log.path]).broken is None

@@ -64,6 +64,7 @@ def gui_server(browser_ca: RunningCA, tmp_path_factory: pytest.TempPathFactory) 
         PKI_DATA_DIR=str(base / "data"),
         PKI_STEP_BIN=browser_ca.settings().step_bin,
         PKI_CA_LOG=str(browser_ca.journal),
+        FORWARDED_ALLOW_IPS="",  # as run-local.sh and the image: no client names its own address
     )
     log = (base / "streamlit.log").open("wb")
     server = subprocess.Popen(

@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from pki.audit import AuditLog
 from pki.auth import password_matches
 from pki.roles import SHELL, Actor, Role, require
 from pki.settings import audit_path, data_dir
-from pki.throttle import LoginThrottle
+from pki.throttle import LoginThrottle, Refused
 from pki.validate import InvalidInput
 
 PASSWORD_MIN = 12
@@ -49,6 +50,11 @@ class User:
     password_hash: str
     disabled: bool = False
     changed: str = ""
+
+    @property
+    def session_key(self) -> str:
+        """Changes with the password: sessions opened with the old one end."""
+        return hashlib.sha256(self.password_hash.encode()).hexdigest()[:32]
 
 
 def users_path(env: Mapping[str, str]) -> Path:
@@ -91,6 +97,15 @@ class UserStore:
     def any(self) -> bool:
         return bool(self.users())
 
+    @property
+    def _marker(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.had-accounts")
+
+    def ever_had_accounts(self) -> bool:
+        """Whether an account was ever made here (then PKI_PASSWORD logs nobody in, even if the accounts
+        file is lost: restore it from a backup, or add an admin with `python -m pki.accounts`)."""
+        return self._marker.exists()
+
     def find(self, name: str) -> User | None:
         return next((u for u in self.users() if u.name == name.strip().lower()), None)
 
@@ -128,6 +143,9 @@ class UserStore:
         with self._changing() as users:
             if any(u.name == name for u in users):
                 raise InvalidInput(f"An account named {name} exists already.")
+            if not any(u.role is Role.ADMIN and not u.disabled for u in users) and Role(role) is not Role.ADMIN:
+                raise InvalidInput("The first account must be an admin: nobody could manage the others.")
+            self._marker.touch(mode=0o600)
             user = User(name, Role(role), _HASHER.hash(password), changed=_now())
             users.append(user)
         self.audit.record("user-add", actor=actor, account=user.name, role=user.role.value)
@@ -153,8 +171,9 @@ class UserStore:
                 password_hash=new_hash or user.password_hash,
                 changed=_now(),
             )
-            admins = [u for u in users if u.role is Role.ADMIN and not u.disabled and u.name != name]
-            if not admins and (changed.role is not Role.ADMIN or changed.disabled):
+            was_admin = user.role is Role.ADMIN and not user.disabled
+            others = [u for u in users if u.role is Role.ADMIN and not u.disabled and u.name != name]
+            if was_admin and not others and (changed.role is not Role.ADMIN or changed.disabled):
                 raise InvalidInput(f"{name} is the last enabled admin: make another admin first.")
             users[index] = changed
         what = "role" if role is not None else "password" if password is not None else None
@@ -168,8 +187,9 @@ class LoginRefused(Exception):
 
 
 class Gate:
-    """The one way in: the throttle first, then the accounts (or, before any exists, PKI_PASSWORD as
-    the bootstrap admin), and an audit line for every try with the client's address."""
+    """The one way in: the throttle first, then the accounts (or, before any ever existed, PKI_PASSWORD as
+    the bootstrap admin). Failures and lock-outs are audited with the client's address; a typed name is
+    written only when it is an account's (a password typed into the name field is never recorded)."""
 
     BOOTSTRAP_NAME = "admin"
 
@@ -179,43 +199,50 @@ class Gate:
         self.audit = audit
         self.bootstrap = bootstrap or None
 
+    def _bootstrapping(self) -> bool:
+        """PKI_PASSWORD counts until the first account is made, and never again (not even if the
+        accounts file is lost later)."""
+        return bool(self.bootstrap) and not self.users.any() and not self.users.ever_had_accounts()
+
     def open_actor(self, address: str) -> Actor | None:
         """With no account and no PKI_PASSWORD the GUI is open (make run on 127.0.0.1): everyone is admin."""
-        if self.bootstrap or self.users.any():
+        if self.bootstrap or self.users.any() or self.users.ever_had_accounts():
             return None
         return Actor("local", Role.ADMIN, address, "open")
 
     def login(self, name: str, password: str, address: str) -> Actor:
-        refused = self.throttle.attempt(address)
-        if refused is not None:
-            self.audit.record("login", "throttled", account=name.strip().lower()[:64], address=address or None)
-            raise LoginRefused(f"Too many failed logins ({refused.why}). Try again in {ceil(refused.seconds)} s.")
+        typed = name.strip().lower()[:64]
+        user = self.users.find(typed)
+        known = typed if user or (self._bootstrapping() and typed == self.BOOTSTRAP_NAME) else None
+        attempt = self.throttle.attempt(address, known)
+        if isinstance(attempt, Refused):
+            raise LoginRefused(f"Too many failed logins {attempt.why}. Try again in {ceil(attempt.seconds)} s.")
         actor = None
         if self.users.any():
-            user = self.users.authenticate(name, password)
-            actor = Actor(user.name, user.role, address) if user else None
+            found = self.users.authenticate(typed, password)
+            actor = Actor(found.name, found.role, address, session=found.session_key) if found else None
         elif (
-            self.bootstrap
-            and name.strip().lower() == self.BOOTSTRAP_NAME
-            and password_matches(self.bootstrap, password)
+            self._bootstrapping() and typed == self.BOOTSTRAP_NAME and password_matches(self.bootstrap or "", password)
         ):
             actor = Actor(self.BOOTSTRAP_NAME, Role.ADMIN, address, "bootstrap")
         if actor is None:
-            self.audit.record("login", "failed", account=name.strip().lower()[:64], address=address or None)
+            self.audit.record("login", "failed", account=known or "(not an account)", address=address or None)
+            if attempt.locked_out:
+                self.audit.record("login-lockout", locked=list(attempt.locked_out), address=address or None)
             raise LoginRefused("Wrong user name or password.")
-        self.throttle.succeeded(address)
+        self.throttle.succeeded(attempt)
         self.audit.record("login", actor=actor)
         return actor
 
     def current(self, actor: Actor) -> Actor | None:
-        """The session's actor as the accounts say now: None once disabled, removed, or once accounts
-        replace the bootstrap login; the role as changed meanwhile."""
+        """The session's actor as the accounts say now: None once disabled, removed, its password
+        changed, or once accounts replace the bootstrap login; the role as changed meanwhile."""
         if actor.via == "open":
             return self.open_actor(actor.address)
         if actor.via == "bootstrap":
-            return actor if not self.users.any() and self.bootstrap else None
+            return actor if self._bootstrapping() else None
         user = self.users.find(actor.name)
-        if user is None or user.disabled:
+        if user is None or user.disabled or user.session_key != actor.session:
             return None
         return replace(actor, role=user.role)
 

@@ -39,6 +39,23 @@ def line_hash(line: bytes) -> str:
     return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
 
 
+def rotated_files(path: Path) -> list[Path]:
+    """The trail's rotated copies next to it, oldest first: audit.log.1, audit.log-20260101...
+    Compressed ones cannot be read and are left out."""
+    siblings = [*path.parent.glob(f"{path.name}.*"), *path.parent.glob(f"{path.name}-*")]
+    readable = [p for p in siblings if p.is_file() and p.suffix not in (".gz", ".xz", ".bz2", ".zst", ".lock", ".tmp")]
+    return sorted(readable, key=lambda p: p.stat().st_mtime)
+
+
+def _last_line_of(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        return _last_line(fd, size) if size else b""
+    finally:
+        os.close(fd)
+
+
 def _last_line(fd: int, size: int) -> bytes:
     """The last line of the open file (its last fragment if a write was cut short)."""
     start = max(0, size - _TAIL)
@@ -69,12 +86,11 @@ class AuditLog:
         if actor is not None:
             entry |= {"user": actor.name, "role": actor.role.value, "via": actor.via, "address": actor.address or None}
         entry.update({k: v for k, v in details.items() if v is not None})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = self._open_locked()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time: the chain has one order
             size = os.fstat(fd).st_size
-            last = _last_line(fd, size) if size else self._last_rotated_line()
+            rotated = rotated_files(self.path)
+            last = _last_line(fd, size) if size else _last_line_of(rotated[-1]) if rotated else b""
             entry["prev"] = line_hash(last) if last else ""
             line = (json.dumps(entry, default=str, sort_keys=False) + "\n").encode()
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -85,21 +101,18 @@ class AuditLog:
         finally:
             os.close(fd)  # also releases the lock
 
-    def _last_rotated_line(self) -> bytes:
-        """The last line of the newest rotated copy (audit.log.1...) next to a new, empty trail: the
-        chain runs on through a rotation. Compressed copies cannot be read and are skipped."""
-        siblings = [
-            p for p in self.path.parent.glob(f"{self.path.name}.*")
-            if p.is_file() and p.suffix not in (".gz", ".xz", ".bz2", ".zst", ".lock", ".tmp")
-        ]  # fmt: skip
-        if not siblings:
-            return b""
-        newest = max(siblings, key=lambda p: p.stat().st_mtime)
-        fd = os.open(newest, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            return _last_line(fd, size) if size else b""
-        finally:
+    def _open_locked(self) -> int:
+        """The trail open for appending, under an exclusive lock (one writer at a time: the chain has one
+        order), and still the file at its path once locked (a rotation may have moved it meanwhile)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
             os.close(fd)
 
     def entries(self, limit: int | None = 200) -> list[dict[str, Any]]:
@@ -204,6 +217,8 @@ def verify(paths: Sequence[Path]) -> Verified:
                 prev = _prev_of(line)
                 if not started and prev is None:
                     unchained += 1  # written before the chain began
+                elif started and prev is None and not _is_json(line):
+                    pass  # a write cut short (a full disk): the next line chains to what it left
                 elif prev != (line_hash(last) if last else ""):
                     broken = (
                         f"{path} line {number}: the line before it is not the one it was written after. That line "
@@ -214,6 +229,14 @@ def verify(paths: Sequence[Path]) -> Verified:
                     started = True
                 last = line
     return Verified(count, unchained, line_hash(last) if last else "")
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def _prev_of(line: bytes) -> str | None:
@@ -232,11 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("verify", help="check the chain; exit 1 at the first break")
-    check.add_argument("files", nargs="*", type=Path, help="oldest first (default: PKI_AUDIT_LOG)")
+    check.add_argument(
+        "files", nargs="*", type=Path, help="oldest first (default: PKI_AUDIT_LOG and its rotated copies)"
+    )
     args = parser.parse_args(argv)
     from pki.settings import audit_path
 
-    files = args.files or [audit_path(os.environ)]
+    trail = audit_path(os.environ)
+    files = args.files or [*rotated_files(trail), trail]
     try:
         result = verify(files)
     except OSError as exc:

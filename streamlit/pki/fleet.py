@@ -198,6 +198,7 @@ class Fleet:
 
     def key_downloaded(self, actor: Actor, serial: int) -> None:
         """Audit that a bundle with the private key of `serial` left the server."""
+        require(actor, Role.OPERATOR, "download bundles")
         record = self.record(serial)
         identity = record.identity if record else None
         self.audit.record("download-key", actor=actor, cn=identity, serial=f"{serial:X}")

@@ -37,6 +37,8 @@ class Actor:
     """The client's address as the GUI saw it ('' for a shell)."""
     via: str = "password"
     """'password', 'bootstrap' (PKI_PASSWORD), 'sso', 'open' (no accounts), 'shell'."""
+    session: str = ""
+    """The account's session key when it logged in (a password change ends the session)."""
 
 
 SHELL = Actor("shell", Role.ADMIN, "", "shell")

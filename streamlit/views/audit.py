@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from pki.audit import search, verify
+from pki.audit import rotated_files, search, verify
 from views import common
 
 COLUMNS = ["time", "user", "role", "address", "action", "outcome", "cn", "serial", "account", "error"]
@@ -36,7 +36,7 @@ st.download_button(
 
 st.subheader("Chain of lines")
 try:
-    result = verify([trail.path]) if trail.path.exists() else None
+    result = verify([*rotated_files(trail.path), trail.path]) if trail.path.exists() else None
 except OSError as exc:
     st.error(f"The audit trail cannot be read: {exc}", icon=":material/error:")
     st.stop()

@@ -122,7 +122,8 @@ def require_login() -> None:
     if current is not None:
         st.session_state["actor"] = current
         return
-    st.session_state.pop("actor", None)
+    if actor:
+        st.session_state.clear()  # what the session showed (a bundle, a token) is not for whoever comes next
     st.title("app-pki")
     with st.form("login"):
         name = st.text_input("User name")
@@ -175,7 +176,7 @@ def session_panel() -> None:
     st.sidebar.caption(f"Logged in as **{who.name}** ({who.role})")
     if st.sidebar.button("Log out", icon=":material/logout:"):
         gate().audit.record("logout", actor=who)
-        st.session_state.pop("actor", None)
+        st.session_state.clear()  # the session's bundles and tokens go with it
         st.rerun()
 
 

@@ -31,8 +31,8 @@ else:
 locked = common.gate().throttle.locked_addresses()
 if locked:
     st.warning(
-        f"**{len(locked)} client address(es) locked out** after failed logins: "
-        + ", ".join(f"{address or 'unknown'} ({seconds / 60:.0f} min left)" for address, seconds in locked.items())
+        f"**{len(locked)} locked out** after failed logins: "
+        + ", ".join(f"{key} ({seconds / 60:.0f} min left)" for key, seconds in locked.items())
         + ". The Audit page has the tries.",
         icon=":material/lock:",
     )

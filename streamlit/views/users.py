@@ -48,7 +48,7 @@ if added:
 
 if users:
     st.subheader("Change an account")
-    with st.form("change_user"):
+    with st.form("change_user", clear_on_submit=True):
         who = st.selectbox("Account", [u.name for u in users])
         change = st.radio("Change", ["Role", "Disable", "Enable", "New password"], horizontal=True)
         new_role = st.selectbox("New role (for Role)", [r.value for r in Role])
