@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,6 +165,66 @@ def gui_fleet(ca: RunningCA, base: Path, **env: str) -> Fleet:
         "PKI_STEPPATH": str(base / "gui-step"),
     }
     return Fleet(ca.settings(**(own | env)))
+
+
+class GuiProcess:
+    """The GUI as make run and the container start it (`python -m pki.serve`), on a free loopback port."""
+
+    def __init__(self, ca: RunningCA, base: Path, *, wait: bool = True, **env: str) -> None:
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log_path = base / "gui.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("STEP", "PKI_"))}
+        self.env.update(
+            PYTHONPATH=str(REPO / "streamlit"),
+            STEP_CA_URL=ca.url,
+            STEP_CA_ROOT=str(ca.gui_dir / "root_ca.crt"),
+            PKI_GUI_DIR=str(ca.gui_dir),
+            PKI_CERTS_DIR=str(base / "certs"),
+            PKI_DATA_DIR=str(base / "data"),
+            PKI_STEPPATH=str(base / "gui-step"),
+            PKI_STEP_BIN=str(TOOLS / "step"),
+            PKI_CA_LOG=str(ca.journal),
+            PKI_GUI_PORT=str(self.port),
+        )
+        self.env.update(env)
+        self.port = int(self.env["PKI_GUI_PORT"])
+        tls = self.env.get("PKI_TLS", "off") != "off" or "PKI_TLS_CERT_FILE" in self.env
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pki.serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        if wait:
+            self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            health = subprocess.run(
+                [sys.executable, "-m", "pki.serve", "--health"], env=self.env, capture_output=True, timeout=30
+            )
+            if health.returncode == 0:
+                return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"the GUI did not start:\n{self.log()}")
+            time.sleep(0.5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
 
 
 def started_ca(base: Path, **init_settings: str) -> RunningCA:

@@ -7,9 +7,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -22,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from checks import check_bundle
-from conftest import REPO, RunningCA, free_port, started_ca
+from conftest import GuiProcess, RunningCA, started_ca
 from pki.accounts import UserStore
 from pki.audit import AuditLog
 from pki.inventory import Inventory
@@ -50,46 +47,14 @@ def browser_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCA]:
 
 @pytest.fixture(scope="module")
 def gui_server(browser_ca: RunningCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """`streamlit run` on a free loopback port, configured like run-local.sh does; yields (url, certs)."""
+    """The GUI started as make run starts it (python -m pki.serve) on a free loopback port; yields (url, certs)."""
     base = tmp_path_factory.mktemp("gui")
     accounts = UserStore(base / "data" / "users.json", AuditLog(base / "data" / "audit.log"))
     for name, role in ACCOUNTS.items():
         accounts.add(SHELL, name, role, password_of(name))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEP", "PKI_"))}
-    env.update(
-        STEP_CA_URL=browser_ca.url,
-        PKI_GUI_DIR=str(browser_ca.gui_dir),
-        PKI_CERTS_DIR=str(base / "certs"),
-        PKI_DATA_DIR=str(base / "data"),
-        PKI_STEP_BIN=browser_ca.settings().step_bin,
-        PKI_CA_LOG=str(browser_ca.journal),
-        FORWARDED_ALLOW_IPS="",  # as run-local.sh and the image: no client names its own address
-    )
-    log = (base / "streamlit.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit" / "app.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
-         "--client.showErrorDetails", "none"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:  # noqa: S310 (loopback)
-                if resp.read() == b"ok":
-                    break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"streamlit did not start:\n{(base / 'streamlit.log').read_text()}")
-            time.sleep(0.3)
-    yield url, base / "certs"
-    server.terminate()
-    server.wait(timeout=20)
-    log.close()
+    gui = GuiProcess(browser_ca, base)
+    yield gui.url, base / "certs"
+    gui.stop()
 
 
 @pytest.fixture(scope="module")

@@ -193,20 +193,28 @@ class Gate:
 
     BOOTSTRAP_NAME = "admin"
 
-    def __init__(self, users: UserStore, throttle: LoginThrottle, audit: AuditLog, bootstrap: str | None) -> None:
+    def __init__(
+        self, users: UserStore, throttle: LoginThrottle, audit: AuditLog, bootstrap: str | None, *, sso: bool = False
+    ) -> None:
         self.users = users
         self.throttle = throttle
         self.audit = audit
         self.bootstrap = bootstrap or None
+        self.sso = sso
+        """Single sign-on is configured: the GUI is never open, even with no account."""
 
     def _bootstrapping(self) -> bool:
         """PKI_PASSWORD counts until the first account is made, and never again (not even if the
         accounts file is lost later)."""
         return bool(self.bootstrap) and not self.users.any() and not self.users.ever_had_accounts()
 
+    def passwords_usable(self) -> bool:
+        """Whether the password form can let anyone in: an account exists, or PKI_PASSWORD still counts."""
+        return self.users.any() or self._bootstrapping()
+
     def open_actor(self, address: str) -> Actor | None:
         """With no account and no PKI_PASSWORD the GUI is open (make run on 127.0.0.1): everyone is admin."""
-        if self.bootstrap or self.users.any() or self.users.ever_had_accounts():
+        if self.bootstrap or self.sso or self.users.any() or self.users.ever_had_accounts():
             return None
         return Actor("local", Role.ADMIN, address, "open")
 

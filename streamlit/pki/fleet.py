@@ -211,9 +211,10 @@ class Fleet:
         finally:
             self.forget_ca_state()
 
-    def reissue(self, actor: Actor, serial: int) -> Issued:
+    def reissue(self, actor: Actor, serial: int, *, sans: list[str] | None = None, days: int | None = None) -> Issued:
         """A new key and certificate with the names, key type and lifetime of the live broker certificate
-        `serial`; the old one stays valid (in {CN}.replaced) until it is revoked or expires."""
+        `serial` (or the SANs and days given); the old one stays valid (in {CN}.replaced) until it is
+        revoked or expires."""
         require(actor, Role.OPERATOR, "re-issue certificates")
         record = self.record(serial)
         if record is None or record.kind is not Kind.SERVER or not record.is_live:
@@ -223,8 +224,8 @@ class Fleet:
         request = IssueRequest(
             cn=record.identity,
             kind=Kind.SERVER,
-            sans=list(record.sans),
-            days=min(lifetime, max_days),
+            sans=list(record.sans) if sans is None else sans,
+            days=min(days or lifetime, max_days),
             key_type=record.key_type if record.key_type in KEY_TYPES else DEFAULT_KEY_TYPE,
         )
         try:

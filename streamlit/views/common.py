@@ -19,6 +19,7 @@ from pki.model import REVOCATION_REASONS
 from pki.reconcile import Disagreement
 from pki.roles import Actor, Role
 from pki.settings import Settings, SettingsError, audit_path, load_settings
+from pki.sso import SsoConfig, display_name, role_for, sso_config
 from pki.step import StepError
 from pki.throttle import LoginThrottle
 from pki.validate import InvalidInput
@@ -88,15 +89,51 @@ def reason_select(default: int = 0) -> int:
 
 
 @st.cache_resource(show_spinner=False)
-def _gate(users: str, audit: str, bootstrap: str | None) -> Gate:
+def _gate(users: str, audit: str, bootstrap: str | None, sso: bool) -> Gate:
     trail = AuditLog(Path(audit))
     throttle = LoginThrottle(Path(users).parent / "login-throttle.json")
-    return Gate(UserStore(Path(users), trail), throttle, trail, bootstrap)
+    return Gate(UserStore(Path(users), trail), throttle, trail, bootstrap, sso=sso)
 
 
 def gate() -> Gate:
     """Accounts, throttle and audit trail; known before the CA is set up, so that logins are recorded."""
-    return _gate(str(users_path(os.environ)), str(audit_path(os.environ)), os.environ.get("PKI_PASSWORD"))
+    return _gate(
+        str(users_path(os.environ)), str(audit_path(os.environ)), os.environ.get("PKI_PASSWORD"), sso() is not None
+    )
+
+
+def sso() -> SsoConfig | None:
+    """The single sign-on settings (pki.serve refused to start if they are incomplete)."""
+    try:
+        return sso_config(os.environ)
+    except InvalidInput:
+        return None
+
+
+def _sso_actor(config: SsoConfig) -> Actor | None:
+    """Whoever signed in through the provider, with the role their ID token gives; None if nobody did.
+    Someone the allow-lists do not name is shown why, audited once, and stopped here."""
+    if not st.user.is_logged_in:
+        return None
+    claims = st.user.to_dict()
+    name = display_name(claims)
+    role = role_for(claims, config)
+    if role is not None:
+        return Actor(name, role, client_address(), "sso")
+    if st.session_state.get("sso-refused") != name:
+        gate().audit.record("login", "refused", account=name, via="sso", address=client_address() or None)
+        st.session_state["sso-refused"] = name
+    st.title("app-pki")
+    st.error(
+        f"**{name}** signed in, but has no role in app-pki: ask an admin to add you (or your group) to "
+        f"PKI_SSO_ADMINS, PKI_SSO_OPERATORS or PKI_SSO_VIEWERS.",
+        icon=":material/lock:",
+    )
+    if st.button("Log out", icon=":material/logout:"):
+        st.session_state.clear()
+        st.logout()
+    st.stop()
+    raise RuntimeError  # not reached: st.stop() ends the run
 
 
 def client_address() -> str:
@@ -114,22 +151,35 @@ def client_address() -> str:
 
 
 def require_login() -> None:
-    """Show nothing but a login form until someone logs in (unless the GUI is open: no account, no
-    PKI_PASSWORD). On every rerun the session's actor is checked again: a disabled account is out."""
+    """Show nothing but a login form (and the single sign-on button) until someone logs in, unless the GUI
+    is open (no account, no PKI_PASSWORD, no SSO). On every rerun the session's actor is checked again: a
+    disabled account is out, and so is someone whose identity cookie is gone."""
     door = gate()
+    config = sso()
     actor = st.session_state.get("actor")
-    current = door.current(actor) if actor else door.open_actor(client_address())
+    if actor and actor.via == "sso":
+        current = _sso_actor(config) if config else None
+    elif actor:
+        current = door.current(actor)
+    else:
+        current = (_sso_actor(config) if config else None) or door.open_actor(client_address())
+        if current is not None and current.via == "sso":
+            door.audit.record("login", actor=current)
     if current is not None:
         st.session_state["actor"] = current
         return
     if actor:
         st.session_state.clear()  # what the session showed (a bundle, a token) is not for whoever comes next
     st.title("app-pki")
+    if config is not None and st.button(config.label, icon=":material/key:", type="primary"):
+        st.login()
+    if config is not None and not door.passwords_usable():
+        st.stop()  # single sign-on only: no account has a password, and PKI_PASSWORD is not set
     with st.form("login"):
         name = st.text_input("User name")
         given = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Log in")
-    if not door.users.any():
+    if not door.users.any() and door.passwords_usable():
         st.caption(f"No account exists yet: log in as `{Gate.BOOTSTRAP_NAME}` with the GUI password (PKI_PASSWORD).")
     if submitted:
         try:
@@ -177,6 +227,11 @@ def session_panel() -> None:
     if st.sidebar.button("Log out", icon=":material/logout:"):
         gate().audit.record("logout", actor=who)
         st.session_state.clear()  # the session's bundles and tokens go with it
+        if who.via == "sso":
+            # The browser is sent on to clear the identity cookie (and the provider's session, when it
+            # offers end_session); a rerun now could drop that redirect.
+            st.logout()
+            st.stop()
         st.rerun()
 
 
