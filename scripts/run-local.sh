@@ -22,7 +22,8 @@ Environment:
   GUI_ADDRESS                   address the GUI listens on (default 127.0.0.1; 0.0.0.0 for the network)
   PKI_DATA_DIR                  data folder (default <repo>/data)
   PKI_PUBLIC_HOSTS, PKI_PUBLIC_CA_URL, PKI_CRL_URL, ...   CA settings, see scripts/init-ca.sh --help
-  PKI_PASSWORD                  if set, the GUI asks for it
+  PKI_PASSWORD                  if set, the GUI asks for it (until the first account exists)
+  PKI_TLS, PKI_SSO_*            HTTPS and single sign-on, see README.md
 EOF
 }
 
@@ -87,13 +88,10 @@ ca_url="https://localhost:$ca_port"
 ca_healthy() { STEPPATH="$data_dir/gui-step" step ca health --ca-url "$ca_url" --root "$root" >/dev/null 2>&1; }
 wait_until "step-ca at $ca_url" "$ca_pid" "$ca_log" ca_healthy
 
-# FORWARDED_ALLOW_IPS="": no X-Forwarded-For is believed, not even from this machine (see PKI_TRUSTED_PROXIES).
+# The GUI as the container starts it (python -m pki.serve: Streamlit, its flags, SSO secrets, HTTPS if asked).
 STEP_CA_URL="$ca_url" STEP_CA_ROOT="$root" PKI_DATA_DIR="$data_dir" PKI_GUI_DIR="$data_dir/gui" PKI_CA_LOG="$journal" \
-  FORWARDED_ALLOW_IPS="" \
-  "$repo_dir/.venv/bin/streamlit" run "$repo_dir/streamlit/app.py" \
-  --server.port "$gui_port" --server.address "$gui_address" --server.headless true \
-  --browser.gatherUsageStats false --client.toolbarMode minimal --client.showErrorDetails none \
-  >>"$data_dir/logs/gui.log" 2>&1 &
+  PKI_GUI_PORT="$gui_port" PKI_GUI_ADDRESS="$gui_address" PYTHONPATH="$repo_dir/streamlit" \
+  "$repo_dir/.venv/bin/python" -m pki.serve >>"$data_dir/logs/gui.log" 2>&1 &
 gui_pid=$!
 # The GUI answers where it listens; 0.0.0.0 and :: mean every address, loopback included.
 probe_address=$gui_address
@@ -102,11 +100,13 @@ case "$probe_address" in 0.0.0.0|::|"") probe_address=127.0.0.1 ;; esac
 gui_up() { (exec 3<>"/dev/tcp/$probe_address/$gui_port") 2>/dev/null; }
 wait_until "the GUI on $probe_address:$gui_port" "$gui_pid" "$data_dir/logs/gui.log" gui_up
 crl_url=$(sed -n 's/^CRL_URL=//p' "$data_dir/gui/ca-settings.env")
+gui_scheme=http
+[ "${PKI_TLS:-off}" = off ] && [ -z "${PKI_TLS_CERT_FILE:-}" ] || gui_scheme=https
 
 cat <<EOF
 
 app-pki is running.
-  GUI:  http://$gui_address:$gui_port
+  GUI:  $gui_scheme://$gui_address:$gui_port
   CA:   $ca_url   (root: $root)
   CRL:  $crl_url
   Logs: $data_dir/logs/

@@ -60,6 +60,22 @@ def test_accounts_keep_argon2id_hashes_only_and_an_admin_always_remains(tmp_path
     assert '"action": "user-disable"' in log and '"user": "shell"' in log
 
 
+def test_changing_ones_own_password_needs_the_current_one(tmp_path: Path) -> None:
+    accounts = store(tmp_path)
+    accounts.add(SHELL, "ada", Role.ADMIN, "correct horse battery")
+    accounts.add(SHELL, "bob", Role.ADMIN, "bob's password 123")
+    ada = Actor("ada", Role.ADMIN, "127.0.0.1")
+    with pytest.raises(InvalidInput, match="give your current password"):
+        accounts.update(ada, "ada", password="a new password 1")  # a session left open is not enough
+    with pytest.raises(InvalidInput, match="give your current password"):
+        accounts.update(ada, "ada", password="a new password 1", current="wrong")
+    assert accounts.authenticate("ada", "correct horse battery") is not None
+    accounts.update(ada, "ada", password="a new password 1", current="correct horse battery")
+    assert accounts.authenticate("ada", "a new password 1") is not None
+    accounts.update(ada, "bob", password="bob's new password")  # an admin resets someone else's
+    assert accounts.authenticate("bob", "bob's new password") is not None
+
+
 def test_concurrent_account_changes_lose_nothing(tmp_path: Path) -> None:
     accounts = store(tmp_path)
     accounts.add(SHELL, "ada", Role.ADMIN, "admin password 123")

@@ -106,8 +106,10 @@ def test_gui_dockerfile_builds_step_like_install_step_runs_as_the_ca_uid_and_che
     assert "FROM python:3.11-slim" in text
     assert "pip install --no-cache-dir -r requirements.txt" in text
     assert re.search(r"^USER \$\{APP_UID\}$", text, re.MULTILINE) and "ARG APP_UID=1000" in text
-    healthcheck = text.split("HEALTHCHECK", 1)[1].split("\n\n")[0]
-    assert "/_stcore/health" in healthcheck and "curl" not in healthcheck
+    healthcheck = text.split("HEALTHCHECK", 1)[1].split("\n")[0]
+    assert '"pki.serve", "--health"' in healthcheck and "curl" not in healthcheck
+    # HTTPS from our CA by default, started (and stopped on SIGTERM) by pki.serve
+    assert "PKI_TLS=ca" in text and text.rstrip().endswith('CMD ["python", "-m", "pki.serve"]')
 
 
 def test_compose_volume_layout_with_the_real_scripts(tmp_path: Path) -> None:

@@ -439,3 +439,18 @@ def test_logging_out_leaves_nothing_for_the_next_user_of_the_browser(gui: Path) 
     at.switch_page("views/issue.py").run()
     assert not at.get("download_button") and passphrase not in [c.value for c in at.code]
     assert "site-931" not in texts(at.success)
+
+
+def test_a_session_left_idle_must_log_in_again(gui: Path) -> None:
+    accounts = UserStore(gui.parent / "data" / "users.json", AuditLog(gui.parent / "data" / "audit.log"))
+    accounts.add(SHELL, "ada", Role.ADMIN, "password of ada 123")
+    at = log_in(AppTest.from_file(str(APP), default_timeout=TIMEOUT).run(), "ada", "password of ada 123")
+    assert "Dashboard" in [t.value for t in at.title]
+    at.session_state["active-at"] = at.session_state["active-at"] - 31 * 60  # 31 minutes ago
+    at.switch_page("views/issue.py").run()
+    assert [t.value for t in at.title] == ["app-pki"]
+    assert "without activity" in texts(at.info)
+    assert not any(b.label == "Issue certificate" for b in at.button)
+    log_in(at, "ada", "password of ada 123")
+    assert [t.value for t in at.title] == ["Issue Certificate"]  # back where the session was
+    assert '"action": "logout", "outcome": "idle"' in (gui.parent / "data" / "audit.log").read_text()

@@ -153,11 +153,16 @@ class UserStore:
 
     def update(
         self, actor: Actor, name: str, *, role: Role | None = None, disabled: bool | None = None,
-        password: str | None = None,
+        password: str | None = None, current: str = "",
     ) -> User:  # fmt: skip
-        """Change an account's role, disable or enable it, or set a new password."""
+        """Change an account's role, disable or enable it, or set a new password. Someone changing their
+        own password from the GUI gives the current one: a session left open is not enough to take over
+        the account."""
         require(actor, Role.ADMIN, "change accounts")
         name = validate_name(name)
+        own = password is not None and actor.via == "password" and actor.name == name
+        if own and self.authenticate(name, current) is None:
+            raise InvalidInput("To change your own password, give your current password.")
         new_hash = _HASHER.hash(validate_password(password)) if password is not None else None
         with self._changing() as users:
             index = next((i for i, u in enumerate(users) if u.name == name), None)

@@ -7,6 +7,7 @@ session of this server (it keeps the CA's state briefly and the inventory increm
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -150,6 +151,15 @@ def client_address() -> str:
     return address
 
 
+IDLE_MINUTES = float(os.environ.get("PKI_SESSION_IDLE_MINUTES") or 30)
+"""A logged-in session left alone this long must log in again before it acts."""
+
+
+def _idle_too_long() -> bool:
+    last = st.session_state.get("active-at")
+    return isinstance(last, float) and time.monotonic() - last > IDLE_MINUTES * 60
+
+
 def require_login() -> None:
     """Show nothing but a login form (and the single sign-on button) until someone logs in, unless the GUI
     is open (no account, no PKI_PASSWORD, no SSO). On every rerun the session's actor is checked again: a
@@ -165,12 +175,23 @@ def require_login() -> None:
         current = (_sso_actor(config) if config else None) or door.open_actor(client_address())
         if current is not None and current.via == "sso":
             door.audit.record("login", actor=current)
+    if current is not None and current.via != "open" and _idle_too_long():
+        door.audit.record("logout", "idle", actor=current)
+        st.session_state.clear()  # as a logout: the session's bundles and tokens go with it
+        st.session_state["idle-out"] = True
+        if current.via == "sso":
+            st.logout()  # else the identity cookie would log the browser straight back in
+            st.stop()
+        st.rerun()
     if current is not None:
         st.session_state["actor"] = current
+        st.session_state["active-at"] = time.monotonic()
         return
     if actor:
         st.session_state.clear()  # what the session showed (a bundle, a token) is not for whoever comes next
     st.title("app-pki")
+    if st.session_state.pop("idle-out", False):
+        st.info(f"You were logged out after {IDLE_MINUTES:g} minutes without activity.", icon=":material/timer_off:")
     if config is not None and st.button(config.label, icon=":material/key:", type="primary"):
         st.login()
     if config is not None and not door.passwords_usable():

@@ -53,6 +53,7 @@ if users:
         change = st.radio("Change", ["Role", "Disable", "Enable", "New password"], horizontal=True)
         new_role = st.selectbox("New role (for Role)", [r.value for r in Role])
         new_password = st.text_input("New password (for New password)", type="password")
+        current_password = st.text_input("Your current password (to change your own)", type="password")
         changed = st.form_submit_button("Apply")
     if changed:
         try:
@@ -60,7 +61,7 @@ if users:
                 user = store.update(common.actor(), who, role=Role(new_role))
                 finish(f"**{user.name}** is now {user.role}.")
             elif change == "New password":
-                user = store.update(common.actor(), who, password=new_password)
+                user = store.update(common.actor(), who, password=new_password, current=current_password)
                 finish(f"**{user.name}** has a new password.")
             else:
                 user = store.update(common.actor(), who, disabled=change == "Disable")
