@@ -14,7 +14,7 @@ export CA_PORT CRL_PORT GUI_PORT
 
 SHELL_SCRIPTS := $(wildcard scripts/*.sh) .ci/run
 
-.PHONY: help tools run test lint screenshots bench reset clean
+.PHONY: help packages tools run test lint screenshots bench reset clean
 
 help:
 	@echo "make run     start step-ca and the GUI (http://127.0.0.1:$(GUI_PORT)); Ctrl-C stops both"
@@ -24,6 +24,10 @@ help:
 	@echo "make bench   measure the inventory with 10,000 certificates and one issue against raw step"
 	@echo "make reset   stop nothing, DELETE the local CA and data/ (asks first)"
 	@echo "make clean   remove .venv and the tool links (the cache outside the clone stays)"
+
+# Before anything is built: the Debian packages the tests use (installed as root, else named).
+packages:
+	@scripts/test-packages.sh
 
 tools:
 	@scripts/install-step.sh
@@ -53,7 +57,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/mypy
 	shellcheck $(SHELL_SCRIPTS)
 
-test: tools $(VENV)/.dev node_modules/.installed lint
+test: packages tools $(VENV)/.dev node_modules/.installed lint
 	$(VENV)/bin/pytest
 
 screenshots: tools $(VENV)/.dev

@@ -9,7 +9,8 @@ set -euo pipefail
 
 step_cli_version=v0.30.6
 step_ca_version=v0.30.2
-gojq_version=v0.12.20
+# gojq v0.12.20 needs a go-yaml pseudo-version whose module zip the Go proxy refuses.
+gojq_version=v0.12.19
 
 repo_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache_dir="${XDG_CACHE_HOME:-$HOME/.cache}/app-pki/tools"

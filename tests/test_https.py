@@ -5,6 +5,7 @@ restart; the operator's own certificate instead; a CA that is down at start-up w
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
@@ -190,3 +191,22 @@ def test_wrong_https_settings_stop_with_a_message(tmp_path: Path, env: dict[str,
     run_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "streamlit"), "PKI_DATA_DIR": str(tmp_path), **env}
     done = subprocess.run([sys.executable, "-m", "pki.serve"], env=run_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_serve_refuses_a_certs_folder_it_cannot_write(tls_ca: RunningCA, tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    certs.chmod(0o555)
+    if os.access(certs, os.W_OK):  # root writes anyway: make it a file's child instead
+        certs = tmp_path / "a-file" / "certs"
+        (tmp_path / "a-file").write_text("")
+    gui = GuiProcess(tls_ca, tmp_path, wait=False, PKI_CERTS_DIR=str(certs))
+    assert gui.process.wait(timeout=60) == 2
+    assert "is not writable" in gui.log() and "chown" in gui.log()
+
+
+def test_serve_refuses_to_see_the_cas_secrets(tls_ca: RunningCA, tmp_path: Path) -> None:
+    # What an engine that ignores volume.subpath shows the GUI: the whole CA volume at /app/ca-log.
+    gui = GuiProcess(tls_ca, tmp_path, wait=False, PKI_CA_LOG=str(tls_ca.steppath / "issued.log"))
+    assert gui.process.wait(timeout=60) == 2
+    assert "can see the CA's secrets" in gui.log() and "Docker Engine" in gui.log()

@@ -20,6 +20,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from types import FrameType
 from pki.fleet import Fleet
 from pki.https import REPLACE_HINT, GuiCertificate, Served, hosts_of
 from pki.issuing import ActiveCertificateExists
-from pki.settings import SettingsError, data_dir, load_settings
+from pki.settings import Settings, SettingsError, data_dir, load_settings
 from pki.sso import sso_config, write_secrets
 from pki.step import StepError
 from pki.validate import InvalidInput
@@ -160,6 +161,30 @@ class Supervisor:
         return None
 
 
+def preflight(settings: Settings) -> str | None:
+    """Why the GUI must not start here, or None: it cannot file certificates, or it can see CA secrets."""
+    certs = settings.certs_dir
+    try:
+        certs.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=certs, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        return (
+            f"{certs} is not writable by this process (uid {os.getuid()}): {exc.strerror or exc}. Give it to this "
+            f"user, e.g. `sudo chown {os.getuid()}:{os.getgid()} certs` next to docker-compose.yml."
+        )
+    for mount in (settings.gui_dir, settings.ca_log.parent):
+        seen = [p for p in (*mount.glob("*"), *mount.glob("*/*_key")) if p.name in ("secrets", "config") or
+                p.name.endswith("_key")]  # fmt: skip
+        if seen:
+            return (
+                f"the GUI can see the CA's secrets ({', '.join(str(p) for p in seen[:3])}): it must see only what "
+                "init-ca.sh exports. Docker Engine older than 26 ignores `volume.subpath` and mounts the whole CA "
+                "volume: upgrade Docker Engine to 26 or newer."
+            )
+    return None
+
+
 def health(env: Mapping[str, str]) -> int:
     """0 when the GUI answers its health endpoint (over HTTPS when it serves it)."""
     port = env.get("PKI_GUI_PORT", "8502")
@@ -189,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         secrets = write_secrets(sso_config(env), data_dir(env))
     except (InvalidInput, OSError) as exc:
         log(f"cannot start: {exc}")
+        return 2
+
+    try:
+        problem = preflight(load_settings(env))
+    except SettingsError:
+        problem = None  # the CA was never set up: the pages say so
+    if problem:
+        log(f"cannot start: {problem}")
         return 2
 
     own_cert, own_key = env.get("PKI_TLS_CERT_FILE", ""), env.get("PKI_TLS_KEY_FILE", "")
