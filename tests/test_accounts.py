@@ -74,6 +74,10 @@ def test_changing_ones_own_password_needs_the_current_one(tmp_path: Path) -> Non
     assert accounts.authenticate("ada", "a new password 1") is not None
     accounts.update(ada, "bob", password="bob's new password")  # an admin resets someone else's
     assert accounts.authenticate("bob", "bob's new password") is not None
+    with pytest.raises(InvalidInput, match="There is no role 'superadmin'"):  # a forged form value
+        accounts.update(ada, "bob", role="superadmin")
+    with pytest.raises(InvalidInput, match="There is no role"):
+        accounts.add(ada, "eve", "root", "long enough password")
 
 
 def test_concurrent_account_changes_lose_nothing(tmp_path: Path) -> None:

@@ -71,6 +71,14 @@ def validate_name(name: str) -> str:
     return name
 
 
+def validate_role(role: Role | str) -> Role:
+    """The role named, or InvalidInput (a forged form value is no role)."""
+    try:
+        return Role(role)
+    except ValueError:
+        raise InvalidInput(f"There is no role {role!r}: it is one of {', '.join(r.value for r in Role)}.") from None
+
+
 def validate_password(password: str) -> str:
     if len(password) < PASSWORD_MIN:
         raise InvalidInput(f"A password needs at least {PASSWORD_MIN} characters.")
@@ -137,9 +145,9 @@ class UserStore:
         finally:
             os.close(fd)
 
-    def add(self, actor: Actor, name: str, role: Role, password: str) -> User:
+    def add(self, actor: Actor, name: str, role: Role | str, password: str) -> User:
         require(actor, Role.ADMIN, "add accounts")
-        name, password = validate_name(name), validate_password(password)
+        name, role, password = validate_name(name), validate_role(role), validate_password(password)
         with self._changing() as users:
             if any(u.name == name for u in users):
                 raise InvalidInput(f"An account named {name} exists already.")
@@ -152,7 +160,7 @@ class UserStore:
         return user
 
     def update(
-        self, actor: Actor, name: str, *, role: Role | None = None, disabled: bool | None = None,
+        self, actor: Actor, name: str, *, role: Role | str | None = None, disabled: bool | None = None,
         password: str | None = None, current: str = "",
     ) -> User:  # fmt: skip
         """Change an account's role, disable or enable it, or set a new password. Someone changing their
@@ -160,6 +168,7 @@ class UserStore:
         the account."""
         require(actor, Role.ADMIN, "change accounts")
         name = validate_name(name)
+        role = validate_role(role) if role is not None else None
         own = password is not None and actor.via == "password" and actor.name == name
         if own and self.authenticate(name, current) is None:
             raise InvalidInput("To change your own password, give your current password.")

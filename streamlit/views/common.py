@@ -167,6 +167,8 @@ def require_login() -> None:
     door = gate()
     config = sso()
     actor = st.session_state.get("actor")
+    if not isinstance(actor, Actor):  # nothing, or a value a forged websocket message tried to plant
+        actor = None
     if actor and actor.via == "sso":
         current = _sso_actor(config) if config else None
     elif actor:

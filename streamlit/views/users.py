@@ -40,7 +40,7 @@ with st.form("add_user", clear_on_submit=True):
     added = st.form_submit_button("Add account", type="primary")
 if added:
     try:
-        user = store.add(common.actor(), name, Role(role), password)
+        user = store.add(common.actor(), name, role, password)
     except common.FAILED as exc:
         common.show_failure(exc, "Adding the account")
     else:
@@ -58,7 +58,7 @@ if users:
     if changed:
         try:
             if change == "Role":
-                user = store.update(common.actor(), who, role=Role(new_role))
+                user = store.update(common.actor(), who, role=new_role)
                 finish(f"**{user.name}** is now {user.role}.")
             elif change == "New password":
                 user = store.update(common.actor(), who, password=new_password, current=current_password)
