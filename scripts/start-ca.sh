@@ -11,7 +11,8 @@ Usage: scripts/start-ca.sh [--help]
 
 Starts step-ca with $STEPPATH/config/ca.json and the CA-key password in $STEPPATH/secrets/password.
 Output goes to stdout; request lines with a certificate are also appended to $PKI_CA_LOG
-(default $STEPPATH/logs/step-ca.log). SIGTERM / SIGINT stop step-ca cleanly.
+(default $STEPPATH/logs/step-ca.log). SIGTERM / SIGINT stop step-ca cleanly. SIGUSR1 pauses it
+for a backup: step-ca stops, $STEPPATH/.paused appears, and it starts again when that file is removed.
 USAGE
 }
 
@@ -42,16 +43,35 @@ split_output() {
 # The splitter is started by this shell (not inside step-ca's job), so that this script can wait for it.
 exec {log_fd}> >(split_output)
 splitter_pid=$!
-step-ca "$STEPPATH/config/ca.json" --password-file "$STEPPATH/secrets/password" </dev/null >&"$log_fd" 2>&1 &
-ca_pid=$!
-trap 'kill -TERM "$ca_pid" 2>/dev/null || true' TERM INT
-status=0
-wait "$ca_pid" || status=$?
-# A trapped signal ends the first wait early; wait for step-ca itself to finish.
-if kill -0 "$ca_pid" 2>/dev/null; then
+
+# SIGUSR1 pauses the CA for a consistent backup (scripts/backup.sh): step-ca stops cleanly (its database
+# flushed), $STEPPATH/.paused appears, and step-ca starts again once the file is removed (at most 120 s).
+paused_flag="$STEPPATH/.paused"
+rm -f "$paused_flag"
+echo $$ > "$STEPPATH/start-ca.pid"
+stopping=0 pausing=0
+trap 'stopping=1; kill -TERM "$ca_pid" 2>/dev/null || true' TERM INT
+trap 'pausing=1; kill -TERM "$ca_pid" 2>/dev/null || true' USR1
+while true; do
+  step-ca "$STEPPATH/config/ca.json" --password-file "$STEPPATH/secrets/password" </dev/null >&"$log_fd" 2>&1 &
+  ca_pid=$!
   status=0
-  wait "$ca_pid" || status=$?
-fi
+  # A trapped signal ends a wait early; wait again until step-ca itself has finished.
+  while kill -0 "$ca_pid" 2>/dev/null; do
+    wait "$ca_pid" || status=$?
+  done
+  if [ "$pausing" -eq 0 ] || [ "$stopping" -eq 1 ]; then break; fi
+  touch "$paused_flag"
+  for _ in $(seq 1 600); do
+    if [ ! -e "$paused_flag" ] || [ "$stopping" -eq 1 ]; then break; fi
+    sleep 0.2
+  done
+  rm -f "$paused_flag"
+  pausing=0
+  [ "$stopping" -eq 0 ] || { status=0; break; }
+done
+[ "$stopping" -eq 0 ] || status=0
+rm -f "$STEPPATH/start-ca.pid"
 exec {log_fd}>&-
 wait "$splitter_pid" || true  # it ends at step-ca's last line: nothing outlives this script
 exit "$status"

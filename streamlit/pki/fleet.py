@@ -241,6 +241,22 @@ class Fleet:
         finally:
             self.forget_ca_state()
 
+    def revoke_serial(self, actor: Actor, serial: int, *, reason_code: int) -> str:
+        """Revoke by serial alone: for a certificate this GUI knows nothing of (one issued after the backup
+        a restored CA came from). A known serial goes the usual way, by its identity. Returns what was done."""
+        require(actor, Role.OPERATOR, "revoke certificates")
+        record = self.record(serial)
+        if record is not None:
+            done = self.revoke(actor, record.identity, reason_code=reason_code, confirmation=record.identity,
+                               serials=[serial])  # fmt: skip
+            return f"{serial:X} of {record.identity}: " + ("revoked" if serial in done.serials else "NOT revoked")
+        try:
+            self.ca.revoke(serial, reason_code)
+            self.audit.record("revoke-serial", actor=actor, serial=f"{serial:X}", reason=reason_code)
+        finally:
+            self.forget_ca_state()
+        return f"{serial:X} (unknown here): revoked"
+
     def enroll(self, actor: Actor, site: str, *, hours: int | float | str, broker: str) -> Enrollment:
         return create_enrollment(self.registrar(actor), site, hours=hours, broker=broker)
 
