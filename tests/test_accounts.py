@@ -60,24 +60,25 @@ def test_accounts_keep_argon2id_hashes_only_and_an_admin_always_remains(tmp_path
     assert '"action": "user-disable"' in log and '"user": "shell"' in log
 
 
-def test_changing_ones_own_password_needs_the_current_one(tmp_path: Path) -> None:
-    accounts = store(tmp_path)
-    accounts.add(SHELL, "ada", Role.ADMIN, "correct horse battery")
-    accounts.add(SHELL, "bob", Role.ADMIN, "bob's password 123")
-    ada = Actor("ada", Role.ADMIN, "127.0.0.1")
-    with pytest.raises(InvalidInput, match="give your current password"):
-        accounts.update(ada, "ada", password="a new password 1")  # a session left open is not enough
-    with pytest.raises(InvalidInput, match="give your current password"):
-        accounts.update(ada, "ada", password="a new password 1", current="wrong")
-    assert accounts.authenticate("ada", "correct horse battery") is not None
-    accounts.update(ada, "ada", password="a new password 1", current="correct horse battery")
-    assert accounts.authenticate("ada", "a new password 1") is not None
-    accounts.update(ada, "bob", password="bob's new password")  # an admin resets someone else's
-    assert accounts.authenticate("bob", "bob's new password") is not None
+def test_account_changes_in_the_gui_need_the_admins_password_again(tmp_path: Path) -> None:
+    door = gate(tmp_path)
+    door.users.add(SHELL, "ada", Role.ADMIN, "correct horse battery")
+    door.users.add(SHELL, "bob", Role.ADMIN, "bob's password 123")
+    ada = door.login("ada", "correct horse battery", "192.0.2.7")
+    with pytest.raises(LoginRefused, match="not your password"):
+        door.confirm(ada, "")  # a session left open is not enough
+    for _ in range(4):
+        with pytest.raises(LoginRefused, match="not your password"):
+            door.confirm(ada, "a guess")
+    with pytest.raises(LoginRefused, match="Too many"):  # an oracle no faster than the login form
+        door.confirm(ada, "correct horse battery")
+    log = (tmp_path / "audit.log").read_text()
+    assert log.count('"action": "confirm", "outcome": "failed"') == 5
+    door.confirm(SHELL, "")  # the shell has no password here
     with pytest.raises(InvalidInput, match="There is no role 'superadmin'"):  # a forged form value
-        accounts.update(ada, "bob", role="superadmin")
+        door.users.update(ada, "bob", role="superadmin")
     with pytest.raises(InvalidInput, match="There is no role"):
-        accounts.add(ada, "eve", "root", "long enough password")
+        door.users.add(ada, "eve", "root", "long enough password")
 
 
 def test_concurrent_account_changes_lose_nothing(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def go(page: Page, title: str) -> None:
-    page.get_by_role("link", name=title).click()
+    page.get_by_test_id("stSidebarNavItems").get_by_role("link", name=title, exact=True).click()
     expect(page.get_by_role("heading", name=title)).to_be_visible(timeout=WAIT_MS)
 
 

@@ -273,8 +273,10 @@ def revoke_states(form: Run) -> list[WidgetState]:
 
 
 def add_user_states(form: Run, name: str, role: Role) -> list[WidgetState]:
-    """Everything the Users page's "Add an account" form (as `form` showed it) sends."""
+    """Everything the Users page's "Add an account" form (as `form` showed it) sends, with the password of
+    ada, the admin who confirms account changes with it (a forger would have to know it too)."""
     return [
+        text_value(form.widget("text_input", "Your own password, to confirm the new account"), password_of("ada")),
         text_value(form.widget("text_input", "New user name"), name),
         text_value(form.widget("selectbox", "Role"), role.value),
         text_value(

@@ -5,6 +5,7 @@ restart; the operator's own certificate instead; a CA that is down at start-up w
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import ssl
@@ -21,8 +22,11 @@ from cryptography import x509
 from playwright.sync_api import expect, sync_playwright
 
 from conftest import OPERATOR, REPO, GuiProcess, RunningCA, gui_fleet, started_ca
+from pki.https import GuiCertificate
 from pki.issuing import IssueRequest
 from pki.model import Kind
+from pki.settings import tls_hosts
+from pki.validate import InvalidInput
 
 
 def hosts(name: str) -> str:
@@ -157,7 +161,7 @@ def test_the_operators_own_certificate(tls_ca: RunningCA, tmp_path: Path) -> Non
     try:
         assert served_certificate(gui.port).serial_number == issued.record.serial
         assert health_over_https(gui.port, tls_ca.gui_dir / "root_ca.crt") == b"ok"
-        assert not (tmp_path / "certs").exists()  # nothing issued for the GUI
+        assert not list((tmp_path / "certs").iterdir())  # nothing issued for the GUI
     finally:
         gui.stop()
 
@@ -210,3 +214,15 @@ def test_serve_refuses_to_see_the_cas_secrets(tls_ca: RunningCA, tmp_path: Path)
     gui = GuiProcess(tls_ca, tmp_path, wait=False, PKI_CA_LOG=str(tls_ca.steppath / "issued.log"))
     assert gui.process.wait(timeout=60) == 2
     assert "can see the CA's secrets" in gui.log() and "Docker Engine" in gui.log()
+
+
+def test_the_guis_key_stays_and_mixed_case_names_are_one_certificate(tls_ca: RunningCA, tmp_path: Path) -> None:
+    env = {"PKI_TLS": "ca", "PKI_TLS_HOSTS": "GUI-M.Example.test.,LocalHost"}
+    fleet = gui_fleet(tls_ca, tmp_path, **env)
+    certificate = GuiCertificate(fleet, tls_hosts(env), tmp_path / "tls", days=30)
+    first = certificate.ensure()
+    assert certificate.ensure().serial == first.serial  # the names as the certificate holds them: no re-issue
+    assert certificate.identity == "gui-m.example.test"
+    with pytest.raises(InvalidInput, match="GUI's own HTTPS certificate"):
+        fleet.bundle(OPERATOR, first.serial or 0)  # an operator cannot take the key and pose as the GUI
+    assert certificate.stale(dt.timedelta(0)) == []

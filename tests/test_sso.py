@@ -19,7 +19,7 @@ from conftest import REPO, GuiProcess, RunningCA, free_port, started_ca
 from pki.accounts import UserStore
 from pki.audit import AuditLog
 from pki.roles import SHELL, Role
-from pki.sso import SsoConfig, role_for
+from pki.sso import SsoConfig, SsoSessions, display_name, role_for
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -178,8 +178,12 @@ def test_role_from_claim_values_or_e_mail() -> None:
     )  # fmt: skip
     assert role_for({"groups": ["all", "Pki-Admins"]}, config) is Role.ADMIN  # the highest, case folded
     assert role_for({"groups": "ops"}, config) is Role.OPERATOR  # one string, not a list
-    assert role_for({"email": "OLGA@x.test"}, config) is Role.OPERATOR
-    assert role_for({"email": "olga@x.test", "email_verified": False}, config) is None
+    assert role_for({"email": "OLGA@x.test", "email_verified": True}, config) is Role.OPERATOR
+    for unverified in (False, "false", 0, None):  # anyone may have typed that address
+        assert role_for({"email": "olga@x.test", "email_verified": unverified}, config) is None
+    assert role_for({"email": "olga@x.test"}, config) is None
+    assert display_name({"email": "ada@x.test", "sub": "123"}) == "sso:123"  # unverified: not a name
+    assert display_name({"email": "Ada@x.test", "email_verified": True, "sub": "123"}) == "ada@x.test"
     assert role_for({"groups": ["elsewhere"]}, config) is None
     assert role_for({}, config) is None
 
@@ -191,3 +195,37 @@ def test_serve_refuses_incomplete_sso_settings(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "PKI_SSO_CLIENT_SECRET_FILE" in done.stderr and "PKI_SSO_REDIRECT_URI" in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_sign_in_is_one_session_for_every_tab_and_replica(tmp_path: Path) -> None:
+    """The identity cookie lives 30 days and every tab reads it: idle time, logout and age are kept
+    beside it, in one file every GUI replica shares."""
+    claims = {"iss": "http://idp", "sub": "ada", "iat": 1_000_000}
+    here = SsoSessions(tmp_path / "sso-sessions.json", idle_seconds=1800, max_age_seconds=12 * 3600)
+    there = SsoSessions(tmp_path / "sso-sessions.json", idle_seconds=1800, max_age_seconds=12 * 3600)
+    assert here.use(claims, now=1_000_100) is None
+    assert there.use(claims, now=1_001_000) is None  # another tab or replica, same sign-in
+    assert "idle" in (here.use(claims, now=1_001_000 + 1801) or "")
+    assert "logged out" in (there.use(claims, now=1_003_000) or "")  # once out, out everywhere
+    fresh = {**claims, "iat": 1_010_000}  # a new sign-in at the provider
+    assert here.use(fresh, now=1_010_010) is None
+    there.end(fresh)
+    assert "logged out" in (here.use(fresh, now=1_010_020) or "")
+    assert "older than 12 hours" in (here.use({**claims, "iat": 1}, now=1_000_000) or "")
+    assert "no sign-in time" in (here.use({"sub": "x"}) or "")
+    assert (tmp_path / "sso-sessions.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_logging_out_in_one_tab_ends_the_other(provider_and_gui: tuple[str, GuiProcess], browser: Browser) -> None:
+    issuer, gui = provider_and_gui
+    first = sign_in(browser, gui, issuer, "olga")
+    expect(first.get_by_text("olga@example.test (operator)")).to_be_visible(timeout=WAIT_MS)
+    second = first.context.new_page()  # same browser, same identity cookie
+    second.goto(gui.url)
+    expect(second.get_by_text("olga@example.test (operator)")).to_be_visible(timeout=WAIT_MS)
+    first.get_by_role("button", name="Log out").click()
+    expect(first.get_by_role("button", name="Log in with single sign-on")).to_be_visible(timeout=WAIT_MS)
+    second.get_by_role("link", name="Issue Certificate").click()  # the other tab's next click
+    expect(second.get_by_role("button", name="Log in with single sign-on")).to_be_visible(timeout=WAIT_MS)
+    expect(second.get_by_text("olga@example.test (operator)")).to_have_count(0)
+    first.context.close()

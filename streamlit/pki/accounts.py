@@ -161,17 +161,12 @@ class UserStore:
 
     def update(
         self, actor: Actor, name: str, *, role: Role | str | None = None, disabled: bool | None = None,
-        password: str | None = None, current: str = "",
+        password: str | None = None,
     ) -> User:  # fmt: skip
-        """Change an account's role, disable or enable it, or set a new password. Someone changing their
-        own password from the GUI gives the current one: a session left open is not enough to take over
-        the account."""
+        """Change an account's role, disable or enable it, or set a new password."""
         require(actor, Role.ADMIN, "change accounts")
         name = validate_name(name)
         role = validate_role(role) if role is not None else None
-        own = password is not None and actor.via == "password" and actor.name == name
-        if own and self.authenticate(name, current) is None:
-            raise InvalidInput("To change your own password, give your current password.")
         new_hash = _HASHER.hash(validate_password(password)) if password is not None else None
         with self._changing() as users:
             index = next((i for i, u in enumerate(users) if u.name == name), None)
@@ -255,6 +250,28 @@ class Gate:
         self.throttle.succeeded(attempt)
         self.audit.record("login", actor=actor)
         return actor
+
+    def asks_password(self, actor: Actor) -> bool:
+        """Whether `actor` has a password here to confirm changes with (not the shell, not SSO)."""
+        return actor.via in ("password", "bootstrap")
+
+    def confirm(self, actor: Actor, password: str) -> None:
+        """The acting admin's password once more before an account change: a session left open is not
+        enough to make an admin or reset a password. Counts in the throttle like a login, and a wrong one
+        is audited; raises LoginRefused."""
+        if not self.asks_password(actor):
+            return
+        attempt = self.throttle.attempt(actor.address, actor.name)
+        if isinstance(attempt, Refused):
+            raise LoginRefused(f"Too many wrong passwords {attempt.why}. Try again in {ceil(attempt.seconds)} s.")
+        if actor.via == "bootstrap":
+            right = self._bootstrapping() and password_matches(self.bootstrap or "", password)
+        else:
+            right = self.users.authenticate(actor.name, password) is not None
+        if not right:
+            self.audit.record("confirm", "failed", actor=actor)
+            raise LoginRefused("That is not your password: nothing was changed.")
+        self.throttle.succeeded(attempt)
 
     def current(self, actor: Actor) -> Actor | None:
         """The session's actor as the accounts say now: None once disabled, removed, its password

@@ -188,6 +188,10 @@ class Fleet:
         record = self.record(serial)
         if record is None or not record.folder or not record.has_key:
             raise InvalidInput(f"Certificate {serial:X} has no private key here: no bundle.")
+        if record.identity == self.settings.gui_https_identity:
+            raise InvalidInput(
+                f"{record.identity} is the GUI's own HTTPS certificate: its private key is never handed out."
+            )
         s, passphrase = self.settings, new_passphrase()
         data = make_bundle(
             record, root_pem=s.root.read_bytes(), broker_address=s.broker_address, crl_url=s.crl_url,

@@ -4,9 +4,11 @@ It is an ordinary server certificate of the fleet: issued, re-issued and revoked
 like any other (audited as `gui-https`), filed in certs/{first host}/ and shown in View Certificates.
 Streamlit serves a copy in the data folder (tls/gui.crt with the chain, tls/gui.key 0600), so that a
 re-issue half done under certs/ never leaves it without a file. Once two thirds of its lifetime have
-passed it is re-issued, Streamlit is restarted with it (pki.serve) and the old one is revoked as
-superseded. An operator who brings their own certificate (PKI_TLS_CERT_FILE/PKI_TLS_KEY_FILE) bypasses
-all this.
+passed it is re-issued and Streamlit is restarted with it (pki.serve). The old one ({name}.replaced) is
+revoked as superseded once the new one has been out for two looks (another GUI sharing certs/ may still
+serve it until its next look), found again at every look, so a CA that was down then only delays it.
+Its key is never put in a bundle (Fleet.bundle). An operator who brings their own certificate
+(PKI_TLS_CERT_FILE/PKI_TLS_KEY_FILE) bypasses all this.
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ import datetime as dt
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pki.fleet import Fleet
+from pki.folders import Label
 from pki.inventory import CertRecord
 from pki.issuing import FilingFailed, IssueRequest, IssueUncertain, NotIssued
 from pki.keys import DEFAULT_KEY_TYPE
 from pki.model import Kind
 from pki.roles import SHELL, Actor, Role
-from pki.settings import SettingsError, load_settings
+from pki.settings import SettingsError, load_settings, tls_hosts
 from pki.step import StepError
 from pki.validate import InvalidInput
 
@@ -68,24 +70,38 @@ class GuiCertificate:
                 return record
         return None
 
-    def ensure(self) -> tuple[Served, int | None]:
-        """The certificate to serve, issued or re-issued if needed; and the serial it replaced (to revoke
-        once the new one is served). Raises what the facade raises when the CA cannot help."""
+    def ensure(self) -> Served:
+        """The certificate to serve, issued or re-issued if needed. Raises what the facade raises when the
+        CA cannot help."""
         record = self.current()
-        replaced = None
         if record is None:
             request = IssueRequest(self.identity, Kind.SERVER, self.hosts, self.days, DEFAULT_KEY_TYPE)
             record = self.fleet.issue(GUI_ACTOR, request).record
-        elif renewal_due(record, dt.datetime.now(dt.UTC), self.renew_after) or not set(self.hosts) <= set(record.sans):
-            replaced = record.serial
+        elif renewal_due(record, dt.datetime.now(dt.UTC), self.renew_after) or set(self.hosts) != set(record.sans):
             record = self.fleet.reissue(GUI_ACTOR, record.serial, sans=self.hosts, days=self.days).record
-        return self._copy(record), replaced
+        return self._copy(record)
 
-    def retire(self, serial: int) -> None:
-        """Revoke the certificate this one replaced: its key is no longer served."""
-        self.fleet.revoke(
-            GUI_ACTOR, self.identity, reason_code=SUPERSEDED, confirmation=self.identity, serials=[serial]
+    def stale(self, grace: dt.timedelta) -> list[int]:
+        """Valid older certificates of the GUI's name that a renewal replaced, once the live one is older
+        than `grace` (another GUI sharing certs/ serves the old one until its next look)."""
+        live = self.current()
+        if live is None or dt.datetime.now(dt.UTC) - live.not_before < grace:
+            return []
+        return [
+            row.record.serial
+            for row in self.fleet.table().rows
+            if row.identity == self.identity and row.valid and row.record.label is Label.REPLACED
+        ]
+
+    def retire(self, serials: list[int]) -> None:
+        """Revoke certificates whose keys are no longer served; raises InvalidInput naming any not revoked."""
+        done = self.fleet.revoke(
+            GUI_ACTOR, self.identity, reason_code=SUPERSEDED, confirmation=self.identity, serials=serials
         )
+        if done.failures:
+            raise InvalidInput(
+                "not revoked: " + ", ".join(f"{serial:X} ({why})" for serial, why in done.failures.items())
+            )
 
     def _copy(self, record: CertRecord) -> Served:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -102,11 +118,6 @@ REPLACE_HINT = (
 )
 
 
-def hosts_of(env: Mapping[str, str]) -> list[str]:
-    raw = env.get("PKI_TLS_HOSTS") or env.get("PKI_PUBLIC_HOSTS") or ""
-    return [h.strip() for h in raw.split(",") if h.strip()]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pki.https",
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replace", action="store_true", help="revoke the host name's valid certificates")
     args = parser.parse_args(argv)
     env = dict(os.environ)
-    hosts = hosts_of(env)
+    hosts = tls_hosts(env)
     if not hosts:
         print("pki.https: PKI_TLS_HOSTS (or PKI_PUBLIC_HOSTS) names no host.", file=sys.stderr)
         return 2
@@ -143,12 +154,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _replace(path: Path, data: bytes, mode: int) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)  # a full disk leaves no half file behind
+        raise
 
 
 if __name__ == "__main__":

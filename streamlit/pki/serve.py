@@ -15,22 +15,23 @@ throttle keys on stays the real peer's. Its price: a renewal restarts the GUI, w
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import signal
 import ssl
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
 from pki.fleet import Fleet
-from pki.https import REPLACE_HINT, GuiCertificate, Served, hosts_of
+from pki.https import REPLACE_HINT, GuiCertificate, Served
 from pki.issuing import ActiveCertificateExists
-from pki.settings import Settings, SettingsError, data_dir, load_settings
+from pki.settings import Settings, SettingsError, data_dir, load_settings, tls_hosts
 from pki.sso import sso_config, write_secrets
 from pki.step import StepError
 from pki.validate import InvalidInput
@@ -44,7 +45,7 @@ def log(message: str) -> None:
 
 
 def streamlit_command(env: Mapping[str, str], secrets: Path, served: Served | None) -> list[str]:
-    hosts = hosts_of(env)
+    hosts = tls_hosts(env)
     command = [
         sys.executable, "-m", "streamlit", "run", str(APP),
         "--server.port", env.get("PKI_GUI_PORT", "8502"),
@@ -74,14 +75,22 @@ class Supervisor:
         self.check_seconds = float(env.get("PKI_TLS_CHECK_SECONDS") or 3600)
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = False
+        self.woken = threading.Event()
+        """Set by SIGTERM: a wait for the CA ends at once."""
         self.last_problem = ""
 
     def stop(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
+        self.woken.set()
         if self.child is not None and self.child.poll() is None:
             self.child.terminate()
 
-    def _certificate_now(self, certificate: GuiCertificate) -> tuple[Served, int | None] | None:
+    def _say_once(self, problem: str) -> None:
+        if problem != self.last_problem:  # said once, not every few seconds
+            log(problem)
+            self.last_problem = problem
+
+    def _certificate_now(self, certificate: GuiCertificate) -> Served | None:
         try:
             return certificate.ensure()
         except ActiveCertificateExists as exc:
@@ -90,24 +99,27 @@ class Supervisor:
             problem = str(exc)
         except Exception as exc:  # the CA half-answered: try again later, never stop serving
             problem = f"({type(exc).__name__}) {exc}"
-        if problem != self.last_problem:  # said once, not every few seconds
-            log(f"the HTTPS certificate cannot be issued or renewed now: {problem}")
-            self.last_problem = problem
+        self._say_once(f"the HTTPS certificate cannot be issued or renewed now: {problem}")
         return None
 
-    def _start(self, served: Served | None) -> subprocess.Popen[bytes]:
+    def _retire_stale(self, certificate: GuiCertificate) -> None:
+        """Revoke what earlier renewals replaced, once every GUI sharing certs/ has had a look."""
+        try:
+            stale = certificate.stale(dt.timedelta(seconds=2 * self.check_seconds))
+            if stale:
+                certificate.retire(stale)
+                log(f"revoked the replaced HTTPS certificate(s) {', '.join(f'{s:X}' for s in stale)}.")
+        except Exception as exc:  # tried again at the next look
+            self._say_once(f"a replaced HTTPS certificate could not be revoked yet: {exc}")
+
+    def _start(self, served: Served | None) -> subprocess.Popen[bytes] | None:
+        if self.stopping:  # a SIGTERM during a renewal: start nothing new
+            return None
         child_env = dict(self.env)
         # No client names its own address: X-Forwarded-For is read only from PKI_TRUSTED_PROXIES (views/common).
         child_env["FORWARDED_ALLOW_IPS"] = ""
         self.child = subprocess.Popen(streamlit_command(self.env, self.secrets, served), env=child_env)
         return self.child
-
-    @staticmethod
-    def _retire(certificate: GuiCertificate, serial: int) -> None:
-        try:
-            certificate.retire(serial)
-        except Exception as exc:  # revoked later by hand (Reconcile shows it); the new one is served already
-            log(f"the replaced HTTPS certificate {serial:X} could not be revoked: {exc}")
 
     def _stop_child(self) -> None:
         if self.child is not None and self.child.poll() is None:
@@ -121,43 +133,37 @@ class Supervisor:
     def run(self, served: Served | None) -> int:
         certificate = self.certificate
         served = self._first_certificate(certificate) if certificate is not None else served
-        if self.stopping:
-            return 0
         child = self._start(served)
-        while True:
+        while child is not None:
             try:
                 code = child.wait(timeout=self.check_seconds)
             except subprocess.TimeoutExpired:
                 code = None
             if self.stopping:
-                self._stop_child()
-                return 0
+                break
             if code is not None:
                 log(f"Streamlit stopped with exit code {code}.")
                 return code or 1
             if certificate is None:
                 continue
             found = self._certificate_now(certificate)
-            if found is None or served is None or found[0].serial == served.serial:
-                continue
-            served, replaced = found
-            log(f"serving the renewed HTTPS certificate {served.serial:X}: restarting the GUI.")
-            self._stop_child()
-            child = self._start(served)
-            if replaced is not None:
-                self._retire(certificate, replaced)
+            if found is not None and served is not None and found.serial != served.serial:
+                served = found
+                log(f"serving the renewed HTTPS certificate {served.serial:X}: restarting the GUI.")
+                self._stop_child()
+                child = self._start(served)
+            self._retire_stale(certificate)
+        self._stop_child()
+        return 0
 
     def _first_certificate(self, certificate: GuiCertificate) -> Served | None:
         """Wait for the CA to give the GUI its certificate (it may still be starting)."""
         while not self.stopping:
             found = self._certificate_now(certificate)
             if found is not None:
-                served, replaced = found
-                if replaced is not None:  # nothing serves the old one any more
-                    self._retire(certificate, replaced)
-                log(f"HTTPS with certificate {served.serial:X} for {', '.join(hosts_of(self.env))}.")
-                return served
-            time.sleep(RETRY_SECONDS)
+                log(f"HTTPS with certificate {found.serial:X} for {', '.join(certificate.hosts)}.")
+                return found
+            self.woken.wait(RETRY_SECONDS)
         return None
 
 
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if own_cert:
         served = Served(Path(own_cert), Path(own_key), None)
     elif mode == "ca":
-        hosts = hosts_of(env)
+        hosts = tls_hosts(env)
         if not hosts:
             log("cannot start: PKI_TLS=ca needs the GUI's host names in PKI_TLS_HOSTS or PKI_PUBLIC_HOSTS.")
             return 2

@@ -48,6 +48,8 @@ class Settings:
     writes it), the source of the ledger."""
     ledger_dir: Path
     enroll_script: Path
+    gui_https_identity: str = ""
+    """The GUI's own HTTPS certificate's identity with PKI_TLS=ca (pki.https): its key is never handed out."""
 
     @property
     def intermediate(self) -> Path:
@@ -87,6 +89,14 @@ def data_dir(env: Mapping[str, str]) -> Path:
 def audit_path(env: Mapping[str, str]) -> Path:
     """The audit log; known even before the CA is set up, so that logins are recorded."""
     return Path(env.get("PKI_AUDIT_LOG") or data_dir(env) / "audit.log")
+
+
+def tls_hosts(env: Mapping[str, str]) -> list[str]:
+    """The names in the GUI's HTTPS certificate (PKI_TLS_HOSTS, else PKI_PUBLIC_HOSTS), folded as the
+    certificate holds them: lower case, no trailing dot."""
+    raw = env.get("PKI_TLS_HOSTS") or env.get("PKI_PUBLIC_HOSTS") or ""
+    hosts = [h.strip().lower().rstrip(".") for h in raw.split(",")]
+    return list(dict.fromkeys(h for h in hosts if h))
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -132,4 +142,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ca_log=Path(env.get("PKI_CA_LOG") or data_dir(env) / "logs" / "issued.log"),
         ledger_dir=Path(env.get("PKI_LEDGER_DIR") or data_dir(env) / "ledger"),
         enroll_script=Path(env.get("PKI_ENROLL_SCRIPT") or REPO_DIR / "scripts" / "enroll-site.sh"),
+        gui_https_identity=(tls_hosts(env) or [""])[0] if env.get("PKI_TLS") == "ca" else "",
     )

@@ -9,11 +9,15 @@ who matches none is refused; accounts with passwords keep working next to SSO.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import secrets
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,22 +99,94 @@ def role_for(claims: Mapping[str, object], config: SsoConfig) -> Role | None:
     string) and the verified e-mail address are looked up in the allow-lists."""
     raw = claims.get(config.role_claim)
     values = {str(v).lower() for v in (raw if isinstance(raw, list) else [raw] if raw else [])}
-    email = claims.get("email")
-    if isinstance(email, str) and email and claims.get("email_verified", True) is not False:
-        values.add(email.lower())
+    email = verified_email(claims)
+    if email:
+        values.add(email)
     for role in (Role.ADMIN, Role.OPERATOR, Role.VIEWER):
         if values & config.allowed[role]:
             return role
     return None
 
 
+def verified_email(claims: Mapping[str, object]) -> str | None:
+    """The e-mail address, lower case, only when the provider says it verified it (a missing or a string
+    'false' email_verified is not a yes: someone could have typed any address)."""
+    email = claims.get("email")
+    verified = claims.get("email_verified")
+    if isinstance(email, str) and email and (verified is True or verified == "true"):
+        return email.lower()
+    return None
+
+
 def display_name(claims: Mapping[str, object]) -> str:
-    """The name the audit trail gives someone who signed in: e-mail, else the subject."""
-    for key in ("email", "preferred_username", "sub"):
-        value = claims.get(key)
-        if isinstance(value, str) and value:
-            return value.lower()
-    return "(unnamed)"
+    """The name the audit trail gives someone who signed in: the verified e-mail, else `sso:` and the
+    provider's subject (never a name they chose, which could pass for someone else's)."""
+    return verified_email(claims) or f"sso:{claims.get('sub') or '(no subject)'}"
+
+
+class SsoSessions:
+    """What the identity cookie cannot know: when a sign-in was last used and whether it logged out.
+
+    Streamlit keeps the ID token's claims in a signed cookie for 30 days and reads it when a tab opens, so
+    every tab and every copy of the cookie is that sign-in. One JSON file in the data folder, under a
+    flock, shared by every tab, process and GUI replica: idle time and logout apply to all of them, and a
+    sign-in older than the maximum age must go back to the provider (who then says what the groups are)."""
+
+    def __init__(self, path: Path, idle_seconds: float, max_age_seconds: float) -> None:
+        self.path = path
+        self.idle_seconds = idle_seconds
+        self.max_age_seconds = max_age_seconds
+
+    @staticmethod
+    def key(claims: Mapping[str, object]) -> str:
+        raw = f"{claims.get('iss')}|{claims.get('sub')}|{claims.get('iat')}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+    @contextlib.contextmanager
+    def _entries(self) -> Iterator[dict[str, dict[str, float]]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.read(fd, 1 << 22)
+            try:
+                entries = json.loads(raw) if raw else {}
+            except ValueError:
+                entries = {}  # a damaged file ends every SSO session: they sign in again
+            yield entries
+            data = json.dumps(entries).encode()
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def use(self, claims: Mapping[str, object], now: float | None = None) -> str | None:
+        """Record that this sign-in acts now; or say why it may not (it logged out, sat idle, or is too old)."""
+        now = time.time() if now is None else now
+        issued = claims.get("iat")
+        if not isinstance(issued, int | float):
+            return "the provider's ID token has no sign-in time (iat)"
+        if now - issued > self.max_age_seconds:
+            return f"the sign-in is older than {self.max_age_seconds / 3600:g} hours"
+        key = self.key(claims)
+        with self._entries() as entries:
+            entry = entries.get(key)
+            if entry and entry.get("ended"):
+                return "this sign-in logged out"
+            if entry and now - entry["last"] > self.idle_seconds:
+                entries[key] = {"last": entry["last"], "ended": now}
+                return f"it was idle for more than {self.idle_seconds / 60:g} minutes"
+            entries[key] = {"last": now}
+            for old in [k for k, e in entries.items() if now - e["last"] > self.max_age_seconds]:
+                del entries[old]
+        return None
+
+    def end(self, claims: Mapping[str, object]) -> None:
+        """This sign-in logged out: no tab and no copy of its cookie acts again."""
+        now = time.time()
+        with self._entries() as entries:
+            entries[self.key(claims)] = {"last": now, "ended": now}
 
 
 def _cookie_secret(folder: Path) -> str:

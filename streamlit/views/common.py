@@ -19,8 +19,8 @@ from pki.issuing import ActiveCertificateExists, FilingFailed, Issued, IssueUnce
 from pki.model import REVOCATION_REASONS
 from pki.reconcile import Disagreement
 from pki.roles import Actor, Role
-from pki.settings import Settings, SettingsError, audit_path, load_settings
-from pki.sso import SsoConfig, display_name, role_for, sso_config
+from pki.settings import Settings, SettingsError, audit_path, data_dir, load_settings
+from pki.sso import SsoConfig, SsoSessions, display_name, role_for, sso_config
 from pki.step import StepError
 from pki.throttle import LoginThrottle
 from pki.validate import InvalidInput
@@ -111,6 +111,17 @@ def sso() -> SsoConfig | None:
         return None
 
 
+@st.cache_resource(show_spinner=False)
+def _sso_sessions(path: str, idle_seconds: float, max_age_seconds: float) -> SsoSessions:
+    return SsoSessions(Path(path), idle_seconds, max_age_seconds)
+
+
+def sso_sessions() -> SsoSessions:
+    """Idle time and logouts of single sign-ons, shared by every tab and replica (pki.sso.SsoSessions)."""
+    max_hours = float(os.environ.get("PKI_SSO_MAX_HOURS") or 12)
+    return _sso_sessions(str(data_dir(os.environ) / "sso-sessions.json"), IDLE_MINUTES * 60, max_hours * 3600)
+
+
 def _sso_actor(config: SsoConfig) -> Actor | None:
     """Whoever signed in through the provider, with the role their ID token gives; None if nobody did.
     Someone the allow-lists do not name is shown why, audited once, and stopped here."""
@@ -120,7 +131,14 @@ def _sso_actor(config: SsoConfig) -> Actor | None:
     name = display_name(claims)
     role = role_for(claims, config)
     if role is not None:
-        return Actor(name, role, client_address(), "sso")
+        why = sso_sessions().use(claims)
+        if why is None:
+            return Actor(name, role, client_address(), "sso")
+        # Logged out in another tab, idle, or too old: the cookie goes, and the provider is asked again.
+        gate().audit.record("logout", "ended", account=name, via="sso", why=why, address=client_address() or None)
+        st.session_state.clear()
+        st.logout()
+        st.stop()
     if st.session_state.get("sso-refused") != name:
         gate().audit.record("login", "refused", account=name, via="sso", address=client_address() or None)
         st.session_state["sso-refused"] = name
@@ -182,6 +200,7 @@ def require_login() -> None:
         st.session_state.clear()  # as a logout: the session's bundles and tokens go with it
         st.session_state["idle-out"] = True
         if current.via == "sso":
+            sso_sessions().end(st.user.to_dict())
             st.logout()  # else the identity cookie would log the browser straight back in
             st.stop()
         st.rerun()
@@ -251,8 +270,9 @@ def session_panel() -> None:
         gate().audit.record("logout", actor=who)
         st.session_state.clear()  # the session's bundles and tokens go with it
         if who.via == "sso":
-            # The browser is sent on to clear the identity cookie (and the provider's session, when it
-            # offers end_session); a rerun now could drop that redirect.
+            # Every tab of this sign-in is out; the browser is sent on to clear the identity cookie (and
+            # the provider's session, when it offers end_session); a rerun now could drop that redirect.
+            sso_sessions().end(st.user.to_dict())
             st.logout()
             st.stop()
         st.rerun()
