@@ -34,8 +34,9 @@ Usage: tests/compose/engine.sh start|stop|env|--help
 
 A private Docker Engine (>= $min_engine_major, from Debian trixie's packages) with Compose v2, for tests.
 
-  start  fetch and unpack the engine into the cache if missing, install bookworm's runc, debootstrap
-         (and nftables, for the firewall check) when missing, start dockerd (if not running) and wait
+  start  fetch and unpack the engine into the cache if missing, install bookworm's runc, debootstrap,
+         iptables (dockerd's embedded DNS uses it inside containers) and nftables (for the firewall
+         check) when missing, start dockerd (if not running) and wait
          until it answers; then print the environment lines below
   stop   stop dockerd (SIGTERM, then SIGKILL after 30 s), remove the docker0 link; the cache stays
   env    print the environment lines without starting anything
@@ -153,6 +154,11 @@ ensure_host_packages() {
   command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
   command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
   command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+  # dockerd's embedded DNS (service names on a user network) sets up its redirect with iptables INSIDE
+  # each container's network namespace, even with --iptables=false; without the binary every lookup
+  # of a service name fails ("Resolver Start failed ... iptables not found"). The host's ruleset is
+  # not touched (checked below).
+  command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
   [ "${#missing[@]}" -gt 0 ] || return 0
   log "installing bookworm's ${missing[*]} with apt-get..."
   if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; then
@@ -184,6 +190,8 @@ start() {
   ensure_engine
   mkdir -p "$run_dir" "$exec_root" "$data_root"
   if dockerd_pid >/dev/null && docker_answers; then
+    [ "$(cat "$run_dir/data-root" 2>/dev/null)" = "$data_root" ] ||
+      die "the dockerd on $socket uses another data root ($(cat "$run_dir/data-root" 2>/dev/null)): stop it first (XDG_CACHE_HOME differs)."
     log "dockerd already running (pid $(dockerd_pid)) on $socket"
     print_env
     return 0
@@ -193,6 +201,7 @@ start() {
   fi
   net_state > "$netstate_file"
   echo '{}' > "$run_dir/daemon.json"  # never /etc/docker/daemon.json of the host
+  echo "$data_root" > "$run_dir/data-root"
   log "starting dockerd (data root $data_root, log $log_file)..."
   # setsid: dockerd leaves this script's process group, so it outlives the caller's job control.
   PATH=$(engine_path) setsid "$engine_dir/usr/sbin/dockerd" \
