@@ -92,7 +92,14 @@ def sign_in(browser: Browser, gui: GuiProcess, issuer: str, login: str) -> Page:
     """A new browser context that follows the GUI's SSO button to the provider and signs in as `login`."""
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.goto(gui.url)
-    page.get_by_role("button", name="Log in with single sign-on").click()
+    button = page.get_by_role("button", name="Log in with single sign-on")
+    try:
+        button.wait_for(timeout=2 * WAIT_MS)
+    except Exception as exc:  # say what the page showed instead (a busy machine, or a real fault)
+        raise AssertionError(
+            f"no SSO button at {page.url}:\n{page.inner_text('body')[:2000]}\n{gui.log()[-3000:]}"
+        ) from exc
+    button.click()
     page.wait_for_url(f"{issuer}/interaction/**", timeout=WAIT_MS)  # redirected to the provider
     page.fill("input[name=login]", login)
     page.fill("input[name=password]", "any password: the test provider takes it")
