@@ -134,7 +134,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     started = subprocess.run(["bash", str(ENGINE), "start"], capture_output=True, text=True, timeout=900)
     assert started.returncode == 0, started.stderr[-3000:]
     lines = dict(line.split("=", 1) for line in started.stdout.splitlines() if "=" in line)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEP", "PKI_", "DOCKER"))}
+    # Compose prefers the shell's variables to .env: none of the test's own may leak in (make exports GUI_PORT).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STEP", "PKI_", "DOCKER", "COMPOSE_")) and k not in ("CA_PORT", "CRL_PORT", "GUI_PORT")
+    }
     # The project's name for compose and for the scripts that call it (backup.sh, restore.sh).
     env.update(
         DOCKER_HOST=lines["DOCKER_HOST"], DOCKER_CONFIG=lines["DOCKER_CONFIG"], COMPOSE_PROJECT_NAME="apppki-test"
