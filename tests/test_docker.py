@@ -110,6 +110,11 @@ def test_gui_dockerfile_builds_step_like_install_step_runs_as_the_ca_uid_and_che
     assert '"pki.serve", "--health"' in healthcheck and "curl" not in healthcheck
     # HTTPS from our CA by default, started (and stopped on SIGTERM) by pki.serve
     assert "PKI_TLS=ca" in text and text.rstrip().endswith('CMD ["python", "-m", "pki.serve"]')
+    # Only the GUI's code goes into /app: not the Dockerfile, not a second requirements.txt.
+    assert "COPY streamlit/ ./" not in text
+    assert {"COPY streamlit/app.py ./", "COPY streamlit/pki ./pki", "COPY streamlit/views ./views"} <= set(
+        text.splitlines()
+    )
 
 
 def test_compose_volume_layout_with_the_real_scripts(tmp_path: Path) -> None:

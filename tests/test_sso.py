@@ -150,6 +150,12 @@ def test_each_role_from_the_provider_and_logout(provider_and_gui: tuple[str, Gui
     assert any(e["action"] == "logout" and e["user"] == "ada@example.test" for e in trail)
     for page in (admin, operator, viewer):
         page.context.close()
+    # The client secret and the cookie secret are in the 0600 secrets file, and nowhere else.
+    cookie_secret = (gui.base / "data" / "sso-cookie-secret").read_text().strip()
+    for text in (gui.log(), (gui.base / "data" / "audit.log").read_text()):
+        assert CLIENT_SECRET not in text and cookie_secret not in text
+    for name in ("streamlit-secrets.toml", "sso-cookie-secret"):
+        assert (gui.base / "data" / name).stat().st_mode & 0o777 == 0o600
 
 
 def test_someone_without_a_role_is_refused(provider_and_gui: tuple[str, GuiProcess], browser: Browser) -> None:
