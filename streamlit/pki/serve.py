@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -121,11 +122,22 @@ class Supervisor:
         self.child = subprocess.Popen(streamlit_command(self.env, self.secrets, served), env=child_env)
         return self.child
 
+    def _wait(self, child: subprocess.Popen[bytes]) -> int | None:
+        """The child's exit code, or None after one look's time; returns at once on SIGTERM."""
+        deadline = time.monotonic() + self.check_seconds
+        while not self.stopping and time.monotonic() < deadline:
+            try:
+                return child.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                continue
+        return child.poll()
+
     def _stop_child(self) -> None:
+        """Streamlit gets 8 s to stop, then SIGKILL: within the 10 s docker compose stop allows us."""
         if self.child is not None and self.child.poll() is None:
             self.child.terminate()
             try:
-                self.child.wait(timeout=20)
+                self.child.wait(timeout=8)
             except subprocess.TimeoutExpired:
                 self.child.kill()
                 self.child.wait()
@@ -135,10 +147,7 @@ class Supervisor:
         served = self._first_certificate(certificate) if certificate is not None else served
         child = self._start(served)
         while child is not None:
-            try:
-                code = child.wait(timeout=self.check_seconds)
-            except subprocess.TimeoutExpired:
-                code = None
+            code = self._wait(child)
             if self.stopping:
                 break
             if code is not None:
