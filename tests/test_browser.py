@@ -302,6 +302,8 @@ def test_each_role_in_the_browser_and_the_login_users_and_audit_pages(
     ada = logged_in(browser, url, "ada")
     go(ada, "Users")
     expect(ada.get_by_role("heading", name="Add an account")).to_be_visible(timeout=WAIT_MS)
+    expect(ada.get_by_role("button", name="Apply")).to_be_visible(timeout=WAIT_MS)  # the whole page drawn
+    ada.wait_for_timeout(1500)  # the accounts table draws on a canvas after its frame appears
     ada.screenshot(path=screenshots / "users.png", full_page=True)
     go(ada, "Audit")
     expect(ada.get_by_text("The chain holds")).to_be_visible(timeout=WAIT_MS)
