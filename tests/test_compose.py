@@ -220,6 +220,14 @@ def test_a_site_enrols_with_enroll_site_against_the_published_port(deployment: D
     assert leaf.subject.rfc4514_string() == "CN=compose-site-2"
 
 
+def test_the_alerts_service_looks(deployment: Deployment) -> None:
+    deadline = time.monotonic() + 120
+    while b"condition(s), sent" not in deployment.dc("logs", "pki-alerts"):
+        assert time.monotonic() < deadline, deployment.dc("logs", "pki-alerts").decode()
+        time.sleep(2)
+    assert deployment.states()["pki-alerts"]["State"] == "running"
+
+
 def test_the_gui_container_sees_no_ca_secret(deployment: Deployment) -> None:
     listing = deployment.dc("exec", "-T", "pki-gui", "find", "/app/ca", "/app/ca-log").decode()
     assert "secrets" not in listing and "config" not in listing and "_key" not in listing, listing

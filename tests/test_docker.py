@@ -49,7 +49,11 @@ def test_dclint_passes_on_the_compose_file() -> None:
 
 def test_services_images_and_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"step-ca-init", "step-ca", "pki-gui"}
+    assert set(services) == {"step-ca-init", "step-ca", "pki-gui", "pki-alerts"}
+    # The alerts run the GUI's image and see exactly what the GUI sees.
+    assert services["pki-alerts"]["build"] == services["pki-gui"]["build"]
+    assert services["pki-alerts"]["volumes"] == services["pki-gui"]["volumes"]
+    assert services["pki-alerts"]["command"][:4] == ["python", "-m", "pki.alerts", "run"]
     version = pinned("step_ca_version").removeprefix("v")
     assert services["step-ca"]["image"] == f"smallstep/step-ca:{version}"
     assert f"FROM smallstep/step-ca:{version}" in CA_DOCKERFILE.read_text()

@@ -1,0 +1,362 @@
+"""Alerts: what an operator must hear about before a site drops off, sent by e-mail and to a webhook.
+
+`python -m pki.alerts run` looks once (cron, make run); `--every SECONDS` keeps looking (the compose
+service). Each look finds the events below, sends the new ones as one digest per channel, and remembers
+per channel what was sent, in a state file in the GUI's data folder held under a flock for the whole
+run (replicas never send twice). A channel that fails gets the same events again next run.
+
+Events (each with the CN, serial, kind, days left and what to do):
+- expiry:    a certificate crossed a threshold (sites 30/14/7/1 days, brokers 60/30/14/7/1)
+- renewal:   a site's certificate is past 75 % of its life and the CA signed no newer one for the site:
+             its renewal timer is failing (sites renew themselves at two thirds)
+- crl:       the CRL's next update is near and no newer CRL exists
+- ca-down:   the CA has been unreachable longer than PKI_ALERT_CA_DOWN_MINUTES
+- reconcile: a disagreement the Reconcile page lists
+- lockout:   an address or account locked out after failed logins
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import signal
+import smtplib
+import ssl
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from pki.fleet import Fleet
+from pki.model import Kind
+from pki.settings import SettingsError, data_dir, load_settings
+from pki.throttle import LoginThrottle
+
+SITE_DAYS = (30, 14, 7, 1)
+BROKER_DAYS = (60, 30, 14, 7, 1)
+RENEWAL_OVERDUE = 0.75
+"""Sites renew at 2/3 of their lifetime; no newer certificate by 3/4 means the renewal is failing."""
+
+
+@dataclass(frozen=True)
+class Event:
+    key: str
+    """What makes it the same event on the next run (it is then not sent again)."""
+    kind: str
+    subject: str
+    detail: str
+    todo: str
+    cn: str = ""
+    serial: str = ""
+    days_left: int | None = None
+
+    def line(self) -> str:
+        return f"[{self.kind}] {self.subject}: {self.detail} What to do: {self.todo}"
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    """starttls, tls or none."""
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_cafile: str = ""
+    mail_from: str = ""
+    mail_to: tuple[str, ...] = ()
+    webhook_url: str = ""
+    ca_down_minutes: float = 15
+    crl_hours: float = 24
+    site_days: tuple[int, ...] = SITE_DAYS
+    broker_days: tuple[int, ...] = BROKER_DAYS
+
+    @property
+    def channels(self) -> list[str]:
+        return [name for name, on in (("email", self.smtp_host), ("webhook", self.webhook_url)) if on]
+
+
+def _secret(env: Mapping[str, str], name: str) -> str:
+    """NAME_FILE's content (the way secrets are given), else NAME."""
+    path = env.get(f"{name}_FILE", "").strip()
+    if path:
+        return Path(path).read_text(encoding="utf-8").strip()
+    return env.get(name, "").strip()
+
+
+def _days(raw: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted({int(v) for v in raw.split(",") if v.strip()}, reverse=True)) if raw.strip() else default
+
+
+def alert_config(env: Mapping[str, str]) -> AlertConfig:
+    return AlertConfig(
+        smtp_host=env.get("PKI_ALERT_SMTP_HOST", "").strip(),
+        smtp_port=int(env.get("PKI_ALERT_SMTP_PORT") or 587),
+        smtp_security=(env.get("PKI_ALERT_SMTP_SECURITY") or "starttls").strip().lower(),
+        smtp_user=env.get("PKI_ALERT_SMTP_USER", "").strip(),
+        smtp_password=_secret(env, "PKI_ALERT_SMTP_PASSWORD"),
+        smtp_cafile=env.get("PKI_ALERT_SMTP_CAFILE", "").strip(),
+        mail_from=env.get("PKI_ALERT_MAIL_FROM", "").strip(),
+        mail_to=tuple(a.strip() for a in env.get("PKI_ALERT_MAIL_TO", "").split(",") if a.strip()),
+        webhook_url=_secret(env, "PKI_ALERT_WEBHOOK_URL"),
+        ca_down_minutes=float(env.get("PKI_ALERT_CA_DOWN_MINUTES") or 15),
+        crl_hours=float(env.get("PKI_ALERT_CRL_HOURS") or 24),
+        site_days=_days(env.get("PKI_ALERT_SITE_DAYS", ""), SITE_DAYS),
+        broker_days=_days(env.get("PKI_ALERT_BROKER_DAYS", ""), BROKER_DAYS),
+    )
+
+
+# -- finding events ---------------------------------------------------------------------------------------
+
+
+def find_events(
+    fleet: Fleet, config: AlertConfig, ca_down_since: float | None, locked: Mapping[str, float]
+) -> list[Event]:
+    """Every alert condition true now (sending decides what is new)."""
+    events: list[Event] = []
+    now_ts = time.time()
+    if ca_down_since is not None and now_ts - ca_down_since >= config.ca_down_minutes * 60:
+        since = dt.datetime.fromtimestamp(ca_down_since, dt.UTC)
+        events.append(Event(
+            f"ca-down:{int(ca_down_since)}", "ca-down", "The CA is unreachable",
+            f"since {since:%Y-%m-%d %H:%M} UTC ({fleet.ca_problem() or 'no answer'}).",
+            "check step-ca (docker compose ps; docker compose logs step-ca): sites cannot renew meanwhile.",
+        ))  # fmt: skip
+    table = fleet.table()
+    now = table.now
+    newest: dict[tuple[str, Kind], dt.datetime] = {}
+    for row in table.rows:
+        key = (row.identity, row.record.kind)
+        newest[key] = max(newest.get(key, row.record.not_before), row.record.not_before)
+    for row in table.rows:
+        record = row.record
+        if not row.valid or row.superseded or record.kind not in (Kind.CLIENT, Kind.SERVER):
+            continue
+        days = record.days_left(now)
+        thresholds = config.site_days if record.kind is Kind.CLIENT else config.broker_days
+        crossed = [t for t in thresholds if days < t]
+        what = "site" if record.kind is Kind.CLIENT else "broker"
+        if crossed:
+            threshold = min(crossed)
+            todo = (
+                "check that the site's renewal timer runs (systemctl list-timers app-pki-renew; enroll-site.sh set it)"
+                if record.kind is Kind.CLIENT
+                else "re-issue it on View Certificates and install it on the broker"
+            )
+            events.append(Event(
+                f"expiry:{record.serial_hex}:{threshold}", "expiry",
+                f"{what} {record.cn} expires in {max(days, 0)} day(s)",
+                f"serial {record.serial_hex} is valid until {record.not_after:%Y-%m-%d %H:%M} UTC.", todo,
+                record.cn, record.serial_hex, max(days, 0),
+            ))  # fmt: skip
+        life = record.not_after - record.not_before
+        overdue = record.not_before + life * RENEWAL_OVERDUE
+        if record.kind is Kind.CLIENT and now >= overdue and newest[(row.identity, record.kind)] <= record.not_before:
+            events.append(Event(
+                f"renewal:{record.serial_hex}", "renewal", f"site {record.cn} has not renewed",
+                f"serial {record.serial_hex} passed 75 % of its life on {overdue:%Y-%m-%d} and the CA signed no "
+                f"newer certificate for {record.cn}; it expires on {record.not_after:%Y-%m-%d}.",
+                "on the site: systemctl status app-pki-renew.timer and journalctl -u app-pki-renew; the CA must be "
+                "reachable from it.",
+                record.cn, record.serial_hex, max(days, 0),
+            ))  # fmt: skip
+    crl = table.crl.info
+    if crl is not None and crl.next_update is not None and not table.crl.problem:
+        left = crl.next_update - now
+        if left <= dt.timedelta(hours=config.crl_hours):
+            events.append(Event(
+                f"crl:{crl.next_update:%Y%m%dT%H%M%S}", "crl", "The CRL runs out soon",
+                f"its next update is {crl.next_update:%Y-%m-%d %H:%M} UTC and the CA has made no newer one.",
+                "check that step-ca is running and regenerates its CRL (crl.enabled in ca.json); brokers refuse "
+                "every site once their CRL has expired.",
+            ))  # fmt: skip
+    with contextlib.suppress(Exception):  # Reconcile needs the CA; its absence is reported above
+        for found in fleet.reconcile(table):
+            name = found.folder or found.serial_hex
+            events.append(Event(
+                f"reconcile:{found.problem}:{name}", "reconcile", f"Reconcile: {found.problem} {name}",
+                found.detail, "open the Reconcile page and take the action it offers.", serial=found.serial_hex,
+            ))  # fmt: skip
+    for who, seconds in locked.items():
+        until = dt.datetime.fromtimestamp(now_ts + seconds, dt.UTC)
+        events.append(Event(
+            f"lockout:{who}:{until:%Y%m%dT%H%M}", "lockout", f"{who} is locked out after failed logins",
+            f"until {until:%H:%M} UTC.",
+            "if nobody of yours mistyped, someone is guessing passwords: see the Audit page.",
+        ))  # fmt: skip
+    return events
+
+
+# -- sending -----------------------------------------------------------------------------------------------
+
+
+def digest_text(events: Sequence[Event], ca_name: str) -> str:
+    lines = [f"app-pki ({ca_name}): {len(events)} new alert(s)", ""]
+    lines += [f"- {e.line()}" for e in events]
+    return "\n".join(lines)
+
+
+def send_email(config: AlertConfig, subject: str, text: str) -> None:
+    message = EmailMessage()
+    message["Subject"], message["From"], message["To"] = subject, config.mail_from, ", ".join(config.mail_to)
+    message.set_content(text)
+    context = ssl.create_default_context(cafile=config.smtp_cafile or None)
+    if config.smtp_security == "tls":
+        client: smtplib.SMTP = smtplib.SMTP_SSL(config.smtp_host, config.smtp_port, context=context, timeout=30)
+    else:
+        client = smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=30)
+    with client:
+        if config.smtp_security == "starttls":
+            client.starttls(context=context)
+        if config.smtp_user:
+            client.login(config.smtp_user, config.smtp_password)
+        client.send_message(message)
+
+
+def send_webhook(config: AlertConfig, text: str, events: Sequence[Event]) -> None:
+    """JSON with a `text` field (what Slack, Mattermost and Teams incoming webhooks show) and the events."""
+    body = json.dumps({"text": text, "events": [asdict(e) for e in events]}).encode()
+    request = urllib.request.Request(  # noqa: S310 (the operator's configured URL)
+        config.webhook_url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+        if answer.status >= 300:
+            raise OSError(f"the webhook answered {answer.status}")
+
+
+@dataclass
+class RunResult:
+    time: str
+    found: int
+    sent: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class Alerts:
+    """One look: events found, the new ones sent per channel, remembered in the state file."""
+
+    def __init__(self, fleet: Fleet, config: AlertConfig, state_path: Path, throttle: LoginThrottle | None = None):
+        self.fleet = fleet
+        self.config = config
+        self.state_path = state_path
+        self.throttle = throttle
+
+    @contextlib.contextmanager
+    def _state(self) -> Iterator[dict[str, Any]]:
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for the whole run: a replica waits, then sees what was sent
+            raw = os.read(fd, 1 << 24)
+            state: dict[str, Any] = json.loads(raw) if raw else {}
+            yield state
+            data = json.dumps(state, indent=1).encode()
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def state(self) -> dict[str, Any]:
+        """What the Alerts page shows: the last run and what was sent."""
+        with self._state() as state:
+            return dict(state)
+
+    def run(self) -> RunResult:
+        with self._state() as state:
+            self.fleet.forget_ca_state()
+            now = time.time()
+            down_since = (state.get("ca_down_since") or now) if self.fleet.ca_problem() else None
+            state["ca_down_since"] = down_since
+            locked = self.throttle.locked_addresses() if self.throttle else {}
+            events = find_events(self.fleet, self.config, down_since, locked)
+            result = RunResult(dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), len(events))
+            sent: dict[str, dict[str, str]] = state.setdefault("sent", {})
+            for channel in self.config.channels:
+                done = sent.setdefault(channel, {})
+                new = [e for e in events if e.key not in done]
+                if not new:
+                    continue
+                try:
+                    self._send(channel, new)
+                except Exception as exc:  # tried again next run; the page shows it
+                    result.failed[channel] = f"{type(exc).__name__}: {exc}"
+                    continue
+                for event in new:
+                    done[event.key] = result.time
+                result.sent[channel] = len(new)
+            history = state.setdefault("history", [])
+            history.append(asdict(result))
+            del history[:-50]
+            state["last_run"] = asdict(result)
+            return result
+
+    def _send(self, channel: str, events: Sequence[Event]) -> None:
+        text = digest_text(events, self.fleet.settings.ca_name)
+        if channel == "email":
+            send_email(self.config, f"app-pki: {len(events)} alert(s)", text)
+        else:
+            send_webhook(self.config, text, events)
+
+    def test(self) -> dict[str, str]:
+        """Send a test alert on every channel; what each answered ('ok' or the error)."""
+        event = Event("test", "test", "Test alert", "sent from app-pki to check this channel.", "nothing.")
+        answers = {}
+        for channel in self.config.channels:
+            try:
+                self._send(channel, [event])
+                answers[channel] = "ok"
+            except Exception as exc:
+                answers[channel] = f"{type(exc).__name__}: {exc}"
+        return answers
+
+
+def alerts_from_env(env: Mapping[str, str]) -> Alerts:
+    folder = data_dir(env)
+    throttle = LoginThrottle(folder / "login-throttle.json")
+    return Alerts(Fleet(load_settings(env)), alert_config(env), folder / "alerts-state.json", throttle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pki.alerts", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["run", "test"], help="run: look and send what is new; test: a test alert")
+    parser.add_argument("--every", type=float, default=0, help="with run: look again every this many seconds")
+    args = parser.parse_args(argv)
+    try:
+        alerts = alerts_from_env(os.environ)
+    except (SettingsError, OSError, ValueError) as exc:
+        print(f"pki.alerts: {exc}", file=sys.stderr)
+        return 2
+    if not alerts.config.channels:
+        print("pki.alerts: no channel: set PKI_ALERT_SMTP_HOST and/or PKI_ALERT_WEBHOOK_URL_FILE.", file=sys.stderr)
+    if args.command == "test":
+        answers = alerts.test()
+        for channel, answer in answers.items():
+            print(f"{channel}: {answer}")
+        return 0 if all(a == "ok" for a in answers.values()) else 1
+    # SIGTERM (docker compose stop) ends the wait at once, or the run under way when it is done.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while True:
+        result = alerts.run()
+        print(f"pki.alerts: {result.found} condition(s), sent {result.sent or 'nothing new'}"
+              + (f", FAILED {result.failed}" if result.failed else ""), flush=True)  # fmt: skip
+        if args.every <= 0:
+            return 1 if result.failed else 0
+        if stop.wait(args.every):
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Alerts against a real CA, a real SMTP server (aiosmtpd on loopback: STARTTLS with a certificate from our
+own CA, and a login) and a real HTTP receiver: the right mails and posts arrive, nothing twice, a failed
+channel gets its events on the next run, renewal-overdue fires for a site whose renewal stopped and not
+for one that renewed.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+
+from conftest import OPERATOR, REPO, TOOLS, RunningCA, free_port, gui_fleet, started_ca
+from pki.alerts import AlertConfig, Alerts
+from pki.fleet import Fleet
+from pki.issuing import IssueRequest
+from pki.model import Kind
+from pki.step import run_step
+
+USER, PASSWORD = "alerts", "the smtp password of alerts"
+
+
+@pytest.fixture(scope="module")
+def alert_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCA]:
+    ca = started_ca(tmp_path_factory.mktemp("alerts-pki"))
+    yield ca
+    ca.stop()
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default).get_content())
+        return "250 OK"
+
+
+def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and data.login == USER.encode() and data.password == PASSWORD.encode()
+    return AuthResult(success=ok, handled=False)
+
+
+class Receiver(BaseHTTPRequestHandler):
+    posts: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Receiver.posts.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def short_site_certificate(fleet: Fleet, folder: Path, cn: str) -> x509.Certificate:
+    """A site certificate as a site holds it (the GUI knows it from the CA's journal only), living 40 s."""
+    s = fleet.settings
+    folder.mkdir(parents=True, exist_ok=True)
+    run_step(
+        ["ca", "certificate", cn, str(folder / f"{cn}.crt"), str(folder / f"{cn}.key"), "--provisioner",
+         s.client_provisioner, "--provisioner-password-file", str(s.password_file(s.client_provisioner)),
+         "--not-after", "40s", "--force", "--ca-url", s.ca_url, "--root", str(s.root)],
+        step_path=s.step_path, timeout=20, step_bin=s.step_bin,
+    )  # fmt: skip
+    return x509.load_pem_x509_certificates((folder / f"{cn}.crt").read_bytes())[0]
+
+
+def test_alerts_by_mail_and_webhook(alert_ca: RunningCA, tmp_path: Path) -> None:
+    fleet = gui_fleet(alert_ca, tmp_path)
+    fleet.issue(OPERATOR, IssueRequest("alert-site-soon", Kind.CLIENT, "", 5, "EC P-256"))
+    fleet.issue(OPERATOR, IssueRequest("alert-site-fine", Kind.CLIENT, "", 300, "EC P-256"))
+    broker = fleet.issue(OPERATOR, IssueRequest("alert-broker.example.test", Kind.SERVER, "", 20, "EC P-256"))
+    stuck = short_site_certificate(fleet, tmp_path / "sites", "alert-site-stuck")
+    old = short_site_certificate(fleet, tmp_path / "sites", "alert-site-renewed")
+    time.sleep(8)
+    s = fleet.settings  # the site's renewal timer works: step ca renew, the same key, a newer certificate
+    crt = tmp_path / "sites" / "alert-site-renewed.crt"
+    run_step(
+        ["ca", "renew", str(crt), str(crt.with_suffix(".key")), "--force", "--ca-url", s.ca_url, "--root", str(s.root)],
+        step_path=s.step_path, timeout=20, step_bin=s.step_bin,
+    )  # fmt: skip
+    renewed = x509.load_pem_x509_certificates(crt.read_bytes())[0]
+    assert renewed.serial_number != old.serial_number
+    for cert in (stuck, old, renewed):
+        alert_ca.wait_in_journal(cert.serial_number)
+
+    # The SMTP server: STARTTLS with a certificate of our own CA, and a login.
+    mail_cert = fleet.issue(OPERATOR, IssueRequest("localhost", Kind.SERVER, "", 30, "EC P-256")).record.path
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(mail_cert, mail_cert.with_suffix(".key"))
+    mailbox = Mailbox()
+    smtp = Controller(
+        mailbox, hostname="127.0.0.1", port=free_port(), tls_context=context, require_starttls=True,
+        authenticator=authenticate, auth_require_tls=True,
+    )  # fmt: skip
+    smtp.start()
+    receiver = ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    Receiver.posts.clear()
+    config = AlertConfig(
+        smtp_host="localhost", smtp_port=smtp.port, smtp_user=USER, smtp_password=PASSWORD,
+        smtp_cafile=str(fleet.settings.root), mail_from="pki@example.test", mail_to=("ops@example.test",),
+        webhook_url=f"http://127.0.0.1:{receiver.server_address[1]}/hook",
+    )  # fmt: skip
+    state = tmp_path / "data" / "alerts-state.json"
+    try:
+        while time.time() < stuck.not_valid_before_utc.timestamp() + 0.76 * 100:  # 75 % of its 100 s (backdated)
+            time.sleep(0.5)
+        first = Alerts(fleet, config, state).run()
+        assert first.failed == {} and first.sent["email"] == first.sent["webhook"]
+        [mail] = mailbox.messages
+        text = mail
+        assert "alert-site-soon expires in 4 day(s)" in text or "alert-site-soon expires in 5 day(s)" in text
+        assert f"broker {broker.record.cn} expires in" in text
+        assert "site alert-site-stuck has not renewed" in text
+        assert "alert-site-renewed has not renewed" not in text and "alert-site-fine" not in text
+        [post] = Receiver.posts
+        assert post["text"].split() == text.split()  # the same digest (the mail has CRLF line ends)
+        assert {e["kind"] for e in post["events"]} >= {"expiry", "renewal"}
+
+        again = Alerts(fleet, config, state).run()  # a new process, the same state: nothing new
+        assert again.sent == {} and len(mailbox.messages) == 1 and len(Receiver.posts) == 1
+
+        receiver.shutdown()
+        receiver.server_close()
+        fleet.issue(OPERATOR, IssueRequest("alert-site-later", Kind.CLIENT, "", 3, "EC P-256"))
+        failing = Alerts(fleet, config, state).run()
+        assert "webhook" in failing.failed and failing.sent == {"email": 1}
+        assert "alert-site-later" in mailbox.messages[-1]
+        receiver = ThreadingHTTPServer(("127.0.0.1", receiver.server_address[1]), Receiver)
+        threading.Thread(target=receiver.serve_forever, daemon=True).start()
+        retried = Alerts(fleet, config, state).run()
+        assert retried.sent == {"webhook": 1} and "alert-site-later" in Receiver.posts[-1]["text"]
+        assert len(mailbox.messages) == 2  # the mail was not sent twice
+
+        assert Alerts(fleet, config, state).test() == {"email": "ok", "webhook": "ok"}
+        assert "Test alert" in mailbox.messages[-1]
+        shown = Alerts(fleet, config, state).state()
+        assert shown["last_run"]["sent"] == {"webhook": 1} and len(shown["history"]) == 4
+        assert state.stat().st_mode & 0o777 == 0o600
+
+        wrong = AlertConfig(**{**config.__dict__, "smtp_password": "not it", "webhook_url": ""})
+        assert "535" in Alerts(fleet, wrong, tmp_path / "other-state.json").test()["email"]  # login refused
+    finally:
+        smtp.stop()
+        receiver.shutdown()
+
+
+def test_the_command_runs_once_and_says_what_it_sent(alert_ca: RunningCA, tmp_path: Path) -> None:
+    env = {
+        "PATH": f"{TOOLS}:/usr/bin:/bin",
+        "PYTHONPATH": str(REPO / "streamlit"),
+        "PKI_DATA_DIR": str(tmp_path / "data"),
+        "STEP_CA_URL": alert_ca.url,
+        "PKI_GUI_DIR": str(alert_ca.gui_dir),
+        "PKI_CERTS_DIR": str(tmp_path / "certs"),
+        "PKI_CA_LOG": str(alert_ca.journal),
+        "PKI_STEP_BIN": str(TOOLS / "step"),
+    }
+    done = subprocess.run([sys.executable, "-m", "pki.alerts", "run"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "no channel" in done.stderr and "condition(s), sent nothing new" in done.stdout
