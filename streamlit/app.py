@@ -17,6 +17,7 @@ pages = [
     st.Page("views/revoke.py", title="Revoke Certificate", icon=":material/block:"),
     st.Page("views/reconcile.py", title="Reconcile", icon=":material/rule:"),
     st.Page("views/audit.py", title="Audit", icon=":material/history:"),
+    st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:"),
     st.Page("views/ca_settings.py", title="CA Settings", icon=":material/settings:"),
 ]
 if common.may(Role.ADMIN):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,7 @@ PAGES = [
     "views/enroll.py",
     "views/reconcile.py",
     "views/audit.py",
+    "views/alerts.py",
     "views/ca_settings.py",
 ]
 TIMEOUT = 60  # longer than any step call's own timeout
@@ -454,3 +457,33 @@ def test_a_session_left_idle_must_log_in_again(gui: Path) -> None:
     log_in(at, "ada", "password of ada 123")
     assert [t.value for t in at.title] == ["Issue Certificate"]  # back where the session was
     assert '"action": "logout", "outcome": "idle"' in (gui.parent / "data" / "audit.log").read_text()
+
+
+def test_the_alerts_page_shows_runs_and_sends_a_test_alert(gui: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    received: list[bytes] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url_file = gui.parent / "webhook-url"
+    url_file.write_text(f"http://127.0.0.1:{server.server_address[1]}/hook\n")
+    monkeypatch.setenv("PKI_ALERT_WEBHOOK_URL_FILE", str(url_file))
+    try:
+        at = open_page("views/alerts.py")
+        assert "No alert run yet." in texts(at.info)
+        next(b for b in at.button if b.label == "Send a test alert").click().run()
+        assert "webhook: ok" in texts(at.success)
+        assert b"Test alert" in received[0]
+        assert '"action": "alert-test"' in (gui.parent / "data" / "audit.log").read_text()
+        # The webhook's URL (it holds its secret) is not shown.
+        assert f"127.0.0.1:{server.server_address[1]}" not in " ".join(str(t.value) for t in at.table)
+    finally:
+        server.shutdown()

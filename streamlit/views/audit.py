@@ -6,7 +6,7 @@ import streamlit as st
 from pki.audit import rotated_files, search, verify
 from views import common
 
-COLUMNS = ["time", "user", "role", "address", "action", "outcome", "cn", "serial", "account", "error"]
+COLUMNS = ["time", "user", "role", "via", "address", "action", "outcome", "cn", "serial", "account", "error"]
 
 st.title("Audit")
 trail = common.gate().audit
