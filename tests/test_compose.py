@@ -36,12 +36,14 @@ class Deployment:
         self.folder = folder
         self.env = env
         self.ca_port, self.crl_port, self.gui_port = free_port(), free_port(), free_port()
+        self.metrics_port = free_port()
         (folder / ".env").write_text(
             "PKI_PUBLIC_HOSTS=localhost\n"
             f"PKI_PUBLIC_CA_URL=https://localhost:{self.ca_port}\n"
             f"PKI_CRL_URL=http://localhost:{self.crl_port}/1.0/crl\n"
             f"PKI_PASSWORD={PASSWORD}\n"
             f"CA_PORT={self.ca_port}\nCRL_PORT={self.crl_port}\nGUI_PORT={self.gui_port}\n"
+            f"METRICS_PORT={self.metrics_port}\n"
         )
 
     def dc(self, *args: str, check: bool = True, stdin: bytes | None = None, timeout: float = 900) -> bytes:
@@ -138,7 +140,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("STEP", "PKI_", "DOCKER", "COMPOSE_")) and k not in ("CA_PORT", "CRL_PORT", "GUI_PORT")
+        if not k.startswith(("STEP", "PKI_", "DOCKER", "COMPOSE_"))
+        and k not in ("CA_PORT", "CRL_PORT", "GUI_PORT", "METRICS_PORT")
     }
     # The project's name for compose and for the scripts that call it (backup.sh, restore.sh).
     env.update(
@@ -226,6 +229,8 @@ def test_the_alerts_service_looks(deployment: Deployment) -> None:
         assert time.monotonic() < deadline, deployment.dc("logs", "pki-alerts").decode()
         time.sleep(2)
     assert deployment.states()["pki-alerts"]["State"] == "running"
+    with urllib.request.urlopen(f"http://127.0.0.1:{deployment.metrics_port}/metrics", timeout=30) as answer:
+        assert "\napp_pki_ca_up 1\n" in answer.read().decode()  # the CA as the alerts container sees it
 
 
 def test_the_gui_container_sees_no_ca_secret(deployment: Deployment) -> None:

@@ -37,14 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from pki.fleet import Fleet
+from pki.metrics import render as render_metrics
+from pki.metrics import serve as serve_metrics
 from pki.model import Kind
+from pki.report import RENEWAL_OVERDUE, overdue_renewals
 from pki.settings import SettingsError, data_dir, load_settings
 from pki.throttle import LoginThrottle
 
 SITE_DAYS = (30, 14, 7, 1)
 BROKER_DAYS = (60, 30, 14, 7, 1)
-RENEWAL_OVERDUE = 0.75
-"""Sites renew at 2/3 of their lifetime; no newer certificate by 3/4 means the renewal is failing."""
 
 
 @dataclass(frozen=True)
@@ -133,10 +134,6 @@ def find_events(
         ))  # fmt: skip
     table = fleet.table()
     now = table.now
-    newest: dict[tuple[str, Kind], dt.datetime] = {}
-    for row in table.rows:
-        key = (row.identity, row.record.kind)
-        newest[key] = max(newest.get(key, row.record.not_before), row.record.not_before)
     for row in table.rows:
         record = row.record
         if not row.valid or row.superseded or record.kind not in (Kind.CLIENT, Kind.SERVER):
@@ -144,9 +141,9 @@ def find_events(
         days = record.days_left(now)
         thresholds = config.site_days if record.kind is Kind.CLIENT else config.broker_days
         crossed = [t for t in thresholds if days < t]
-        what = "site" if record.kind is Kind.CLIENT else "broker"
         if crossed:
             threshold = min(crossed)
+            what = "site" if record.kind is Kind.CLIENT else "broker"
             todo = (
                 "check that the site's renewal timer runs (systemctl list-timers app-pki-renew; enroll-site.sh set it)"
                 if record.kind is Kind.CLIENT
@@ -158,17 +155,17 @@ def find_events(
                 f"serial {record.serial_hex} is valid until {record.not_after:%Y-%m-%d %H:%M} UTC.", todo,
                 record.cn, record.serial_hex, max(days, 0),
             ))  # fmt: skip
-        life = record.not_after - record.not_before
-        overdue = record.not_before + life * RENEWAL_OVERDUE
-        if record.kind is Kind.CLIENT and now >= overdue and newest[(row.identity, record.kind)] <= record.not_before:
-            events.append(Event(
-                f"renewal:{record.serial_hex}", "renewal", f"site {record.cn} has not renewed",
-                f"serial {record.serial_hex} passed 75 % of its life on {overdue:%Y-%m-%d} and the CA signed no "
-                f"newer certificate for {record.cn}; it expires on {record.not_after:%Y-%m-%d}.",
-                "on the site: systemctl status app-pki-renew.timer and journalctl -u app-pki-renew; the CA must be "
-                "reachable from it.",
-                record.cn, record.serial_hex, max(days, 0),
-            ))  # fmt: skip
+    for row in overdue_renewals(table.rows, now):
+        record = row.record
+        due = record.not_before + (record.not_after - record.not_before) * RENEWAL_OVERDUE
+        events.append(Event(
+            f"renewal:{record.serial_hex}", "renewal", f"site {record.cn} has not renewed",
+            f"serial {record.serial_hex} passed 75 % of its life on {due:%Y-%m-%d} and the CA signed no "
+            f"newer certificate for {record.cn}; it expires on {record.not_after:%Y-%m-%d}.",
+            "on the site: systemctl status app-pki-renew.timer and journalctl -u app-pki-renew; the CA must be "
+            "reachable from it.",
+            record.cn, record.serial_hex, max(record.days_left(now), 0),
+        ))  # fmt: skip
     crl = table.crl.info
     if crl is not None and crl.next_update is not None and not table.crl.problem:
         left = crl.next_update - now
@@ -331,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pki.alerts", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["run", "test"], help="run: look and send what is new; test: a test alert")
     parser.add_argument("--every", type=float, default=0, help="with run: look again every this many seconds")
+    parser.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("PKI_METRICS_PORT") or 0),
+        help="with --every: serve Prometheus metrics on this port at /metrics (PKI_METRICS_PORT; 0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metrics-address", default=os.environ.get("PKI_METRICS_ADDRESS") or "127.0.0.1",
+        help="the address the metrics listen on (PKI_METRICS_ADDRESS; the container: 0.0.0.0)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         alerts = alerts_from_env(os.environ)
@@ -344,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         for channel, answer in answers.items():
             print(f"{channel}: {answer}")
         return 0 if all(a == "ok" for a in answers.values()) else 1
+    if args.metrics_port and args.every > 0:
+        serve_metrics(args.metrics_address, args.metrics_port, lambda: render_metrics(alerts.fleet, alerts.state()))
     # SIGTERM (docker compose stop) ends the wait at once, or the run under way when it is done.
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -113,6 +113,28 @@ def expiries_per_week(table: Sequence[Row], now: dt.datetime, weeks: int = 53) -
     return [((start + dt.timedelta(weeks=i)).date(), counts[i]) for i in range(weeks)]
 
 
+RENEWAL_OVERDUE = 0.75
+"""Sites renew themselves at two thirds of their lifetime: none newer by three quarters means it fails."""
+
+
+def overdue_renewals(table: Sequence[Row], now: dt.datetime) -> list[Row]:
+    """Sites' valid, not superseded certificates past RENEWAL_OVERDUE of their life for which the CA's
+    records hold no newer certificate of the same site: their renewal timers are failing."""
+    newest: dict[str, dt.datetime] = {}
+    for row in table:
+        if row.record.kind is Kind.CLIENT:
+            newest[row.identity] = max(newest.get(row.identity, row.record.not_before), row.record.not_before)
+    found = []
+    for row in table:
+        record = row.record
+        if record.kind is not Kind.CLIENT or not row.valid or row.superseded:
+            continue
+        due = record.not_before + (record.not_after - record.not_before) * RENEWAL_OVERDUE
+        if now >= due and newest[row.identity] <= record.not_before:
+            found.append(row)
+    return found
+
+
 def server_expiry_warnings(table: Sequence[Row], now: dt.datetime, days: int) -> list[Row]:
     """Current broker certificates expiring within `days`: they cannot renew, someone must re-issue."""
     return [r for r in expiring_within(table, now, days) if r.record.kind is Kind.SERVER]
