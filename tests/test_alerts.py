@@ -24,7 +24,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
 
 from conftest import OPERATOR, REPO, TOOLS, RunningCA, free_port, gui_fleet, started_ca
-from pki.alerts import AlertConfig, Alerts
+from pki.alerts import AlertConfig, Alerts, alert_config, find_events
 from pki.fleet import Fleet
 from pki.issuing import IssueRequest
 from pki.model import Kind
@@ -175,3 +175,29 @@ def test_the_command_runs_once_and_says_what_it_sent(alert_ca: RunningCA, tmp_pa
     done = subprocess.run([sys.executable, "-m", "pki.alerts", "run"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "no channel" in done.stderr and "condition(s), sent nothing new" in done.stdout
+
+
+def test_a_broker_reissued_for_fewer_days_is_the_one_watched(alert_ca: RunningCA, tmp_path: Path) -> None:
+    fleet = gui_fleet(alert_ca, tmp_path)
+    first = fleet.issue(OPERATOR, IssueRequest("alert-broker-2.example.test", Kind.SERVER, "", 300, "EC P-256"))
+    new = fleet.reissue(OPERATOR, first.record.serial, days=5).record  # the old one stays valid, in .replaced
+    events = find_events(fleet, AlertConfig(), None, [])
+    assert [e.serial for e in events if e.kind == "expiry" and "alert-broker-2" in e.subject] == [new.serial_hex]
+
+
+def test_secrets_stay_out_of_messages_and_bad_settings_are_named(alert_ca: RunningCA, tmp_path: Path) -> None:
+    fleet = gui_fleet(alert_ca, tmp_path)
+    config = AlertConfig(webhook_url=f"http://127.0.0.1:{free_port()}/services/T0/B0/the-token-itself")
+    answer = Alerts(fleet, config, tmp_path / "state.json").test()["webhook"]
+    assert "Connection refused" in answer and "the-token-itself" not in answer
+    url_file = tmp_path / "url"
+    url_file.write_text("hooks.example.test/services/the-token-itself")
+    with pytest.raises(ValueError, match="must be an http") as refused:
+        alert_config({"PKI_ALERT_WEBHOOK_URL_FILE": str(url_file)})
+    assert "the-token-itself" not in str(refused.value)
+    with pytest.raises(ValueError, match="PKI_ALERT_SMTP_SECURITY"):
+        alert_config({"PKI_ALERT_SMTP_SECURITY": "ssl"})
+    state = tmp_path / "damaged.json"
+    state.write_text('{"sent": {"webh')  # a write cut short
+    assert Alerts(fleet, AlertConfig(), state).state() == {}
+    assert list(tmp_path.glob("damaged.damaged-*"))  # kept aside, not lost

@@ -27,10 +27,12 @@ import signal
 import smtplib
 import ssl
 import sys
+import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -42,7 +44,6 @@ from pki.metrics import serve as serve_metrics
 from pki.model import Kind
 from pki.report import RENEWAL_OVERDUE, overdue_renewals
 from pki.settings import SettingsError, data_dir, load_settings
-from pki.throttle import LoginThrottle
 
 SITE_DAYS = (30, 14, 7, 1)
 BROKER_DAYS = (60, 30, 14, 7, 1)
@@ -99,7 +100,8 @@ def _days(raw: str, default: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def alert_config(env: Mapping[str, str]) -> AlertConfig:
-    return AlertConfig(
+    """The alert settings; ValueError naming the setting (never its secret value) when one is wrong."""
+    config = AlertConfig(
         smtp_host=env.get("PKI_ALERT_SMTP_HOST", "").strip(),
         smtp_port=int(env.get("PKI_ALERT_SMTP_PORT") or 587),
         smtp_security=(env.get("PKI_ALERT_SMTP_SECURITY") or "starttls").strip().lower(),
@@ -114,13 +116,20 @@ def alert_config(env: Mapping[str, str]) -> AlertConfig:
         site_days=_days(env.get("PKI_ALERT_SITE_DAYS", ""), SITE_DAYS),
         broker_days=_days(env.get("PKI_ALERT_BROKER_DAYS", ""), BROKER_DAYS),
     )
+    if config.smtp_security not in ("starttls", "tls", "none"):
+        raise ValueError("PKI_ALERT_SMTP_SECURITY must be starttls, tls or none.")
+    if config.webhook_url:
+        url = urllib.parse.urlsplit(config.webhook_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("the webhook URL (PKI_ALERT_WEBHOOK_URL_FILE) must be an http:// or https:// address.")
+    return config
 
 
 # -- finding events ---------------------------------------------------------------------------------------
 
 
 def find_events(
-    fleet: Fleet, config: AlertConfig, ca_down_since: float | None, locked: Mapping[str, float]
+    fleet: Fleet, config: AlertConfig, ca_down_since: float | None, lockouts: Collection[str]
 ) -> list[Event]:
     """Every alert condition true now (sending decides what is new)."""
     events: list[Event] = []
@@ -167,7 +176,7 @@ def find_events(
             record.cn, record.serial_hex, max(record.days_left(now), 0),
         ))  # fmt: skip
     crl = table.crl.info
-    if crl is not None and crl.next_update is not None and not table.crl.problem:
+    if crl is not None and crl.next_update is not None:  # the kept copy when the CA is down
         left = crl.next_update - now
         if left <= dt.timedelta(hours=config.crl_hours):
             events.append(Event(
@@ -183,11 +192,9 @@ def find_events(
                 f"reconcile:{found.problem}:{name}", "reconcile", f"Reconcile: {found.problem} {name}",
                 found.detail, "open the Reconcile page and take the action it offers.", serial=found.serial_hex,
             ))  # fmt: skip
-    for who, seconds in locked.items():
-        until = dt.datetime.fromtimestamp(now_ts + seconds, dt.UTC)
+    for what in lockouts:
         events.append(Event(
-            f"lockout:{who}:{until:%Y%m%dT%H%M}", "lockout", f"{who} is locked out after failed logins",
-            f"until {until:%H:%M} UTC.",
+            f"lockout:{what}", "lockout", "Locked out after failed logins", f"{what} UTC.",
             "if nobody of yours mistyped, someone is guessing passwords: see the Audit page.",
         ))  # fmt: skip
     return events
@@ -230,6 +237,15 @@ def send_webhook(config: AlertConfig, text: str, events: Sequence[Event]) -> Non
             raise OSError(f"the webhook answered {answer.status}")
 
 
+def _why(exc: Exception, config: AlertConfig) -> str:
+    """A send's failure, fit for the state file, the page and the log: the webhook's URL holds its secret."""
+    text = f"{type(exc).__name__}: {exc}"
+    for hidden in (config.webhook_url, urllib.parse.urlsplit(config.webhook_url).path, config.smtp_password):
+        if len(hidden) > 1:
+            text = text.replace(hidden, "<secret>")
+    return text
+
+
 @dataclass
 class RunResult:
     time: str
@@ -241,44 +257,56 @@ class RunResult:
 class Alerts:
     """One look: events found, the new ones sent per channel, remembered in the state file."""
 
-    def __init__(self, fleet: Fleet, config: AlertConfig, state_path: Path, throttle: LoginThrottle | None = None):
+    def __init__(self, fleet: Fleet, config: AlertConfig, state_path: Path) -> None:
         self.fleet = fleet
         self.config = config
         self.state_path = state_path
-        self.throttle = throttle
 
     @contextlib.contextmanager
-    def _state(self) -> Iterator[dict[str, Any]]:
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """The state, under an exclusive flock on a lock file held for the whole run (a replica waits, then
+        reads what was sent)."""
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.state_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # held for the whole run: a replica waits, then sees what was sent
-            raw = os.read(fd, 1 << 24)
-            state: dict[str, Any] = json.loads(raw) if raw else {}
-            yield state
-            data = json.dumps(state, indent=1).encode()
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            os.write(fd, data)
-            os.fsync(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield self.state()
         finally:
             os.close(fd)
 
     def state(self) -> dict[str, Any]:
-        """What the Alerts page shows: the last run and what was sent."""
-        with self._state() as state:
-            return dict(state)
+        """The state as last saved (readers take no lock: every save replaces the file whole). A damaged
+        file is kept aside and the state starts anew (alerts may then be sent once more)."""
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            self.state_path.replace(self.state_path.with_suffix(f".damaged-{int(time.time())}"))
+            return {}
+
+    def _save(self, state: Mapping[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=f".{self.state_path.name}-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(state, out, indent=1)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.state_path)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def run(self) -> RunResult:
-        with self._state() as state:
+        with self._locked() as state:
             self.fleet.forget_ca_state()
             now = time.time()
             down_since = (state.get("ca_down_since") or now) if self.fleet.ca_problem() else None
             state["ca_down_since"] = down_since
-            locked = self.throttle.locked_addresses() if self.throttle else {}
-            events = find_events(self.fleet, self.config, down_since, locked)
+            events = find_events(self.fleet, self.config, down_since, self._lockouts(now))
             result = RunResult(dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), len(events))
             sent: dict[str, dict[str, str]] = state.setdefault("sent", {})
+            current = {e.key for e in events}
             for channel in self.config.channels:
                 done = sent.setdefault(channel, {})
                 new = [e for e in events if e.key not in done]
@@ -287,16 +315,41 @@ class Alerts:
                 try:
                     self._send(channel, new)
                 except Exception as exc:  # tried again next run; the page shows it
-                    result.failed[channel] = f"{type(exc).__name__}: {exc}"
+                    result.failed[channel] = _why(exc, self.config)
                     continue
                 for event in new:
                     done[event.key] = result.time
                 result.sent[channel] = len(new)
+                self._save(state)  # a stop before the next channel does not send this one again
+            # Forget what is no longer true after a month: a disagreement that comes back is news again.
+            month_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).isoformat(timespec="seconds")
+            for done in sent.values():
+                for key in [k for k, when in done.items() if k not in current and when < month_ago]:
+                    del done[key]
             history = state.setdefault("history", [])
             history.append(asdict(result))
             del history[:-50]
             state["last_run"] = asdict(result)
+            self._save(state)
             return result
+
+    def next_look(self, every: float) -> float:
+        """Seconds until the next run: sooner when the CA is down and its alert is due before then."""
+        since = self.state().get("ca_down_since")
+        if not since:
+            return every
+        due = since + self.config.ca_down_minutes * 60 - time.time()
+        return min(every, due + 5) if due > 0 else every
+
+    def _lockouts(self, now: float) -> list[str]:
+        """Lock-outs of the last day from the audit trail (a lock-out lasts a minute; runs are hourly)."""
+        found = []
+        day_ago = dt.datetime.fromtimestamp(now - 86400, dt.UTC).isoformat(timespec="seconds")
+        for entry in self.fleet.audit.entries(limit=20000):
+            if entry.get("action") == "login-lockout" and str(entry.get("time", "")) >= day_ago:
+                who = ", ".join(map(str, entry.get("locked") or [])) or "(unknown)"
+                found.append(f"{who} at {entry['time']}")
+        return found
 
     def _send(self, channel: str, events: Sequence[Event]) -> None:
         text = digest_text(events, self.fleet.settings.ca_name)
@@ -314,14 +367,13 @@ class Alerts:
                 self._send(channel, [event])
                 answers[channel] = "ok"
             except Exception as exc:
-                answers[channel] = f"{type(exc).__name__}: {exc}"
+                answers[channel] = _why(exc, self.config)
         return answers
 
 
 def alerts_from_env(env: Mapping[str, str]) -> Alerts:
     folder = data_dir(env)
-    throttle = LoginThrottle(folder / "login-throttle.json")
-    return Alerts(Fleet(load_settings(env)), alert_config(env), folder / "alerts-state.json", throttle)
+    return Alerts(Fleet(load_settings(env)), alert_config(env), folder / "alerts-state.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,12 +408,18 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     while True:
-        result = alerts.run()
-        print(f"pki.alerts: {result.found} condition(s), sent {result.sent or 'nothing new'}"
-              + (f", FAILED {result.failed}" if result.failed else ""), flush=True)  # fmt: skip
-        if args.every <= 0:
-            return 1 if result.failed else 0
-        if stop.wait(args.every):
+        try:
+            result = alerts.run()
+        except Exception as exc:  # a damaged file, a full disk: say so, and look again next time
+            print(f"pki.alerts: the run failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            if args.every <= 0:
+                return 1
+        else:
+            print(f"pki.alerts: {result.found} condition(s), sent {result.sent or 'nothing new'}"
+                  + (f", FAILED {result.failed}" if result.failed else ""), flush=True)  # fmt: skip
+            if args.every <= 0:
+                return 1 if result.failed else 0
+        if stop.wait(alerts.next_look(args.every)):
             return 0
 
 

@@ -28,13 +28,13 @@ def _family(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, 
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
     for labels, value in samples:
         inner = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-        lines.append(f"{name}{{{inner}}} {value:g}" if inner else f"{name} {value:g}")
+        number = f"{value:.17g}"  # every digit: a timestamp in %g would be off by up to an hour
+        lines.append(f"{name}{{{inner}}} {number}" if inner else f"{name} {number}")
     return lines
 
 
 def render(fleet: Fleet, alert_state: Mapping[str, Any]) -> str:
     """The metrics now."""
-    fleet.forget_ca_state()
     up = 0.0 if fleet.ca_problem() else 1.0
     table = fleet.table()
     now = table.now

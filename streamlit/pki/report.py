@@ -63,11 +63,12 @@ def rows(
     """One row per certificate, with its status and whether a later one of its identity replaced it."""
     table = [Row(r, r.status(now, revoked, expiring_days, issuer)) for r in records]
 
-    def recency(record: CertRecord) -> tuple[dt.datetime, dt.datetime, bool]:
-        # Ties (a re-issue within the same second) go to the certificate in the live certs/{CN} folder.
-        return (record.not_after, record.not_before, record.is_live)
+    def recency(record: CertRecord) -> tuple[dt.datetime, bool, dt.datetime]:
+        # Issued later wins (a broker re-issued for fewer days replaces the old one all the same); ties
+        # (a re-issue within the same second) go to the certificate in the live certs/{CN} folder.
+        return (record.not_before, record.is_live, record.not_after)
 
-    newest: dict[tuple[str, Kind], tuple[dt.datetime, dt.datetime, bool]] = {}
+    newest: dict[tuple[str, Kind], tuple[dt.datetime, bool, dt.datetime]] = {}
     for row in table:
         if row.valid:
             key = (row.identity, row.record.kind)
