@@ -18,6 +18,7 @@ pages = [
     st.Page("views/reconcile.py", title="Reconcile", icon=":material/rule:"),
     st.Page("views/audit.py", title="Audit", icon=":material/history:"),
     st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:"),
+    st.Page("views/broker_check.py", title="Broker check", icon=":material/verified:"),
     st.Page("views/ca_settings.py", title="CA Settings", icon=":material/settings:"),
 ]
 if common.may(Role.ADMIN):

@@ -35,6 +35,7 @@ PAGES = [
     "views/reconcile.py",
     "views/audit.py",
     "views/alerts.py",
+    "views/broker_check.py",
     "views/ca_settings.py",
 ]
 TIMEOUT = 60  # longer than any step call's own timeout

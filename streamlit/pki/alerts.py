@@ -38,6 +38,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from pki.broker_check import BrokerCheck
 from pki.fleet import Fleet
 from pki.metrics import render as render_metrics
 from pki.metrics import serve as serve_metrics
@@ -402,7 +403,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{channel}: {answer}")
         return 0 if all(a == "ok" for a in answers.values()) else 1
     if args.metrics_port and args.every > 0:
-        serve_metrics(args.metrics_address, args.metrics_port, lambda: render_metrics(alerts.fleet, alerts.state()))
+        checks = BrokerCheck(alerts.fleet, data_dir(os.environ) / "broker-check")
+        serve_metrics(
+            args.metrics_address, args.metrics_port,
+            lambda: render_metrics(alerts.fleet, alerts.state(), checks.last()),
+        )  # fmt: skip
     # SIGTERM (docker compose stop) ends the wait at once, or the run under way when it is done.
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -26,7 +26,7 @@ from pki.inventory import CertRecord, Inventory, IssuerId
 from pki.issuing import Issued, IssueRequest, Registrar, Revoked, certificate_in_folder, fetch_crl
 from pki.keys import DEFAULT_KEY_TYPE, KEY_TYPES
 from pki.ledger import Ledger
-from pki.model import ISSUABLE_KINDS, VALID_STATUSES, Kind
+from pki.model import CANARY_PREFIX, ISSUABLE_KINDS, VALID_STATUSES, Kind
 from pki.reconcile import Action, Disagreement, Interrupted, disagreements
 from pki.report import Row, rows
 from pki.roles import Actor, Role, require
@@ -160,7 +160,7 @@ class Fleet:
     def table(self) -> FleetTable:
         now = dt.datetime.now(dt.UTC)
         crl = self.crl()
-        records = self.inventory.records()
+        records = [r for r in self.inventory.records() if not r.identity.startswith(CANARY_PREFIX)]
         table = rows(records, now, crl.revoked, self.settings.expiring_days, self.issuer)
         return FleetTable(table, crl, self.inventory.ledger_problem, now)
 

@@ -33,7 +33,7 @@ def _family(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, 
     return lines
 
 
-def render(fleet: Fleet, alert_state: Mapping[str, Any]) -> str:
+def render(fleet: Fleet, alert_state: Mapping[str, Any], broker_check: Mapping[str, Any] | None = None) -> str:
     """The metrics now."""
     up = 0.0 if fleet.ca_problem() else 1.0
     table = fleet.table()
@@ -82,6 +82,15 @@ def render(fleet: Fleet, alert_state: Mapping[str, Any]) -> str:
         lines += _family(
             "app_pki_alert_last_run_failed_channels", "gauge", "Channels whose sending failed in the last run.",
             [({}, float(len(last.get("failed", {}))))],
+        )  # fmt: skip
+    if broker_check:
+        when = dt.datetime.fromisoformat(str(broker_check["time"])).timestamp()
+        lines += _family("app_pki_broker_check_timestamp_seconds", "gauge", "When the broker check last ran.",
+                         [({"broker": str(broker_check["broker"])}, when)])  # fmt: skip
+        lines += _family(
+            "app_pki_broker_check_passed", "gauge", "1 when the check passed in the last broker check, else 0.",
+            [({"broker": str(broker_check["broker"]), "check": f"{r['number']} {r['name']}"},
+              1.0 if r["outcome"] == "PASS" else 0.0) for r in broker_check["results"]],
         )  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -50,3 +50,7 @@ REVOCATION_REASONS: dict[int, str] = {
     5: "cessationOfOperation",
     9: "privilegeWithdrawn",
 }
+
+
+CANARY_PREFIX = "app-pki-canary-"
+"""The broker check's own certificates (pki.broker_check): never counted or shown with the fleet's."""
