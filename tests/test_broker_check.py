@@ -14,6 +14,7 @@ import pytest
 
 from conftest import OPERATOR, REPO, RunningCA, free_port, gui_fleet, started_ca, tool_env
 from mqtt import HAProxy, Mosquitto, require_tools
+from pki.alerts import AlertConfig, Alerts
 from pki.broker_check import BrokerCheck
 from pki.bundle import mosquitto_acl, mosquitto_broker_config
 from pki.fleet import Fleet
@@ -123,7 +124,9 @@ def test_a_broker_as_configured_passes_and_each_break_fails_its_check(
     # The canaries never count among the fleet's certificates.
     assert not any(r.identity.startswith("app-pki-canary-") for r in fleet.table().rows)
     assert '"action": "broker-check"' in fleet.settings.audit_log.read_text()
-    # The last results feed the metrics: one sample per check.
+    # The last results feed the alerts (the last variant failed checks 3 and 5) and the metrics.
+    failed = Alerts(fleet, AlertConfig(), folder.parent / "alerts-state.json")._broker_failures()
+    assert sorted(e.key.rsplit(":", 1)[1] for e in failed) == ["3", "5"]
     text = render(fleet, {}, BrokerCheck(fleet, folder).last())
     assert text.count("app_pki_broker_check_passed{") == 6
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)

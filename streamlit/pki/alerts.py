@@ -304,7 +304,7 @@ class Alerts:
             now = time.time()
             down_since = (state.get("ca_down_since") or now) if self.fleet.ca_problem() else None
             state["ca_down_since"] = down_since
-            events = find_events(self.fleet, self.config, down_since, self._lockouts(now))
+            events = find_events(self.fleet, self.config, down_since, self._lockouts(now)) + self._broker_failures()
             result = RunResult(dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), len(events))
             sent: dict[str, dict[str, str]] = state.setdefault("sent", {})
             current = {e.key for e in events}
@@ -341,6 +341,18 @@ class Alerts:
             return every
         due = since + self.config.ca_down_minutes * 60 - time.time()
         return min(every, due + 5) if due > 0 else every
+
+    def _broker_failures(self) -> list[Event]:
+        """The failed checks of the last broker check (pki.broker_check keeps it beside this state)."""
+        last = BrokerCheck(self.fleet, self.state_path.parent / "broker-check").last()
+        if not last:
+            return []
+        return [
+            Event(f"broker-check:{last['time']}:{r['number']}", "broker-check",
+                  f"broker check {r['number']} failed at {last['broker']}", f"{r['name']}: {r['detail']}", r["fix"])
+            for r in last["results"]  # type: ignore[attr-defined]
+            if r["outcome"] == "FAIL"
+        ]  # fmt: skip
 
     def _lockouts(self, now: float) -> list[str]:
         """Lock-outs of the last day from the audit trail (a lock-out lasts a minute; runs are hourly)."""
