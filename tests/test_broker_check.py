@@ -5,12 +5,14 @@ certificate asked for; no crlfile; a stale CRL; another CA trusted).
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from conftest import OPERATOR, REPO, RunningCA, free_port, gui_fleet, started_ca, tool_env
 from mqtt import HAProxy, Mosquitto, require_tools
@@ -131,3 +133,15 @@ def test_a_broker_as_configured_passes_and_each_break_fails_its_check(
     assert text.count("app_pki_broker_check_passed{") == 6
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_replaced_canary_is_revoked(check_ca: RunningCA, fleet_and_files: tuple[Fleet, Path], tmp_path: Path) -> None:
+    fleet, _ = fleet_and_files
+    check = BrokerCheck(fleet, tmp_path / "broker-check", renew_within=dt.timedelta(days=2))  # one day < two
+    first, _ = check._fresh("app-pki-canary-valid", Kind.CLIENT)
+    old = x509.load_pem_x509_certificates(first.read_bytes())[0].serial_number
+    second, _ = check._fresh("app-pki-canary-valid", Kind.CLIENT)
+    new = x509.load_pem_x509_certificates(second.read_bytes())[0].serial_number
+    fleet.forget_ca_state()
+    revoked = fleet.crl().revoked or frozenset()
+    assert new != old and old in revoked and new not in revoked

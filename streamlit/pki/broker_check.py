@@ -9,14 +9,16 @@ check page.
 5. a revoked canary is refused (once the broker's CRL refresh has had time to run)
 6. a server-only (serverAuth) certificate presented as a client is refused
 
-The canaries are certificates the check issues for itself (CN `app-pki-canary-*`, kept in the data
-folder's broker-check/, left out of every count and page of the fleet); the revoked one is kept, so that
-a later run can see whether the broker's CRL has caught up.
+The canaries are certificates the check issues for itself (CN `app-pki-canary-*`, one day long, kept in
+the data folder's broker-check/, left out of every count and page of the fleet); one replaced while still
+valid is revoked. The revoked one is kept, so that a later run can see whether the broker's CRL has
+caught up.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -42,6 +44,7 @@ from pki.step import StepError
 from pki.validate import InvalidInput
 
 CESSATION = 5  # RFC 5280 reason cessationOfOperation: a canary that exists to be revoked
+SUPERSEDED = 4  # a canary replaced by the next one
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,14 @@ def _connect(host: str, port: int, root: Path, cert: Path | None, key: Path | No
 
 
 class BrokerCheck:
-    def __init__(self, fleet: Fleet, folder: Path, crl_interval: float = 900) -> None:
+    def __init__(
+        self, fleet: Fleet, folder: Path, crl_interval: float = 900, renew_within: dt.timedelta = dt.timedelta(hours=12)
+    ) -> None:
         self.fleet = fleet
         self.folder = folder
         self.crl_interval = crl_interval
+        self.renew_within = renew_within
+        """A canary with less than this left is replaced (and the old one revoked)."""
 
     # -- canaries -------------------------------------------------------------------------------------
 
@@ -99,11 +106,14 @@ class BrokerCheck:
     def _fresh(self, name: str, kind: Kind) -> tuple[Path, Path]:
         """A canary with at least half a day left, issued anew when needed."""
         crt = self.folder / f"{name}.crt"
-        if crt.exists():
-            leaf = x509.load_pem_x509_certificates(crt.read_bytes())[0]
-            if leaf.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(hours=12):
-                return crt, crt.with_suffix(".key")
-        return self._issue(name, kind)
+        old = x509.load_pem_x509_certificates(crt.read_bytes())[0] if crt.exists() else None
+        if old and old.not_valid_after_utc - dt.datetime.now(dt.UTC) > self.renew_within:
+            return crt, crt.with_suffix(".key")
+        issued = self._issue(name, kind)
+        if old and old.not_valid_after_utc > dt.datetime.now(dt.UTC):
+            with contextlib.suppress(StepError, InvalidInput):  # it expires within hours anyway
+                self.fleet.ca.revoke(old.serial_number, SUPERSEDED, kind=kind)
+        return issued
 
     def _revoked(self) -> tuple[Path, Path, float]:
         """The revoked canary and when it was revoked; made (and revoked) when there is none valid."""
