@@ -201,3 +201,19 @@ def test_secrets_stay_out_of_messages_and_bad_settings_are_named(alert_ca: Runni
     state.write_text('{"sent": {"webh')  # a write cut short
     assert Alerts(fleet, AlertConfig(), state).state() == {}
     assert list(tmp_path.glob("damaged.damaged-*"))  # kept aside, not lost
+
+
+def test_ca_down_crl_and_lockout_events(alert_ca: RunningCA, tmp_path: Path) -> None:
+    fleet = gui_fleet(alert_ca, tmp_path)
+    config = AlertConfig(ca_down_minutes=15, crl_hours=24 * 365)  # any CRL "runs out soon"
+    recent, long_ago = time.time() - 60, time.time() - 16 * 60
+    kinds = {e.kind for e in find_events(fleet, config, recent, ["192.0.2.9 at 2026-12-01T10:00:00+00:00"])}
+    assert "crl" in kinds and "lockout" in kinds and "ca-down" not in kinds  # down for a minute only
+    events = find_events(fleet, config, long_ago, [])
+    [down] = [e for e in events if e.kind == "ca-down"]
+    assert down.key == f"ca-down:{int(long_ago)}"  # one alert per outage, however many runs see it
+    alerts = Alerts(fleet, config, tmp_path / "alerts-state.json")
+    fleet.audit.record("login-lockout", locked=["192.0.2.7"], address="192.0.2.7")
+    assert any(
+        "192.0.2.7" in e.subject + e.detail for e in find_events(fleet, config, None, alerts._lockouts(time.time()))
+    )
