@@ -23,6 +23,7 @@ from cryptography import x509
 from playwright.sync_api import expect, sync_playwright
 
 from conftest import REPO, TOOLS, free_port
+from pki.bundle import mosquitto_acl, mosquitto_broker_config
 
 pytestmark = pytest.mark.compose
 ENGINE, STANDINS = REPO / "tests" / "compose" / "engine.sh", REPO / "tests" / "compose" / "standins.sh"
@@ -231,6 +232,53 @@ def test_the_alerts_service_looks(deployment: Deployment) -> None:
     assert deployment.states()["pki-alerts"]["State"] == "running"
     with urllib.request.urlopen(f"http://127.0.0.1:{deployment.metrics_port}/metrics", timeout=30) as answer:
         assert "\napp_pki_ca_up 1\n" in answer.read().decode()  # the CA as the alerts container sees it
+
+
+def test_the_broker_check_runs_in_the_gui_container(deployment: Deployment, tmp_path: Path) -> None:
+    """A Mosquitto of ours on the host side of the deployment's own bridge (its gateway address, never
+    another interface), configured as our bundle says; the check runs in the GUI container."""
+    gateway = (
+        subprocess.run(
+            ["docker", "network", "inspect", "apppki-test_default", "--format", "{{(index .IPAM.Config 0).Gateway}}"],
+            env=deployment.env, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    )  # fmt: skip
+    cn = "compose-broker.example.test"
+    issue = ISSUE.replace('Kind.CLIENT, ""', f'Kind.SERVER, "{gateway}"').format(cn=cn)
+    deployment.gui_python(issue)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copy(deployment.root(), certs / "ca.crt")
+    for suffix in (".crt", ".key"):
+        shutil.copy(deployment.folder / "certs" / cn / f"{cn}{suffix}", certs / f"{cn}{suffix}")
+    crl = tmp_path / "crl.pem"
+    fetched = subprocess.run(
+        ["bash", str(REPO / "scripts" / "refresh-crl.sh"), "--url", f"http://localhost:{deployment.crl_port}/1.0/crl",
+         "--ca-file", str(certs / "ca.crt"), "--ca-file", str(certs / f"{cn}.crt"), "--out", str(crl)],
+        capture_output=True, text=True, timeout=60, env=deployment.env,
+    )  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    (tmp_path / "acl").write_text(mosquitto_acl())
+    port = free_port()
+    config = tmp_path / "broker.conf"
+    listener = mosquitto_broker_config(
+        cn, cert_dir=str(certs), crl_file=str(crl), acl_file=str(tmp_path / "acl"), bind=gateway, port=port
+    )
+    config.write_text("user root\n" + listener)
+    broker = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while subprocess.run(["bash", "-c", f"exec 3<>/dev/tcp/{gateway}/{port}"], capture_output=True).returncode:
+            assert time.monotonic() < deadline and broker.poll() is None, "the broker did not start"
+            time.sleep(0.2)
+        done = deployment.run("exec", "-T", "pki-gui", "python", "-m", "pki.broker_check", f"{gateway}:{port}")
+        out = done.stdout.decode()
+        lines = {line.split()[1].rstrip("."): line.split()[0] for line in out.splitlines() if line[:4].strip()}
+        # The revoked canary was revoked just now, after the broker fetched its CRL: WAIT, not FAIL.
+        assert lines == {"1": "PASS", "2": "PASS", "3": "PASS", "4": "PASS", "5": "WAIT", "6": "PASS"}, out
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
 
 
 def test_the_gui_container_sees_no_ca_secret(deployment: Deployment) -> None:
