@@ -80,6 +80,8 @@ class AlertConfig:
     webhook_url: str = ""
     ca_down_minutes: float = 15
     crl_hours: float = 24
+    renewal_overdue: float = RENEWAL_OVERDUE
+    """The share of a site's lifetime after which no newer certificate means its renewal fails."""
     site_days: tuple[int, ...] = SITE_DAYS
     broker_days: tuple[int, ...] = BROKER_DAYS
 
@@ -114,6 +116,7 @@ def alert_config(env: Mapping[str, str]) -> AlertConfig:
         webhook_url=_secret(env, "PKI_ALERT_WEBHOOK_URL"),
         ca_down_minutes=float(env.get("PKI_ALERT_CA_DOWN_MINUTES") or 15),
         crl_hours=float(env.get("PKI_ALERT_CRL_HOURS") or 24),
+        renewal_overdue=float(env.get("PKI_ALERT_RENEWAL_OVERDUE_PERCENT") or RENEWAL_OVERDUE * 100) / 100,
         site_days=_days(env.get("PKI_ALERT_SITE_DAYS", ""), SITE_DAYS),
         broker_days=_days(env.get("PKI_ALERT_BROKER_DAYS", ""), BROKER_DAYS),
     )
@@ -165,13 +168,13 @@ def find_events(
                 f"serial {record.serial_hex} is valid until {record.not_after:%Y-%m-%d %H:%M} UTC.", todo,
                 record.cn, record.serial_hex, max(days, 0),
             ))  # fmt: skip
-    for row in overdue_renewals(table.rows, now):
+    for row in overdue_renewals(table.rows, now, config.renewal_overdue):
         record = row.record
-        due = record.not_before + (record.not_after - record.not_before) * RENEWAL_OVERDUE
+        due = record.not_before + (record.not_after - record.not_before) * config.renewal_overdue
         events.append(Event(
             f"renewal:{record.serial_hex}", "renewal", f"site {record.cn} has not renewed",
-            f"serial {record.serial_hex} passed 75 % of its life on {due:%Y-%m-%d} and the CA signed no "
-            f"newer certificate for {record.cn}; it expires on {record.not_after:%Y-%m-%d}.",
+            f"serial {record.serial_hex} passed {config.renewal_overdue:.0%} of its life on {due:%Y-%m-%d} and the "
+            f"CA signed no newer certificate for {record.cn}; it expires on {record.not_after:%Y-%m-%d}.",
             "on the site: systemctl status app-pki-renew.timer and journalctl -u app-pki-renew; the CA must be "
             "reachable from it.",
             record.cn, record.serial_hex, max(record.days_left(now), 0),

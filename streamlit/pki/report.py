@@ -118,8 +118,8 @@ RENEWAL_OVERDUE = 0.75
 """Sites renew themselves at two thirds of their lifetime: none newer by three quarters means it fails."""
 
 
-def overdue_renewals(table: Sequence[Row], now: dt.datetime) -> list[Row]:
-    """Sites' valid, not superseded certificates past RENEWAL_OVERDUE of their life for which the CA's
+def overdue_renewals(table: Sequence[Row], now: dt.datetime, after: float = RENEWAL_OVERDUE) -> list[Row]:
+    """Sites' valid, not superseded certificates past `after` of their life for which the CA's
     records hold no newer certificate of the same site: their renewal timers are failing."""
     newest: dict[str, dt.datetime] = {}
     for row in table:
@@ -130,7 +130,7 @@ def overdue_renewals(table: Sequence[Row], now: dt.datetime) -> list[Row]:
         record = row.record
         if record.kind is not Kind.CLIENT or not row.valid or row.superseded:
             continue
-        due = record.not_before + (record.not_after - record.not_before) * RENEWAL_OVERDUE
+        due = record.not_before + (record.not_after - record.not_before) * after
         if now >= due and newest[row.identity] <= record.not_before:
             found.append(row)
     return found
