@@ -34,6 +34,15 @@ case "${1:-}" in
 esac
 
 die() { echo "run-local.sh: $*" >&2; exit 1; }
+
+# Beyond this machine, only a GUI that asks who is there: a password, an account or single sign-on.
+case "$gui_address" in
+  127.*|localhost|::1) ;;
+  *)
+    if [ -z "${PKI_PASSWORD:-}" ] && [ -z "${PKI_SSO_ISSUER:-}" ] && [ ! -s "$data_dir/users.json" ]; then
+      die "GUI_ADDRESS=$gui_address would serve the CA's GUI to the network with no login. Set PKI_PASSWORD, or create an account first (scripts/users.sh add NAME --role admin), or keep the default 127.0.0.1."
+    fi ;;
+esac
 export PATH="$repo_dir/.tools/bin:$PATH"
 for tool in step step-ca; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is missing: run scripts/install-step.sh (make run does)."
@@ -64,7 +73,8 @@ stop_all() {
   echo "app-pki stopped."
 }
 trap stop_all EXIT
-trap 'exit 0' INT TERM
+interrupted=0
+trap 'interrupted=1' INT TERM
 
 # wait_until WHAT PID LOG CHECK...: up to 30 s for CHECK to succeed; fails with LOG's tail if PID dies.
 wait_until() {
@@ -114,5 +124,8 @@ Press Ctrl-C to stop both.
 EOF
 # Whichever stops first, stop the other.
 wait -n "$ca_pid" "$gui_pid" || true
+# Ctrl-C reaches the CA and the GUI as well; one may end before this shell has run its own trap.
+[ "$interrupted" -eq 1 ] || sleep 0.5
+[ "$interrupted" -eq 0 ] || exit 0
 echo "run-local.sh: a process stopped on its own; see $data_dir/logs/." >&2
 exit 1

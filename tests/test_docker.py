@@ -143,14 +143,16 @@ def test_compose_volume_layout_with_the_real_scripts(tmp_path: Path) -> None:
         ca.stop()
 
 
-def test_env_example_values_satisfy_init_ca(tmp_path: Path) -> None:
-    """The documented example is a valid first configuration for scripts/init-ca.sh."""
-    values = dict(
-        line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines() if re.match(r"^PKI_\w+=", line)
-    )
-    del values["PKI_PASSWORD"]  # the GUI's, not the CA's
+def test_env_example_leaves_the_public_names_empty_and_its_examples_satisfy_init_ca(tmp_path: Path) -> None:
+    """Copied as it is, compose refuses to start (nobody's CRL URL goes into certificates by accident); the
+    commented examples are a valid first configuration for scripts/init-ca.sh."""
+    text = (REPO / ".env.example").read_text()
+    for name in ("PKI_PUBLIC_HOSTS", "PKI_PUBLIC_CA_URL", "PKI_CRL_URL"):
+        assert re.search(rf"^{name}=$", text, re.MULTILINE), f"{name} is not empty in .env.example"
+    values = dict(re.findall(r"^#\s+example: (PKI_\w+)=(\S+)$", text, re.MULTILINE))
+    assert set(values) == {"PKI_PUBLIC_HOSTS", "PKI_PUBLIC_CA_URL", "PKI_CRL_URL"}
     ca = RunningCA(tmp_path)
     done = ca.run_init(**values)
     assert done.returncode == 0, done.stderr
-    assert "Public CA URL:    https://pki.ak-sg.com:9000" in done.stdout
-    assert "CRL URL:          http://pki.ak-sg.com:9080/1.0/crl" in done.stdout
+    assert "Public CA URL:    https://pki.example.com:9000" in done.stdout
+    assert "CRL URL:          http://pki.example.com:9080/1.0/crl" in done.stdout

@@ -83,6 +83,18 @@ def test_run_local_refuses_a_taken_port(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()  # refused before anything was created
 
 
+def test_run_local_refuses_an_open_gui_beyond_loopback(tmp_path: Path) -> None:
+    everywhere = "0.0.0.0"  # noqa: S104 (the setting under test: refused, nothing binds)
+    env = tool_env(
+        GUI_ADDRESS=everywhere, GUI_PORT=str(free_port()), CA_PORT=str(free_port()), CRL_PORT=str(free_port()),
+        PKI_DATA_DIR=str(tmp_path / "data"),
+    )  # fmt: skip
+    done = subprocess.run(["bash", str(REPO / "scripts" / "run-local.sh")], capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert "with no login. Set PKI_PASSWORD" in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was created
+
+
 def test_run_local_starts_both_and_ctrl_c_stops_both(tmp_path: Path) -> None:
     env = tool_env(
         CA_PORT=str(free_port()), CRL_PORT=str(free_port()), GUI_PORT=str(free_port()), PKI_DATA_DIR=str(tmp_path)
@@ -110,7 +122,8 @@ def test_run_local_starts_both_and_ctrl_c_stops_both(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert "app-pki stopped." in rest
+    assert "app-pki stopped." in rest and "stopped on its own" not in rest
+    assert process.returncode == 0  # Ctrl-C is no crash
     survivors = {pid: cmd for pid, cmd in children.items() if Path(f"/proc/{pid}").exists()}
     assert not survivors, f"outlived Ctrl-C: {survivors}"
 

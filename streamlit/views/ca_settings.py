@@ -37,7 +37,7 @@ right.download_button(
 )
 crl = fleet.crl()
 if crl.info and not crl.problem:
-    crl_col.download_button("CRL (PEM)", crl.info.pem, "ca.crl", icon=":material/download:", on_click="ignore")
+    crl_col.download_button("CRL (PEM)", crl.info.pem, "crl.pem", icon=":material/download:", on_click="ignore")
 else:
     crl_col.warning(f"CRL unavailable: {crl.problem}")
 
