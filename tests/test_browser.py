@@ -194,7 +194,7 @@ def test_server_certificate_issue_and_revoke(
     expect(page.get_by_text("step ca bootstrap")).to_be_visible(timeout=WAIT_MS)
     page.screenshot(path=screenshots / "ca_settings.png", full_page=True)
     go(page, "Dashboard")
-    expect(page.get_by_text("CA ok")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("revoked serial(s)")).to_be_visible(timeout=WAIT_MS)
     page.wait_for_timeout(1000)  # let the chart draw
     page.screenshot(path=screenshots / "dashboard.png", full_page=True)
 

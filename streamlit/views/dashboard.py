@@ -1,4 +1,4 @@
-"""Dashboard: CA health, certificate counts, what expires soon, the expiry wave, the CRL."""
+"""Dashboard: the CRL, certificate counts, what expires soon, the expiry wave, the CRL."""
 
 import pandas as pd
 import streamlit as st
@@ -8,25 +8,19 @@ from views import common
 
 st.title("Dashboard")
 settings = common.settings()
-fleet = common.fleet()
-problem = fleet.ca_problem()
 fleet_table = common.table()
 now, table, crl = fleet_table.now, fleet_table.rows, fleet_table.crl.info
 
-health, crl_col = st.columns(2)
-if problem:
-    health.error(f"**CA down.** Tried {settings.ca_url}: {problem}", icon=":material/error:")
-else:
-    health.success(f"**CA ok** at {settings.ca_url}", icon=":material/check_circle:")
+# The CA's health is in the sidebar, and a banner above says when it is down: not a third time here.
 if crl:
     next_update = f"{crl.next_update:%Y-%m-%d %H:%M} UTC" if crl.next_update else "not set"
-    crl_col.info(
+    st.info(
         f"**CRL** issued {crl.last_update:%Y-%m-%d %H:%M} UTC, next update {next_update}; "
         f"{len(crl.revoked)} revoked serial(s).",
-        icon=":material/gpp_bad:",
+        icon=":material/verified_user:",
     )
 else:
-    crl_col.warning(f"**CRL unavailable.** {fleet_table.crl.problem}", icon=":material/warning:")
+    st.warning(f"**CRL unavailable.** {fleet_table.crl.problem}", icon=":material/warning:")
 
 locked = common.gate().throttle.locked_addresses()
 if locked:
@@ -81,10 +75,13 @@ else:
 
 st.subheader("Expiries per week, next 12 months")
 weeks = report.expiries_per_week(table, now)
-st.bar_chart(
-    pd.DataFrame(weeks, columns=["week", "certificates"]),
-    x="week",
-    y="certificates",
-    x_label="week starting",
-    y_label="certificates expiring",
-)
+if any(count for _, count in weeks):
+    st.bar_chart(
+        pd.DataFrame(weeks, columns=["week", "certificates"]),
+        x="week",
+        y="certificates",
+        x_label="week starting",
+        y_label="certificates expiring",
+    )
+else:
+    st.caption("No certificate expires within the next 12 months.")
