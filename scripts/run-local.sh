@@ -73,8 +73,7 @@ stop_all() {
   echo "app-pki stopped."
 }
 trap stop_all EXIT
-interrupted=0
-trap 'interrupted=1' INT TERM
+trap 'exit 0' INT TERM
 
 # wait_until WHAT PID LOG CHECK...: up to 30 s for CHECK to succeed; fails with LOG's tail if PID dies.
 wait_until() {
@@ -124,8 +123,5 @@ Press Ctrl-C to stop both.
 EOF
 # Whichever stops first, stop the other.
 wait -n "$ca_pid" "$gui_pid" || true
-# Ctrl-C reaches the CA and the GUI as well; one may end before this shell has run its own trap.
-[ "$interrupted" -eq 1 ] || sleep 0.5
-[ "$interrupted" -eq 0 ] || exit 0
 echo "run-local.sh: a process stopped on its own; see $data_dir/logs/." >&2
 exit 1
