@@ -114,14 +114,14 @@ def test_ledger_knows_token_enrolments_and_renewals_and_revoke_takes_them_all(fl
 
     records = fleet.inventory.of_identity("site-503")
     assert {r.serial for r in records} == {first, second}
-    assert all(r.source == "CA log" and not r.has_key for r in records)
+    assert all(r.source == "CA journal" and not r.has_key for r in records)
     by_serial = {row.record.serial: row for row in fleet.table().rows if row.identity == "site-503"}
     assert by_serial[first].superseded and not by_serial[second].superseded
 
     # The site has a valid certificate: neither the Issue page nor another token may make a second one.
-    with pytest.raises(ActiveCertificateExists, match="CA log"):
+    with pytest.raises(ActiveCertificateExists, match="CA journal"):
         fleet.issue(OPERATOR, IssueRequest("site-503", Kind.CLIENT, "", 30, "EC P-256"))
-    with pytest.raises(ActiveCertificateExists, match="CA log"):
+    with pytest.raises(ActiveCertificateExists, match="CA journal"):
         fleet.enroll(OPERATOR, "Site-503", hours=1, broker="mqtt.ak-sg.com:8883")
 
     revoked = fleet.revoke(OPERATOR, "site-503", reason_code=5, confirmation="site-503")

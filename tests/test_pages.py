@@ -371,7 +371,7 @@ def test_a_site_known_only_from_the_ca_journal_is_shown_and_revoked(
     at = open_page("views/certificates.py")
     at.text_input[0].input("site-805").run()
     table = at.dataframe[0].value
-    assert list(table["Source"]) == ["CA log"] and list(table["Status"]) == ["active"]
+    assert list(table["Source"]) == ["CA journal"] and list(table["Status"]) == ["active"]
     assert not any("issuance journal" in w for w in texts(at.warning).splitlines())
 
     at.switch_page("views/revoke.py").run()

@@ -78,7 +78,7 @@ class CertRecord:
 
     @property
     def source(self) -> str:
-        return f"certs/{self.folder}" if self.folder else "CA log"
+        return f"certs/{self.folder}" if self.folder else "CA journal"
 
     @property
     def is_live(self) -> bool:

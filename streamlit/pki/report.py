@@ -47,7 +47,7 @@ class Row:
             "SANs": ", ".join(r.sans),
             "Issued": r.not_before.strftime("%Y-%m-%d"),
             "Expires": r.not_after.strftime("%Y-%m-%d"),
-            "Days left": max(r.days_left(now), 0),
+            "Days left": max(r.days_left(now), 0) if self.valid else None,  # a revoked one has none
             "Status": self.status.value + (" (superseded)" if self.superseded else ""),
             "Source": r.source,
         }

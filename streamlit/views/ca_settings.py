@@ -59,7 +59,7 @@ else:
     }
 
     def days(value: int | None) -> str:
-        return str(value) if value else "CA default (1)"
+        return str(value) if value else "1 (step-ca's default)"
 
     st.dataframe(
         pd.DataFrame(
