@@ -167,6 +167,23 @@ def gui_fleet(ca: RunningCA, base: Path, **env: str) -> Fleet:
     return Fleet(ca.settings(**(own | env)))
 
 
+def module_env(ca: RunningCA, base: Path, **extra: str) -> dict[str, str]:
+    """The environment for `python -m pki.<module>` run as the GUI would on `ca`, its files under `base`."""
+    return {
+        "PATH": f"{TOOLS}:/usr/bin:/bin",
+        "PYTHONPATH": str(REPO / "streamlit"),
+        "PKI_DATA_DIR": str(base / "data"),
+        "STEP_CA_URL": ca.url,
+        "PKI_GUI_DIR": str(ca.gui_dir),
+        "PKI_CERTS_DIR": str(base / "certs"),
+        "PKI_CA_LOG": str(ca.journal),
+        "PKI_LEDGER_DIR": str(base / "ledger"),
+        "PKI_STEPPATH": str(base / "gui-step"),
+        "PKI_STEP_BIN": str(TOOLS / "step"),
+        **extra,
+    }
+
+
 class GuiProcess:
     """The GUI as make run and the container start it (`python -m pki.serve`), on a free loopback port."""
 

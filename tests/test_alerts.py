@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
 
-from conftest import OPERATOR, REPO, TOOLS, RunningCA, free_port, gui_fleet, started_ca
+from conftest import OPERATOR, RunningCA, free_port, gui_fleet, module_env, started_ca
 from pki.alerts import AlertConfig, Alerts, alert_config, find_events
 from pki.fleet import Fleet
 from pki.issuing import IssueRequest
@@ -162,16 +162,7 @@ def test_alerts_by_mail_and_webhook(alert_ca: RunningCA, tmp_path: Path) -> None
 
 
 def test_the_command_runs_once_and_says_what_it_sent(alert_ca: RunningCA, tmp_path: Path) -> None:
-    env = {
-        "PATH": f"{TOOLS}:/usr/bin:/bin",
-        "PYTHONPATH": str(REPO / "streamlit"),
-        "PKI_DATA_DIR": str(tmp_path / "data"),
-        "STEP_CA_URL": alert_ca.url,
-        "PKI_GUI_DIR": str(alert_ca.gui_dir),
-        "PKI_CERTS_DIR": str(tmp_path / "certs"),
-        "PKI_CA_LOG": str(alert_ca.journal),
-        "PKI_STEP_BIN": str(TOOLS / "step"),
-    }
+    env = module_env(alert_ca, tmp_path)
     done = subprocess.run([sys.executable, "-m", "pki.alerts", "run"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "no channel" in done.stderr and "condition(s), sent nothing new" in done.stdout

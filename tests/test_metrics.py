@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from conftest import OPERATOR, REPO, TOOLS, RunningCA, free_port, gui_fleet, started_ca
+from conftest import OPERATOR, RunningCA, free_port, gui_fleet, module_env, started_ca
 from pki.issuing import IssueRequest
 from pki.model import Kind
 from pki.step import run_step
@@ -61,19 +61,7 @@ def test_metrics_scraped_by_prometheus(metrics_ca: RunningCA, tmp_path: Path) ->
     )  # fmt: skip
 
     port = free_port()
-    env = {
-        "PATH": f"{TOOLS}:/usr/bin:/bin",
-        "PYTHONPATH": str(REPO / "streamlit"),
-        "PKI_DATA_DIR": str(tmp_path / "data"),
-        "STEP_CA_URL": metrics_ca.url,
-        "PKI_GUI_DIR": str(metrics_ca.gui_dir),
-        "PKI_CERTS_DIR": str(tmp_path / "certs"),
-        "PKI_CA_LOG": str(metrics_ca.journal),
-        "PKI_LEDGER_DIR": str(tmp_path / "ledger"),
-        "PKI_STEPPATH": str(tmp_path / "gui-step"),
-        "PKI_STEP_BIN": str(TOOLS / "step"),
-        "PKI_METRICS_PORT": str(port),
-    }
+    env = module_env(metrics_ca, tmp_path, PKI_METRICS_PORT=str(port))
     runner = subprocess.Popen(
         [sys.executable, "-m", "pki.alerts", "run", "--every", "3600"], env=env, stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "alerts.log").open("wb"),
