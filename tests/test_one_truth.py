@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -709,13 +710,14 @@ def test_a_certificate_moved_to_a_folder_of_another_name_is_listed_and_filed_bac
 def test_a_folder_the_gui_cannot_read_is_an_invalid_record_not_a_crash() -> None:
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to read certs/ as an unprivileged user")
-    base = Path(tempfile.mkdtemp(prefix="unreadable-"))  # under /tmp: a user other than root can get there
+    base = Path(tempfile.mkdtemp(prefix="unreadable-"))
     certs = base / "certs"
     write_certificate(certs, "site-ok", "site-ok", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=9))
     write_certificate(certs, "site-x.bak", "site-x", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=9))
-    (certs / "site-x.bak").chmod(0o700)  # root's, as `sudo cp -a` leaves it
-    for path in (base, certs, certs / "site-ok", *(certs / "site-ok").iterdir()):
-        path.chmod(path.stat().st_mode | 0o055)
+    nobody = pwd.getpwnam("nobody")
+    for path in (certs / "site-x.bak", *(certs / "site-x.bak").iterdir()):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)  # another user's, as `sudo cp -a` from elsewhere leaves it
+    (certs / "site-x.bak").chmod(0o700)
     program = (
         f"import sys; sys.path.insert(0, {str(REPO / 'streamlit')!r})\n"
         "from pathlib import Path\nfrom pki.inventory import Inventory\n"
@@ -723,8 +725,11 @@ def test_a_folder_the_gui_cannot_read_is_an_invalid_record_not_a_crash() -> None
         "for r in inventory.records(): print(r.folder, r.identity, bool(r.error))\n"
         "print('locked view of site-x:', [r.folder for r in inventory.of_identity('site-x')])\n"
     )
+    # Root without the capabilities that pass over file modes: it still reads the repository (its own,
+    # wherever the clone is), but not another user's 0700 folder.
     done = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", program],
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search",
+         sys.executable, "-c", program],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     shutil.rmtree(base)
