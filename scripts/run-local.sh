@@ -69,6 +69,18 @@ stop_all() {
   trap - INT TERM EXIT
   [ -z "$gui_pid" ] || kill "$gui_pid" 2>/dev/null || true
   [ -z "$ca_pid" ] || kill "$ca_pid" 2>/dev/null || true
+  # Up to 20 s to stop cleanly; then whatever is left of either goes, its children first.
+  local pid alive
+  for _ in $(seq 1 100); do
+    alive=0
+    for pid in $gui_pid $ca_pid; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" -eq 1 ] || break
+    sleep 0.2
+  done
+  for pid in $gui_pid $ca_pid; do
+    pkill -KILL -P "$pid" 2>/dev/null || true
+    kill -KILL "$pid" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   echo "app-pki stopped."
 }
