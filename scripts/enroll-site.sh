@@ -13,6 +13,8 @@ Usage:
       Install the ZIP bundle from the GUI's Issue Certificate page. Its key is encrypted: the
       passphrase the GUI showed comes from --passphrase-file, else APP_PKI_BUNDLE_PASSPHRASE, else
       it is asked for on the terminal; never give it as an argument.
+  enroll-site.sh --print-bridge --site NAME [--broker HOST:PORT] [--topic 'SPEC']... [--prefix DIR]
+      Print the Mosquitto bridge configuration a run would write, and change nothing.
 
 Options:
   --broker HOST:PORT     the broker as the site dials it; HOST must be in the broker's certificate
@@ -46,7 +48,7 @@ die() { echo "enroll-site.sh: $*" >&2; exit 1; }
 say() { echo "$*"; }
 
 token="" site="" ca_url="" fingerprint="" bundle="" broker="mqtt.ak-sg.com:8883" renew_before="" passphrase_file=""
-reload_cmd="" schedule="" prefix="" force=false dry_run=false
+reload_cmd="" schedule="" prefix="" force=false dry_run=false print_bridge=false
 topics=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -70,6 +72,7 @@ while [ $# -gt 0 ]; do
     --prefix) prefix=${2:?--prefix needs a value}; shift ;;
     --force) force=true ;;
     --dry-run) dry_run=true ;;
+    --print-bridge) print_bridge=true ;;
     *) echo "enroll-site.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -80,8 +83,13 @@ fingerprint=$(tr -d ':' <<<"$fingerprint" | tr 'A-F' 'a-f')
 # A site's identity, as the GUI names it: case and a trailing dot do not count.
 site=${site%.}
 site=${site,,}
+if [ "$print_bridge" = true ]; then
+  [ -n "$site" ] || die "--print-bridge needs --site NAME."
+  [[ $site =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ && $site != *..* ]] ||
+    die "the site name '$site' may hold only letters, digits, dots, dashes and underscores."
+fi
 if [ -n "$token" ] && [ -n "$bundle" ]; then die "give --token or --bundle, not both."; fi
-if [ -z "$token" ] && [ -z "$bundle" ]; then die "give --token (from the GUI's Enroll a Site) or --bundle FILE.zip (see --help)."; fi
+if [ -z "$token" ] && [ -z "$bundle" ] && [ "$print_bridge" = false ]; then die "give --token (from the GUI's Enroll a Site) or --bundle FILE.zip (see --help)."; fi
 if [ -n "$prefix" ]; then
   case "$prefix" in /*) prefix=${prefix%/} ;; *) die "--prefix must be an absolute path." ;; esac
 fi
@@ -89,6 +97,29 @@ fi
 [[ -z $renew_before || $renew_before =~ ^[0-9]+(h|m|s)$ ]] || die "--renew-before '$renew_before' is not like 720h."
 case "${schedule:-auto}" in auto|systemd|cron|none) ;; *) die "--schedule must be systemd, cron or none." ;; esac
 valid_name() { [[ $1 =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ && $1 != *..* ]]; }
+
+# bridge_config: the Mosquitto bridge of $site to $broker, with the certificate files in $certs_dir.
+# The GUI's client bundles show this same text (--print-bridge).
+bridge_config() {
+  cat <<EOF
+# Written by app-pki enroll-site.sh: the bridge of site $site to the broker (mutual TLS).
+connection app-pki-$site
+address $broker
+remote_clientid $site
+bridge_protocol_version mqttv311
+cleansession false
+restart_timeout 2 30
+bridge_cafile $certs_dir/ca.crt
+bridge_certfile $certs_dir/$site.crt
+bridge_keyfile $certs_dir/$site.key
+bridge_tls_version tlsv1.2
+bridge_insecure false
+# No notifications: the local copy would be forwarded again under the site's prefix.
+notifications false
+EOF
+  local topic
+  for topic in "${topics[@]}"; do echo "topic $topic"; done
+}
 
 # cert_cn FILE, cert_expiry FILE, is_client_cert FILE: read with step's text output (no jq on sites).
 cert_cn() { step certificate inspect "$1" | sed -n 's/^ *Subject: .*CN=\([^,]*\).*/\1/p' | head -n 1; }
@@ -103,6 +134,13 @@ token_claims() {
   while [ $(( ${#payload} % 4 )) -ne 0 ]; do payload="$payload="; done
   printf '%s' "$payload" | base64 -d 2>/dev/null
 }
+
+if [ "$print_bridge" = true ]; then
+  [ ${#topics[@]} -gt 0 ] || topics=("# out 1 \"\" sites/$site/")
+  certs_dir="$prefix/etc/mosquitto/certs"
+  bridge_config
+  exit 0
+fi
 
 # --- tools ---
 if ! command -v step >/dev/null 2>&1; then
@@ -325,25 +363,7 @@ else
 fi
 owner_mosquitto "$crt" "$key"
 
-{
-  cat <<EOF
-# Written by app-pki enroll-site.sh: the bridge of site $site to the broker (mutual TLS).
-connection app-pki-$site
-address $broker
-remote_clientid $site
-bridge_protocol_version mqttv311
-cleansession false
-restart_timeout 2 30
-bridge_cafile $ca_crt
-bridge_certfile $crt
-bridge_keyfile $key
-bridge_tls_version tlsv1.2
-bridge_insecure false
-# No notifications: the local copy would be forwarded again under the site's prefix.
-notifications false
-EOF
-  for topic in "${topics[@]}"; do echo "topic $topic"; done
-} > "$work/bridge.conf"
+bridge_config > "$work/bridge.conf"
 put_file "$work/bridge.conf" "$conf_file" 0644
 
 cat > "$work/site.env" <<EOF
@@ -358,21 +378,47 @@ put_file "$work/site.env" "$state_dir/site.env" 0644
 if [ "$schedule" != none ]; then
   renew_flag=""
   [ -z "$renew_before" ] || renew_flag=" --expires-in $renew_before"
+  due_when="a third of its lifetime is left"
+  [ -z "$renew_before" ] || due_when="less than $renew_before is left"
   cat > "$work/renew.sh" <<EOF
 #!/bin/sh
 # Written by app-pki enroll-site.sh: renew the certificate of site $site when it is due, then reload
-# the bridge. Run daily by app-pki-renew.timer (or cron). Exit 0: nothing due or renewed.
+# the bridge. Run daily by app-pki-renew.timer (or cron).
+#   renew.sh           renew if due ($due_when), else say so; exit 0 either way
+#   renew.sh --check   say whether a renewal is due and change nothing
+#   renew.sh --force   renew now, due or not
 set -eu
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH STEPPATH='$site_steppath'
+mode=\${1:-}
+case \$mode in
+  ''|--check|--force) ;;
+  *) echo "usage: \$0 [--check | --force]" >&2; exit 2 ;;
+esac
+expires=\$('$step_bin' certificate inspect '$crt' --short 2>/dev/null | sed -n 's/^ *to: *//p' | head -n 1) || true
+[ -n "\$expires" ] || { echo "app-pki-renew: cannot read $crt" >&2; exit 1; }
 status=0
 '$step_bin' certificate needs-renewal '$crt'$renew_flag >/dev/null 2>&1 || status=\$?
 case \$status in
-  0) ;;
-  1) exit 0 ;;
+  0) due=yes ;;
+  1) due=no ;;
   *) echo "app-pki-renew: cannot read $crt" >&2; exit 1 ;;
 esac
-'$step_bin' ca renew --force --ca-url '$ca_url' --root '$ca_crt' '$crt' '$key'
+if [ "\$mode" = --check ]; then
+  if [ \$due = yes ]; then echo "The certificate of $site (valid until \$expires) is due for renewal: the next run renews it."
+  else echo "The certificate of $site is valid until \$expires; it is renewed once $due_when. Nothing to do."; fi
+  exit 0
+fi
+if [ \$due = no ] && [ "\$mode" != --force ]; then
+  echo "Not renewed: the certificate of $site is valid until \$expires and is renewed once $due_when (--force renews now)."
+  exit 0
+fi
+if ! out=\$('$step_bin' ca renew --force --ca-url '$ca_url' --root '$ca_crt' '$crt' '$key' 2>&1); then
+  echo "app-pki-renew: the CA did not renew the certificate of $site (revoked, or the CA cannot be reached): \$out" >&2
+  exit 1
+fi
+expires=\$('$step_bin' certificate inspect '$crt' --short | sed -n 's/^ *to: *//p' | head -n 1)
+echo "Renewed the certificate of $site: valid until \$expires. Reloading the bridge."
 $reload_cmd
 EOF
   put_file "$work/renew.sh" "$state_dir/renew.sh" 0755

@@ -17,8 +17,10 @@ Usage: refresh-crl.sh --url URL --ca-file FILE [--ca-file FILE] --out FILE [opti
   --restart-cmd CMD  run instead of --reload-cmd when the new CRL revokes serials the previous one did
                      not, e.g. 'systemctl restart mosquitto': connected revoked clients are dropped
   --min-valid DUR    refuse a CRL whose next update is less than DUR away (default 1h; s/m/h/d)
-  --install-schedule systemd|cron   also install a run every 15 minutes with these arguments
-  --prefix DIR       with --install-schedule: write the unit / cron file under DIR (tests)
+  --install-schedule systemd|cron   fetch the CRL now (no reload: the broker needs the file before
+                     its first start), install this script as /usr/local/sbin/app-pki-refresh-crl and
+                     run that every 15 minutes with these arguments. Nothing is installed if the fetch fails.
+  --prefix DIR       with --install-schedule: install under DIR instead of / (tests)
   -h, --help         this text
 
 A reload or restart that fails is tried again on the next run.
@@ -66,15 +68,30 @@ quote() {
 }
 
 if [ -n "$schedule" ]; then
-  # The scheduled command is this script with the same arguments, minus the scheduling ones.
-  script=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
-  command="$(quote "$script") "
-  skip=false
-  for arg in "${original_args[@]}"; do
-    if [ "$skip" = true ]; then skip=false; continue; fi
-    case "$arg" in --install-schedule|--prefix) skip=true; continue ;; esac
-    command+="$(quote "$arg") "
+  case "$schedule" in systemd|cron) ;; *) echo "refresh-crl.sh: --install-schedule must be systemd or cron" >&2; exit 2 ;; esac
+  [ -z "$prefix" ] || [[ $prefix == /* ]] || { echo "refresh-crl.sh: --prefix must be an absolute path" >&2; exit 2; }
+  # The job runs the installed copy, at a path that does not depend on where this was unpacked.
+  installed="$prefix/usr/local/sbin/app-pki-refresh-crl"
+  command="$(quote "$installed") "
+  fetch_now=()
+  set -- "${original_args[@]}"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --install-schedule|--prefix) ;;
+      # The first fetch has no reload: the broker does not read this file yet (it starts after this).
+      --reload-cmd|--restart-cmd) command+="$(quote "$1") $(quote "$2") " ;;
+      *) command+="$(quote "$1") $(quote "$2") "; fetch_now+=("$1" "$2") ;;
+    esac
+    shift 2
   done
+  bash "${BASH_SOURCE[0]}" "${fetch_now[@]}" ||
+    die "no CRL could be fetched, so nothing was installed: fix the cause above and run this again."
+  if [ ! "${BASH_SOURCE[0]}" -ef "$installed" ]; then
+    mkdir -p "$(dirname "$installed")"
+    cp "${BASH_SOURCE[0]}" "$installed.tmp.$$"
+    chmod 0755 "$installed.tmp.$$"
+    mv -f "$installed.tmp.$$" "$installed"
+  fi
   case "$schedule" in
     systemd)
       mkdir -p "$prefix/etc/systemd/system"
@@ -100,15 +117,14 @@ OnUnitActiveSec=15min
 WantedBy=timers.target
 EOF
       if [ -z "$prefix" ]; then systemctl daemon-reload && systemctl enable --now app-pki-crl-refresh.timer; fi
-      echo "Installed app-pki-crl-refresh.timer (every 15 minutes)." ;;
+      echo "Installed $installed, run every 15 minutes by app-pki-crl-refresh.timer (at once: systemctl start app-pki-crl-refresh)." ;;
     cron)
       mkdir -p "$prefix/etc/cron.d"
       {
         echo "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         echo "*/15 * * * * root ${command% } 2>&1 | logger -t app-pki-crl-refresh"
       } > "$prefix/etc/cron.d/app-pki-crl-refresh"
-      echo "Installed $prefix/etc/cron.d/app-pki-crl-refresh (every 15 minutes)." ;;
-    *) echo "refresh-crl.sh: --install-schedule must be systemd or cron" >&2; exit 2 ;;
+      echo "Installed $installed, run every 15 minutes by $prefix/etc/cron.d/app-pki-crl-refresh." ;;
   esac
   exit 0
 fi

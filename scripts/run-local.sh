@@ -59,8 +59,18 @@ for entry in "CA_PORT:$ca_port" "CRL_PORT:$crl_port" "GUI_PORT:$gui_port"; do
 done
 
 mkdir -p "$data_dir/logs"
+# The CA and its CRL listen on loopback only: this is the CA of a trial, not of a fleet. A CA created
+# before they did keeps listening where it was created to (its address is part of its settings).
+ca_address="127.0.0.1:$ca_port" crl_address="127.0.0.1:$crl_port"
+existing="$data_dir/ca/config/app-pki.env"
+if [ -f "$existing" ]; then
+  ca_address=$(sed -n 's/^CA_ADDRESS=//p' "$existing")
+  crl_address=$(sed -n 's/^CRL_ADDRESS=//p' "$existing")
+  [ "${ca_address##*:}:${crl_address##*:}" = "$ca_port:$crl_port" ] ||
+    die "the CA in $data_dir/ca listens on ports ${ca_address##*:} and ${crl_address##*:}, fixed when it was created: make run CA_PORT=${ca_address##*:} CRL_PORT=${crl_address##*:}"
+fi
 STEPPATH="$data_dir/ca" PKI_GUI_DIR="$data_dir/gui" \
-  PKI_CA_ADDRESS=":$ca_port" PKI_CRL_ADDRESS=":$crl_port" \
+  PKI_CA_ADDRESS="$ca_address" PKI_CRL_ADDRESS="$crl_address" \
   bash "$repo_dir/scripts/init-ca.sh"
 
 ca_pid="" gui_pid=""

@@ -18,10 +18,17 @@ from pki.step import run_step
 
 
 def check_bundle(data: bytes, cn: str, into: Path, passphrase: str) -> None:
-    """The ZIP a GUI user downloads: four files, chain verifies against ca.crt, the key is encrypted (the
-    ZIP alone gives nothing usable) and, with the passphrase, matches the certificate."""
+    """The ZIP a GUI user downloads: the certificate files and README.txt, with enroll-site.sh for a site or
+    the broker's Mosquitto files and refresh-crl.sh for a broker; the chain verifies against ca.crt, the key
+    is encrypted (the ZIP alone gives nothing usable) and, with the passphrase, matches the certificate."""
     archive = zipfile.ZipFile(io.BytesIO(data))
-    assert sorted(archive.namelist()) == sorted(["ca.crt", f"{cn}.crt", f"{cn}.key", "README.txt"])
+    files = ["ca.crt", f"{cn}.crt", f"{cn}.key", "README.txt"]
+    server = "app-pki.conf" in archive.namelist()
+    files += ["app-pki.conf", "app-pki.acl", "refresh-crl.sh"] if server else ["enroll-site.sh"]
+    assert sorted(archive.namelist()) == sorted(files)
+    for script in ("refresh-crl.sh", "enroll-site.sh"):
+        if script in files:
+            assert (archive.getinfo(script).external_attr >> 16) & 0o777 == 0o755
     assert (archive.getinfo(f"{cn}.key").external_attr >> 16) & 0o777 == 0o600
     into.mkdir(parents=True, exist_ok=True)
     archive.extractall(into)

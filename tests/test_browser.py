@@ -188,7 +188,7 @@ def test_server_certificate_issue_and_revoke(
     page.get_by_label("Site name (CN)").fill("site-e2e-003")
     page.get_by_role("button", name="Create enrolment token").click()
     expect(page.get_by_text("Enrolment token for site-e2e-003")).to_be_visible(timeout=WAIT_MS)
-    expect(page.get_by_role("main")).to_contain_text("sudo ./enroll-site.sh --site site-e2e-003")
+    expect(page.get_by_role("main")).to_contain_text("sudo bash enroll-site.sh --site site-e2e-003")
     page.screenshot(path=screenshots / "enroll.png", full_page=True)
     go(page, "CA Settings")
     expect(page.get_by_text("step ca bootstrap")).to_be_visible(timeout=WAIT_MS)

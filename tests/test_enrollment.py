@@ -64,7 +64,7 @@ def test_enrolment_token_lives_for_hours_and_works_once(fleet: Fleet) -> None:
     assert claims["sha"] == fleet.ca.root_fingerprint() == enrollment.fingerprint
     assert enrollment.command().endswith(f" --token-file - <<'TOKEN'\n{enrollment.token}\nTOKEN")
     assert "--token " not in enrollment.command()
-    assert enrollment.command().startswith("sudo ./enroll-site.sh --site site-501 --ca-url ")
+    assert enrollment.command().startswith("sudo bash enroll-site.sh --site site-501 --ca-url ")
 
     site = enroll_on_site(fleet, enrollment.token, "site-501")
     cert = x509.load_pem_x509_certificates((site / "c.crt").read_bytes())[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from cryptography import x509
 
 from checks import check_bundle, expired_certificate
-from conftest import OPERATOR, RunningCA, free_port, gui_fleet
+from conftest import OPERATOR, REPO, RunningCA, free_port, gui_fleet
 from pki.fleet import Fleet
 from pki.issuing import ActiveCertificateExists, IssueRequest
 from pki.model import Kind, Status
@@ -120,12 +121,31 @@ def test_bundle_has_four_files_a_verifying_chain_and_the_matching_key(fleet: Fle
     check_bundle(data, "site-207", tmp_path / "unzipped", passphrase)
     assert passphrase not in data.decode(errors="replace") and len(passphrase) >= 20
     readme = zipfile.ZipFile(io.BytesIO(data)).read("README.txt").decode()
+    # The bridge shown is the one enroll-site.sh writes, for the broker asked for.
+    bridge = subprocess.run(
+        ["bash", str(REPO / "scripts" / "enroll-site.sh"), "--print-bridge", "--site", "site-207",
+         "--broker", "mqtt.ak-sg.com:8883"], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "".join(f"  {line}\n" for line in bridge.splitlines()) in readme
     assert "bridge_certfile /etc/mosquitto/certs/site-207.crt" in readme
     assert "address mqtt.ak-sg.com:8883" in readme and "bridge_tls_version tlsv1.2" in readme
+    assert f"--fingerprint {fleet.ca.root_fingerprint()}" in readme
+    elsewhere = zipfile.ZipFile(io.BytesIO(fleet.bundle(OPERATOR, record.serial, broker="10.0.60.2:8884")[0]))
+    assert "address 10.0.60.2:8884" in elsewhere.read("README.txt").decode()
+    with pytest.raises(InvalidInput, match="is not like"):
+        fleet.bundle(OPERATOR, record.serial, broker="mqtt.ak-sg.com")
 
     server = fleet.issue(OPERATOR, request("mqtt-207.example", Kind.SERVER)).record
-    server_readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(OPERATOR, server.serial)[0])).read("README.txt").decode()
-    for line in ("verify = verify_peer", "fail_if_no_peer_cert = true", "enable_crl_check = true"):
+    server_data, server_passphrase = fleet.bundle(OPERATOR, server.serial)
+    check_bundle(server_data, "mqtt-207.example", tmp_path / "server", server_passphrase)
+    server_readme = zipfile.ZipFile(io.BytesIO(server_data)).read("README.txt").decode()
+    for line in (
+        "verify = verify_peer",
+        "fail_if_no_peer_cert = true",
+        "enable_crl_check = true",
+        "sudo chown mosquitto: /etc/mosquitto/certs/mqtt-207.example.key",
+        "--install-schedule systemd",
+    ):
         assert line in server_readme
 
 

@@ -144,12 +144,12 @@ def test_bad_input_shows_a_message_creates_nothing_and_starts_nothing(
     gui: Path, step_calls: list[list[str]], cn: str, extra: dict[str, object], message: str
 ) -> None:
     at = open_page("views/issue.py")
+    if "days" in extra:
+        next(r for r in at.radio if r.label == "Validity").set_value("Custom").run()
+        at.number_input[0].set_value(extra["days"])
     at.text_input[0].input(cn)
     if "sans" in extra:
         at.text_area[0].input(str(extra["sans"]))
-    if "days" in extra:
-        next(r for r in at.radio if r.label == "Validity").set_value("Custom")
-        at.number_input[0].set_value(extra["days"])
     step_calls.clear()
     at.button[0].click().run()
     assert not at.exception
@@ -212,6 +212,34 @@ def test_revoke_page_revokes_renames_and_confirms_the_crl(ca: RunningCA, gui: Pa
     assert "site-307" in message and "certs/site-307.revoked/" in message and "CRL now lists" in message
     assert names(gui) == ["site-307.revoked"]
     assert "No active certificate" in texts(at.info)
+    assert "sudo systemctl start app-pki-crl-refresh" in message, "the next step: the broker's CRL"
+
+
+def test_revoke_page_ticks_only_what_a_broker_re_issue_replaced(ca: RunningCA, gui: Path) -> None:
+    old = issue_here("mqtt-308.example", Kind.SERVER).record
+    new = Fleet(load_settings()).reissue(OPERATOR, old.serial).record
+    site = issue_here("site-308").record
+    at = open_page("views/revoke.py")
+    at.selectbox[0].set_value("mqtt-308.example").run()
+    assert len(at.multiselect[0].options) == 2 and new.serial_hex in " ".join(at.multiselect[0].options)
+    assert at.multiselect[0].value == [old.serial], "the broker's current certificate is not ticked"
+    assert "changes nothing at the sites" in texts(at.info)
+    at.selectbox[0].set_value("site-308").run()
+    assert at.multiselect[0].value == [site.serial]
+    assert "changes nothing at the sites" not in texts(at.info)
+
+
+def test_view_page_makes_a_bundle_again_for_operators_only(ca: RunningCA, gui: Path) -> None:
+    issue_here("site-309")
+    at = open_page("views/certificates.py")
+    at.text_input[0].input("site-309").run()
+    assert at.text_input[1].value == load_settings().broker_address
+    at.text_input[1].input("10.0.60.2:8884")
+    next(b for b in at.button if b.label.startswith("Make ZIP bundle")).click().run()
+    assert not at.exception, at.exception
+    assert at.get("download_button")[-1].proto.label == "Download ZIP bundle"
+    audit = (gui.parent / "data" / "audit.log").read_text()
+    assert '"action": "bundle"' in audit and '"broker": "10.0.60.2:8884"' in audit
 
 
 def test_ca_settings_page_shows_the_bootstrap_command(ca: RunningCA, gui: Path) -> None:
@@ -314,7 +342,7 @@ def test_enroll_page_mints_a_token_and_shows_the_command(gui: Path) -> None:
     assert not at.exception
     assert "Enrolment token for **site-801**" in texts(at.success)
     command = at.code[0].value
-    assert command.startswith("sudo ./enroll-site.sh --site site-801 --ca-url ")
+    assert command.startswith("sudo bash enroll-site.sh --site site-801 --ca-url ")
     assert "--token-file - <<'TOKEN'\neyJ" in command and "--broker mqtt.ak-sg.com:8883" in command
     assert at.get("download_button"), "enroll-site.sh is offered for download"
     audit = (gui.parent / "data" / "audit.log").read_text()
@@ -342,10 +370,19 @@ def test_view_page_reissues_a_broker_certificate(ca: RunningCA, gui: Path) -> No
     at = open_page("views/certificates.py")
     at.text_input[0].input("mqtt-803").run()
     reissue = next(b for b in at.button if b.label == "Re-issue this broker certificate")
-    reissue.click().run()
+    assert reissue.disabled, "re-issue asks to be confirmed first"
+    at.checkbox[0].check().run()
+    old_serial = at.dataframe[0].value["Serial"].item()
+    next(b for b in at.button if b.label == "Re-issue this broker certificate").click().run()
     assert not at.exception
     assert "Re-issued **mqtt-803.example**" in texts(at.success)
     assert names(gui) == ["mqtt-803.example", "mqtt-803.example.replaced"]
+    # The details show the new certificate at once, not the one it replaced.
+    new_crt = next(r for r in (gui / "mqtt-803.example").iterdir() if r.suffix == ".crt")
+    new_hex = f"{x509.load_pem_x509_certificate(new_crt.read_bytes()).serial_number:X}"
+    assert new_hex != old_serial
+    assert f"**Serial** `{new_hex}`" in " ".join(m.value for m in at.markdown)
+    assert set(at.dataframe[0].value["Serial"]) == {old_serial, new_hex}
 
 
 def test_dashboard_warns_before_a_broker_certificate_expires(gui: Path) -> None:

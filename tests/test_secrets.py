@@ -68,7 +68,7 @@ def test_no_token_or_password_ever_appears_on_a_command_line(ca: RunningCA, tmp_
         enrollment = fleet.enroll(OPERATOR, "site-secret-2", hours=1, broker="127.0.0.1:8883")
         # The command the GUI shows, run as it is (the script from the repository, into a prefix).
         script = f"bash {REPO / 'scripts' / 'enroll-site.sh'} --prefix {tmp_path / 'site'} --schedule none"
-        command = enrollment.command().replace("sudo ./enroll-site.sh", script)
+        command = enrollment.command().replace("sudo bash enroll-site.sh", script)
         # Pasted into a shell: bash reads it as input, as a terminal would give it.
         enrolled = subprocess.run(
             ["bash"], input=command + "\n", capture_output=True, text=True, timeout=120, env=tool_env()

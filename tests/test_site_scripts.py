@@ -302,12 +302,21 @@ def test_refresh_installs_its_schedule(ca: RunningCA, tmp_path: Path) -> None:
                        "--install-schedule", kind, "--prefix", str(tmp_path / kind))  # fmt: skip
         assert done.returncode == 0, done.stderr
         text = (tmp_path / kind / path).read_text()
-        assert "refresh-crl.sh --url" in text and ca.crl_url in text and "'systemctl restart mosquitto'" in text
+        installed = tmp_path / kind / "usr/local/sbin/app-pki-refresh-crl"
+        assert f"{installed} --url" in text and ca.crl_url in text and "'systemctl restart mosquitto'" in text
         assert "--install-schedule" not in text and "--prefix" not in text
+        assert installed.read_bytes() == REFRESH.read_bytes() and installed.stat().st_mode & 0o777 == 0o755
+        # The CRL is there before the broker's first start, and nothing was reloaded (it is not running).
+        assert out.read_text().startswith("-----BEGIN X509 CRL-----")
+        out.unlink()
     assert (
         (tmp_path / "systemd/etc/systemd/system/app-pki-crl-refresh.timer").read_text().count("OnUnitActiveSec=15min")
     )
-    assert not out.exists()  # installing fetches nothing
+    # A CRL that cannot be fetched installs nothing.
+    failed = refresh(ca, out, "--install-schedule", "cron", "--prefix", str(tmp_path / "down"),
+                     url=f"http://127.0.0.1:{free_port()}/1.0/crl")  # fmt: skip
+    assert failed.returncode == 1 and "nothing was installed" in failed.stderr
+    assert not (tmp_path / "down").exists() and not out.exists()
 
 
 def test_expired_site_certificate_renews_after_expiry(ca: RunningCA, tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """The ZIP bundle handed to whoever installs a certificate: root, certificate, key, and what to do.
 
-A client bundle carries a Mosquitto bridge configuration for the site; a server bundle an EMQX 5
-ssl listener with peer verification and the CRL check.
+A client bundle carries enroll-site.sh, which installs it on a site with the bridge it writes for token
+enrolments too (its --print-bridge text is what README.txt shows). A server bundle carries a Mosquitto
+broker configuration, its ACL and refresh-crl.sh, with one command sequence that installs them, and the
+EMQX 5 equivalent.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import io
 import secrets
+import subprocess
 import zipfile
+from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -19,31 +24,39 @@ from pki.keys import key_id
 from pki.model import Kind
 from pki.validate import InvalidInput
 
+FLEET_READER = "fleet-reader"
+"""The client certificate CN a back-end uses to read every site's messages (never to write them)."""
+BROKER_CONF = "app-pki.conf"
+BROKER_ACL = "app-pki.acl"
+
+
+@dataclass(frozen=True)
+class BundleContext:
+    """What a bundle says beyond its certificate: where sites dial, where the CA and its CRL are."""
+
+    ca_name: str
+    ca_url: str
+    fingerprint: str
+    crl_url: str
+    broker_address: str
+    scripts_dir: Path
+    """Holds enroll-site.sh and refresh-crl.sh, which go into the bundles."""
+
 
 def site_topic_prefix(cn: str) -> str:
     """Where a site's messages land on the broker; the broker confines the site to it by its CN."""
     return f"sites/{cn}/"
 
 
-def mosquitto_bridge_config(cn: str, broker_address: str, cert_dir: str = "/etc/mosquitto/certs") -> str:
-    host, sep, port = broker_address.rpartition(":")
-    if not sep:
-        host, port = broker_address, "8883"
-    return f"""\
-# Mosquitto bridge of site {cn} to the broker, mutual TLS through HAProxy (TCP passthrough).
-connection {cn}
-address {host}:{port}
-remote_clientid {cn}
-bridge_protocol_version mqttv311
-cleansession false
-bridge_cafile {cert_dir}/ca.crt
-bridge_certfile {cert_dir}/{cn}.crt
-bridge_keyfile {cert_dir}/{cn}.key
-bridge_tls_version tlsv1.2
-bridge_insecure false
-# Local topic X is published on the broker as {site_topic_prefix(cn)}X.
-topic # out 1 "" {site_topic_prefix(cn)}
-"""
+def site_bridge_config(scripts_dir: Path, cn: str, broker_address: str) -> str:
+    """The bridge enroll-site.sh writes for site `cn`, in its own words: one text for both ways in."""
+    done = subprocess.run(
+        ["bash", str(scripts_dir / "enroll-site.sh"), "--print-bridge", "--site", cn, "--broker", broker_address],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise InvalidInput(f"enroll-site.sh cannot write the bridge of {cn}: {done.stderr.strip()}")
+    return done.stdout
 
 
 def mosquitto_broker_config(
@@ -51,7 +64,7 @@ def mosquitto_broker_config(
     *,
     cert_dir: str = "/etc/mosquitto/certs",
     crl_file: str = "/etc/mosquitto/crl.pem",
-    acl_file: str = "/etc/mosquitto/app-pki.acl",
+    acl_file: str = f"/etc/mosquitto/{BROKER_ACL}",
     bind: str = "0.0.0.0",  # noqa: S104 (text of a broker config: a broker listens for its sites)
     port: int = 8883,
 ) -> str:
@@ -66,19 +79,60 @@ keyfile {cert_dir}/{cn}.key
 require_certificate true
 use_identity_as_username true
 tls_version tlsv1.2
-# Kept current by scripts/refresh-crl.sh (restart Mosquitto to drop revoked clients already connected).
+# Kept current by app-pki-refresh-crl (refresh-crl.sh), which restarts Mosquitto when a client was revoked.
 crlfile {crl_file}
 acl_file {acl_file}
 """
 
 
-def mosquitto_acl(readers: tuple[str, ...] = ()) -> str:
+def mosquitto_acl(readers: tuple[str, ...] = (FLEET_READER,)) -> str:
     """Each site may publish and subscribe only under its own prefix; `readers` may read all sites."""
-    lines = ["# A site's username is its certificate's CN: it is confined to sites/<CN>/."]
+    lines = ["# A client's username is its certificate's CN: a site is confined to sites/<CN>/."]
     for reader in readers:
-        lines += [f"user {reader}", "topic read sites/#", ""]
+        lines += [f"# {reader} (a back-end's client certificate) reads every site and writes nowhere.",
+                  f"user {reader}", "topic read sites/#", ""]  # fmt: skip
     lines += [f"pattern readwrite {site_topic_prefix('%u')}#", ""]
     return "\n".join(lines)
+
+
+def broker_install_commands(cn: str, crl_url: str) -> str:
+    """Install a server bundle on a Debian broker running Mosquitto, as root through sudo: the key
+    readable by the mosquitto user only, the CRL fetched before the first start and then every 15
+    minutes by a copy of refresh-crl.sh at a fixed path. README.md shows these very lines."""
+    certs = "/etc/mosquitto/certs"
+    return f"""\
+unzip {cn}.zip -d {cn} && cd {cn}
+sudo install -d -m 0755 {certs}
+sudo install -m 0644 ca.crt {cn}.crt {certs}/
+sudo openssl pkey -in {cn}.key -out {certs}/{cn}.key    # asks for the bundle's passphrase
+sudo chown mosquitto: {certs}/{cn}.key
+sudo install -m 0644 {BROKER_CONF} /etc/mosquitto/conf.d/{BROKER_CONF}
+sudo install -m 0644 {BROKER_ACL} /etc/mosquitto/{BROKER_ACL}
+sudo bash refresh-crl.sh --url {crl_url} \\
+  --ca-file {certs}/ca.crt --ca-file {certs}/{cn}.crt --out /etc/mosquitto/crl.pem \\
+  --reload-cmd 'systemctl reload mosquitto' --restart-cmd 'systemctl restart mosquitto' \\
+  --install-schedule systemd
+sudo systemctl restart mosquitto
+"""
+
+
+def fleet_reader_command(broker_address: str) -> str:
+    """How a back-end holding the fleet-reader bundle reads every site's messages."""
+    host, _, port = broker_address.rpartition(":")
+    return f"""\
+unzip {FLEET_READER}.zip -d {FLEET_READER} && cd {FLEET_READER}
+openssl pkey -in {FLEET_READER}.key -out {FLEET_READER}.plain.key    # asks for the passphrase; written 0600
+mosquitto_sub -h {host} -p {port} --cafile ca.crt --cert {FLEET_READER}.crt --key {FLEET_READER}.plain.key \\
+  -t 'sites/#' -v
+"""
+
+
+def site_install_commands(cn: str, context: BundleContext) -> str:
+    return f"""\
+unzip {cn}.zip enroll-site.sh
+sudo bash enroll-site.sh --bundle {cn}.zip --broker {context.broker_address} \\
+  --ca-url {context.ca_url} --fingerprint {context.fingerprint}
+"""
 
 
 def emqx_acl() -> str:
@@ -111,65 +165,78 @@ mqtt.peer_cert_as_clientid = cn
 """
 
 
-def bundle_readme(record: CertRecord, *, broker_address: str, crl_url: str, ca_name: str) -> str:
+def _indented(text: str) -> str:
+    return "".join(f"  {line}\n" if line else "\n" for line in text.splitlines())
+
+
+def bundle_readme(record: CertRecord, context: BundleContext) -> str:
     cn = record.cn
     expires = record.not_after.strftime("%Y-%m-%d %H:%M UTC")
     head = f"""\
-{cn}: {record.kind.value} certificate of the {ca_name}
+{cn}: {record.kind.value} certificate of the {context.ca_name}
 Serial {record.serial_hex}, valid until {expires}.
 
 Files
   ca.crt       the CA's root certificate: verifies the other side
   {cn}.crt     this certificate, followed by the intermediate CA certificate
-  {cn}.key     the private key, encrypted with the passphrase app-pki showed once when it made this
-               bundle (it is in no file). Decrypt it only where it is installed, keep it 0600 there.
-
-Decrypt it (either asks for the passphrase):
-  step crypto change-pass {cn}.key --no-password --insecure --out {cn}.key.plain
-  openssl pkey -in {cn}.key -out {cn}.key.plain
-and install {cn}.key.plain as {cn}.key below.
-
-Revocation: brokers check the CRL at {crl_url}
+  {cn}.key     the private key, encrypted with the passphrase app-pki showed when it made this
+               bundle (it is in no file). Decrypt it only where it is installed: the commands below
+               do (openssl pkey ... asks for the passphrase and writes the plain key 0600).
 """
     if record.kind is Kind.SERVER:
         return (
             head
-            + f"""
-Install on the broker (EMQX 5)
+            + f"""\
+  {BROKER_CONF}  the Mosquitto broker configuration: mutual TLS on 8883, CRL, ACL
+  {BROKER_ACL}  each site only under sites/<its CN>/; {FLEET_READER} reads every site
+  refresh-crl.sh  keeps the broker's copy of the CRL ({context.crl_url}) current
+
+Install on a Debian broker with Mosquitto (these commands, in the folder holding {cn}.zip):
+
+{_indented(broker_install_commands(cn, context.crl_url))}
+refresh-crl.sh fetches the CRL first (Mosquitto does not start without it), installs itself as
+/usr/local/sbin/app-pki-refresh-crl and runs every 15 minutes (app-pki-crl-refresh.timer; with cron:
+--install-schedule cron). When a new CRL revokes a client, it restarts Mosquitto so that a revoked site
+that is connected is dropped. To apply a revocation at once: sudo systemctl start app-pki-crl-refresh
+
+A back-end that reads every site: issue it a client certificate named {FLEET_READER}, then
+
+{_indented(fleet_reader_command(context.broker_address))}
+Or, with EMQX 5 as the broker:
   install -m 0644 ca.crt {cn}.crt /opt/emqx/etc/certs/
-  install -m 0600 -o emqx {cn}.key /opt/emqx/etc/certs/
+  openssl pkey -in {cn}.key -out /opt/emqx/etc/certs/{cn}.key && chown emqx: /opt/emqx/etc/certs/{cn}.key
 then add to emqx.conf and restart EMQX:
 
 {emqx_listener_config(cn)}
 and confine each site to its own topics (etc/acl.conf, with authorization.no_match = deny):
 
 {emqx_acl()}
-To drop a revoked site that is still connected: DELETE /api/v5/clients/<site> on the EMQX API.
-
-Or, with Mosquitto as the broker (mosquitto.conf, then the ACL file it names):
-
-{mosquitto_broker_config(cn)}
-{mosquitto_acl()}
-Keep the CRL file current with scripts/refresh-crl.sh every 15 minutes (--install-schedule).
+EMQX fetches the CRL itself. To drop a revoked site that is still connected: DELETE
+/api/v5/clients/<site> on the EMQX API.
 
 Server certificates cannot be renewed over mTLS: before {expires} re-issue one in app-pki
-(View Certificates, Re-issue).
+(View Certificates, Re-issue), install its bundle the same way, then revoke this one.
 """
         )
     return (
         head
-        + f"""
-Install on the site (Debian with Mosquitto)
-  Easiest: scripts/enroll-site.sh --bundle {cn}.zip (it asks for the passphrase, does all of the below
-  and sets up renewal). Easier still next time: enrol sites by token, the key never leaves the site.
-  By hand:
-  install -d -m 0755 /etc/mosquitto/certs
-  install -m 0644 ca.crt {cn}.crt /etc/mosquitto/certs/
-  install -m 0600 -o mosquitto {cn}.key /etc/mosquitto/certs/
-  then write /etc/mosquitto/conf.d/bridge-{cn}.conf and restart Mosquitto:
+        + f"""\
+  enroll-site.sh  installs all of it on the site, with the bridge and daily renewal
 
-{mosquitto_bridge_config(cn, broker_address)}
-Check the connection:  mosquitto_sub -v -t '$SYS/broker/connection/#'
+Install on the site (Debian with Mosquitto and the step CLI), in the folder holding {cn}.zip:
+
+{_indented(site_install_commands(cn, context))}
+It asks for the passphrase, checks everything before it changes anything, installs the files in
+/etc/mosquitto/certs/ (key 0600, owned by mosquitto), writes this bridge to
+/etc/mosquitto/conf.d/app-pki-bridge.conf, sets up daily renewal and restarts Mosquitto:
+
+{_indented(site_bridge_config(context.scripts_dir, cn, context.broker_address))}
+Check it: on the site, publish a message
+
+  mosquitto_pub -h localhost -p 1883 -t hello -m 'from {cn}'
+
+and the back-end reading the broker ({FLEET_READER}) sees "{site_topic_prefix(cn)}hello from {cn}".
+Next time, enrol sites by token (GUI: Enroll a Site): then the key never leaves the site.
 """
     )
 
@@ -180,11 +247,9 @@ def new_passphrase() -> str:
     return "-".join(raw[i : i + 5] for i in range(0, 25, 5))
 
 
-def make_bundle(
-    record: CertRecord, *, root_pem: bytes, broker_address: str, crl_url: str, ca_name: str, passphrase: str
-) -> bytes:
-    """ZIP with ca.crt, {cn}.crt, {cn}.key and README.txt (four files). The key is encrypted with
-    `passphrase` (PKCS#8): the ZIP alone, wherever it ends up, gives no usable key. The key must be
+def make_bundle(record: CertRecord, *, root_pem: bytes, context: BundleContext, passphrase: str) -> bytes:
+    """ZIP with ca.crt, {cn}.crt, {cn}.key, README.txt and what installs them. The key is encrypted
+    with `passphrase` (PKCS#8): the ZIP alone, wherever it ends up, gives no usable key. The key must be
     the certificate's own: a key that does not match is never handed out."""
     key_path = record.path.with_suffix(".key")
     try:
@@ -198,16 +263,21 @@ def make_bundle(
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(passphrase.encode()),
     )
-    readme = bundle_readme(record, broker_address=broker_address, crl_url=crl_url, ca_name=ca_name)
+    files: dict[str, tuple[bytes, int]] = {
+        "ca.crt": (root_pem, 0o644),
+        f"{record.cn}.crt": (record.path.read_bytes(), 0o644),
+        f"{record.cn}.key": (key_pem, 0o600),
+        "README.txt": (bundle_readme(record, context).encode(), 0o644),
+    }
+    if record.kind is Kind.SERVER:
+        files[BROKER_CONF] = (mosquitto_broker_config(record.cn).encode(), 0o644)
+        files[BROKER_ACL] = (mosquitto_acl().encode(), 0o644)
+        files["refresh-crl.sh"] = ((context.scripts_dir / "refresh-crl.sh").read_bytes(), 0o755)
+    else:
+        files["enroll-site.sh"] = ((context.scripts_dir / "enroll-site.sh").read_bytes(), 0o755)
     buffer = io.BytesIO()
     stamp = dt.datetime.now(dt.UTC).timetuple()[:6]
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        files = {
-            "ca.crt": (root_pem, 0o644),
-            f"{record.cn}.crt": (record.path.read_bytes(), 0o644),
-            f"{record.cn}.key": (key_pem, 0o600),
-            "README.txt": (readme.encode(), 0o644),
-        }
         for name, (data, mode) in files.items():
             info = zipfile.ZipInfo(name, date_time=stamp)
             info.external_attr = (0o100000 | mode) << 16  # unzip restores the mode: the key stays 0600

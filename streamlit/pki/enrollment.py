@@ -33,10 +33,11 @@ class Enrollment:
     """The site name as typed, when its identity differs from it."""
 
     def command(self) -> str:
-        """What the operator pastes on the site (as root), next to a copy of enroll-site.sh. The token
-        goes in on standard input, so it is never in the process list while the script runs."""
+        """What the operator pastes on the site, in the folder holding the downloaded enroll-site.sh (run
+        with bash: a download is not executable). The token goes in on standard input, so it is never
+        in the process list while the script runs."""
         args = [
-            "sudo", "./enroll-site.sh",
+            "sudo", "bash", "enroll-site.sh",
             "--site", self.site,
             "--ca-url", self.ca_url,
             "--fingerprint", self.fingerprint,

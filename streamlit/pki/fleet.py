@@ -19,9 +19,9 @@ from typing import TypeVar
 from cryptography import x509
 
 from pki.audit import AuditLog
-from pki.bundle import make_bundle, new_passphrase
+from pki.bundle import BundleContext, make_bundle, new_passphrase
 from pki.ca import CRLInfo, Provisioner, StepCA
-from pki.enrollment import Enrollment, create_enrollment
+from pki.enrollment import Enrollment, create_enrollment, validate_broker
 from pki.inventory import CertRecord, Inventory, IssuerId
 from pki.issuing import Issued, IssueRequest, Registrar, Revoked, certificate_in_folder, fetch_crl
 from pki.keys import DEFAULT_KEY_TYPE, KEY_TYPES
@@ -181,10 +181,17 @@ class Fleet:
         """A broker certificate in its live folder, still valid: serverAuth only, so it cannot renew."""
         return row.record.kind is Kind.SERVER and row.record.is_live and row.status in VALID_STATUSES
 
-    def bundle(self, actor: Actor, serial: int) -> tuple[bytes, str]:
+    def may_bundle(self, row: Row) -> bool:
+        """A certificate whose key is filed here and may be handed out: valid, not the GUI's own."""
+        r = row.record
+        return bool(r.folder) and r.has_key and row.valid and r.identity != self.settings.gui_https_identity
+
+    def bundle(self, actor: Actor, serial: int, *, broker: str | None = None) -> tuple[bytes, str]:
         """The ZIP bundle of a certificate filed here, its key encrypted, and the passphrase: made for
-        `actor` and audited (the passphrase itself never is)."""
+        `actor` and audited (the passphrase itself never is). `broker` is the address a site's bridge
+        dials (default PKI_BROKER_ADDRESS)."""
         require(actor, Role.OPERATOR, "make bundles with private keys")
+        broker = validate_broker(broker or self.settings.broker_address)
         record = self.record(serial)
         if record is None or not record.folder or not record.has_key:
             raise InvalidInput(f"Certificate {serial:X} has no private key here: no bundle.")
@@ -193,11 +200,12 @@ class Fleet:
                 f"{record.identity} is the GUI's own HTTPS certificate: its private key is never handed out."
             )
         s, passphrase = self.settings, new_passphrase()
-        data = make_bundle(
-            record, root_pem=s.root.read_bytes(), broker_address=s.broker_address, crl_url=s.crl_url,
-            ca_name=s.ca_name, passphrase=passphrase,
+        context = BundleContext(
+            ca_name=s.ca_name, ca_url=s.public_ca_url, fingerprint=self.ca.root_fingerprint(), crl_url=s.crl_url,
+            broker_address=broker, scripts_dir=s.site_scripts_dir,
         )  # fmt: skip
-        self.audit.record("bundle", actor=actor, cn=record.identity, serial=record.serial_hex)
+        data = make_bundle(record, root_pem=s.root.read_bytes(), context=context, passphrase=passphrase)
+        self.audit.record("bundle", actor=actor, cn=record.identity, serial=record.serial_hex, broker=broker)
         return data, passphrase
 
     def key_downloaded(self, actor: Actor, serial: int) -> None:

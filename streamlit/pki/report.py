@@ -150,6 +150,13 @@ def revocable(table: Sequence[Row]) -> dict[str, list[Row]]:
     return dict(sorted(by_identity.items()))
 
 
+def likely_to_revoke(rows: Sequence[Row]) -> list[Row]:
+    """What an operator revoking one identity most likely means: a broker's replaced (superseded)
+    certificates when it has any, never the one it uses now; otherwise all of them (a site goes whole)."""
+    superseded = [row for row in rows if row.superseded and row.record.kind is Kind.SERVER]
+    return superseded or list(rows)
+
+
 def search(table: Sequence[Row], text: str, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> list[Row]:
     """Rows whose CN, serial (hex or decimal), SAN or folder contains `text`, of the given statuses and types."""
     needle = text.strip().lower()

@@ -47,13 +47,22 @@ class Settings:
     """The CA's issuance journal: its JSON request lines that carry a certificate (scripts/start-ca.sh
     writes it), the source of the ledger."""
     ledger_dir: Path
-    enroll_script: Path
+    site_scripts_dir: Path
+    """Where enroll-site.sh and refresh-crl.sh are: offered for download and put into bundles."""
     gui_https_identity: str = ""
     """The GUI's own HTTPS certificate's identity with PKI_TLS=ca (pki.https): its key is never handed out."""
 
     @property
     def intermediate(self) -> Path:
         return self.gui_dir / "intermediate_ca.crt"
+
+    @property
+    def enroll_script(self) -> Path:
+        return self.site_scripts_dir / "enroll-site.sh"
+
+    @property
+    def refresh_script(self) -> Path:
+        return self.site_scripts_dir / "refresh-crl.sh"
 
     def password_file(self, provisioner: str) -> Path:
         return self.gui_dir / f"{provisioner}.password"
@@ -141,6 +150,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         server_warning_days=_int(env, "PKI_SERVER_WARNING_DAYS", 30),
         ca_log=Path(env.get("PKI_CA_LOG") or data_dir(env) / "logs" / "issued.log"),
         ledger_dir=Path(env.get("PKI_LEDGER_DIR") or data_dir(env) / "ledger"),
-        enroll_script=Path(env.get("PKI_ENROLL_SCRIPT") or REPO_DIR / "scripts" / "enroll-site.sh"),
+        site_scripts_dir=Path(env.get("PKI_SITE_SCRIPTS_DIR") or REPO_DIR / "scripts"),
         gui_https_identity=(tls_hosts(env) or [""])[0] if env.get("PKI_TLS") == "ca" else "",
     )

@@ -14,6 +14,24 @@ fleet = common.fleet()
 fleet_table = common.table()
 now, table = fleet_table.now, fleet_table.rows
 
+# Column widths that fit the table at 1400 px with the sidebar open; the details show every value whole.
+COLUMN_CONFIG = {
+    "CN": st.column_config.TextColumn(width=150),
+    "Type": st.column_config.TextColumn(width=60),
+    "Serial": st.column_config.TextColumn(width=120),
+    "SANs": st.column_config.TextColumn(width=150),
+    "Issued": st.column_config.TextColumn(width=90),
+    "Expires": st.column_config.TextColumn(width=90),
+    "Days left": st.column_config.NumberColumn(width=70),
+    "Status": st.column_config.TextColumn(width=130),
+    "Source": st.column_config.TextColumn(width=140),
+}
+
+if st.session_state.pop("clear_selection", False):
+    # After a re-issue the rows moved: a remembered row number would now point at another certificate.
+    st.session_state.pop("certificate_table", None)
+    st.session_state.pop("reissue_sure", None)
+
 search_col, status_col, type_col = st.columns([2, 1, 1])
 text = search_col.text_input("Search certificates", placeholder="CN, serial, SAN or source")
 statuses = status_col.multiselect("Status", [s.value for s in Status])
@@ -27,10 +45,16 @@ event = st.dataframe(
     on_select="rerun",
     selection_mode="single-row",
     hide_index=True,
+    column_config=COLUMN_CONFIG,
 )
 selected_rows = event.selection.rows if event else []
+focus = st.session_state.get("focus_serial")
+focused = [row for row in shown if row.record.serial == focus]
 if selected_rows and selected_rows[0] < len(shown):
     chosen = shown[selected_rows[0]]
+    st.session_state.pop("focus_serial", None)
+elif focused:
+    chosen = focused[0]  # the certificate a re-issue just made
 elif len(shown) == 1:
     chosen = shown[0]  # a search that finds one certificate shows it at once
 else:
@@ -64,15 +88,28 @@ if chosen:
         )
         st.code(pem, language=None)
 
+        just_reissued = (st.session_state.get("reissued") or ("",))[0] == chosen.identity
+        if fleet.may_bundle(chosen) and common.may(Role.OPERATOR) and not just_reissued:
+            st.subheader("ZIP bundle")
+            st.caption(
+                "The private key of this certificate is here: a bundle with it, encrypted with a new passphrase, "
+                "can be made again (a lost download, a broker re-installed). Every bundle is audited."
+            )
+            broker = None
+            if record.kind is Kind.CLIENT:
+                broker = st.text_input("Broker address the site dials", value=common.settings().broker_address)
+            common.bundle_controls(record.serial, record.cn, broker)
+
         if fleet.can_reissue(chosen) and common.may(Role.OPERATOR):
             st.subheader("Re-issue")
             st.caption(
                 "A broker certificate (serverAuth only) cannot renew itself. Re-issue it: a new key and "
                 f"certificate with the same names. Its folder is renamed {record.identity}.replaced (numbered if "
-                "that exists) and the old certificate stays valid until it is revoked or expires: revoke it once "
-                "the broker uses the new one."
+                "that exists) and the old certificate stays valid until it is revoked or expires: install the new "
+                "bundle on the broker, then revoke the old one (Revoke Certificate ticks just that one)."
             )
-            if st.button("Re-issue this broker certificate", icon=":material/autorenew:"):
+            sure = st.checkbox(f"Yes, make a new key and certificate for {record.identity}", key="reissue_sure")
+            if st.button("Re-issue this broker certificate", icon=":material/autorenew:", disabled=not sure):
                 try:
                     with st.spinner("Issuing..."):
                         issued = fleet.reissue(common.actor(), record.serial)
@@ -80,6 +117,9 @@ if chosen:
                     common.show_failure(exc, "Re-issuing")
                 else:
                     st.session_state["reissued"] = (record.identity, common.remember_issued(issued))
+                    st.session_state["focus_serial"] = issued.record.serial
+                    st.session_state["clear_selection"] = True
+                    st.rerun()
 
 # The result (and its key download) stays while that identity is the one selected, no longer.
 reissued = st.session_state.get("reissued")

@@ -337,10 +337,10 @@ def show_issued(
     normalised_from: str | None,
     warnings: tuple[str, ...] = (),
     verb: str = "Issued",
+    broker: str | None = None,
 ) -> None:
     """What was just issued, and its ZIP bundle (the download of the private key is audited)."""
-    current = fleet()
-    record = current.record(serial)
+    record = fleet().record(serial)
     if record is None or not record.folder:
         st.warning(f"Certificate {serial:X} is no longer filed under certs/.", icon=":material/warning:")
         return
@@ -356,13 +356,20 @@ def show_issued(
     for warning in warnings:
         st.warning(warning, icon=":material/warning:")
     st.write("SANs: " + (", ".join(record.sans) or "none"))
+    bundle_controls(serial, record.cn, broker)
+
+
+def bundle_controls(serial: int, cn: str, broker: str | None = None) -> None:
+    """Make the ZIP bundle of `serial` (key encrypted with a passphrase shown once) and download it.
+    Operators only; making it and downloading it are both audited."""
     if not may(Role.OPERATOR):
         return
+    current = fleet()
     key = f"bundle-{serial}"
     if key not in st.session_state:
         if st.button("Make ZIP bundle (the private key, encrypted)", icon=":material/lock:", key=f"make-{key}"):
             try:
-                st.session_state[key] = current.bundle(actor(), serial)
+                st.session_state[key] = current.bundle(actor(), serial, broker=broker)
             except FAILED as exc:
                 show_failure(exc, "The bundle")
                 return
@@ -372,16 +379,20 @@ def show_issued(
     data, passphrase = st.session_state[key]
     st.warning(
         "The key in the bundle is encrypted with this passphrase. It is shown only here and now: pass it on "
-        "by another way than the ZIP (enroll-site.sh --bundle asks for it).",
+        "by another way than the ZIP (enroll-site.sh --bundle and openssl pkey ask for it).",
         icon=":material/key:",
     )
     st.code(passphrase, language=None)
     st.download_button(
         "Download ZIP bundle",
         data=data,
-        file_name=f"{record.cn}.zip",
+        file_name=f"{cn}.zip",
         mime="application/zip",
         icon=":material/download:",
         on_click=lambda: current.key_downloaded(actor(), serial),
     )
-    st.caption("ca.crt, the certificate, its encrypted private key and a README with what to do with them.")
+    st.caption(
+        "ca.crt, the certificate, its encrypted private key, a README.txt with the commands that install "
+        "them, and the script that does it (enroll-site.sh for a site; refresh-crl.sh and the Mosquitto files "
+        "for a broker)."
+    )

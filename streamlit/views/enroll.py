@@ -49,12 +49,16 @@ if enrollment:
             icon=":material/warning:",
         )
     st.markdown(
-        "1. Copy `enroll-site.sh` to the site (download below).\n"
-        "2. On the site, in the folder of the script, run this command as root (the copy button is at the "
-        "top right of the box):"
+        "1. Download `enroll-site.sh` (below) and copy it to the site.\n"
+        "2. On the site, in the folder holding it, paste this whole command (the copy button is at the top "
+        "right of the box). It runs the script with `bash`, so the download need not be executable, and "
+        "passes the token on standard input, so it never shows in the process list:"
     )
     st.code(enrollment.command(), language="bash", wrap_lines=True)
-    st.caption("Check first with --dry-run added: it changes nothing. The token is a secret until it is used.")
+    st.caption(
+        "Check first with --dry-run added after enroll-site.sh: it changes nothing. The token is a secret "
+        "until it is used; if it went astray, cancel it below."
+    )
     if settings.enroll_script.is_file():
         st.download_button(
             "Download enroll-site.sh",

@@ -8,8 +8,15 @@ serial). The result lists each serial with the CA's answer and whether its CRL l
 import streamlit as st
 
 from pki import report
+from pki.model import Kind
 from pki.roles import Role
 from views import common
+
+BROKER_NOTE = (
+    "Revoking a broker certificate changes nothing at the sites: Mosquitto bridges do not check CRLs, so a "
+    "site trusts a broker certificate until it expires. Revoke a replaced broker certificate to keep the "
+    "records tidy; if the broker's key leaked, the sites are protected only once the certificate expires."
+)
 
 st.title("Revoke Certificate")
 fleet = common.fleet()
@@ -49,16 +56,33 @@ def label(serial: int) -> str:
     )
 
 
+is_broker = any(row.record.kind is Kind.SERVER for row in rows.values())
+default = report.likely_to_revoke(list(rows.values()))
 with st.form("revoke"):
-    chosen = st.multiselect(f"Certificates of {identity} to revoke", list(rows), default=list(rows), format_func=label)
+    chosen = st.multiselect(
+        f"Certificates of {identity} to revoke",
+        list(rows),
+        default=[row.record.serial for row in default],
+        format_func=label,
+    )
     reason_code = common.reason_select()
     confirmation = st.text_input("Type the common name to confirm", placeholder="the CN of the chosen certificate")
+    if len(default) < len(rows):
+        st.caption(
+            "Ticked: the certificates a re-issue replaced. The broker's current certificate is not ticked: "
+            "tick it too only to take the broker's certificate away altogether."
+        )
+    else:
+        st.caption(
+            "Ticked: every valid certificate of this identity (renewals and archived folders included). "
+            "Untick one to keep it."
+        )
     st.caption(
-        "Revocation is permanent. By default every valid certificate of the identity goes (renewals and "
-        "certificates in archived folders included); untick one to keep it (e.g. revoke only the broker "
-        "certificate a re-issue replaced). A folder whose certificate is revoked is renamed {CN}.revoked and "
-        "kept for audit; brokers refuse the certificates once they load the new CRL."
+        "Revocation is permanent. A folder whose certificate is revoked is renamed {CN}.revoked and kept for "
+        "audit. Brokers refuse a revoked certificate once they load the new CRL."
     )
+    if is_broker:
+        st.info(BROKER_NOTE, icon=":material/info:")
     submitted = st.form_submit_button("Revoke certificate", type="primary")
 
 if submitted:
@@ -88,5 +112,12 @@ if submitted:
             lines.append(f"- the CRL could not be fetched to confirm: {result.crl_problem}")
         if result.confirmed:
             lines.append("\nThe CA's CRL now lists " + ("it." if len(result.outcomes) == 1 else "them all."))
+        lines.append(
+            "\n**Next:** a Mosquitto broker refuses it once it reads the new CRL, within 15 minutes; at once with "
+            "`sudo systemctl start app-pki-crl-refresh` on the broker. EMQX reads the CRL itself; kick a site that "
+            "is still connected on its dashboard."
+        )
+        if any(outcome.record.kind is Kind.SERVER for outcome in result.outcomes):
+            lines.append("\n" + BROKER_NOTE)
         st.session_state["revoke_result"] = ("success" if result.confirmed else "warning", "\n".join(lines))
         st.rerun()
