@@ -47,27 +47,45 @@ def as_root_lines() -> str:
 class Mosquitto:
     """A supervised mosquitto; `restart()` kills it and the loop starts it again."""
 
-    def __init__(self, base: Path, name: str, config: str, port: int) -> None:
+    def __init__(self, base: Path, name: str, config: str, port: int, *, keep_root: bool = True) -> None:
+        """`keep_root=False`: started as root it drops to the mosquitto user, as Debian's package runs it
+        (then it writes its pid file as that user, into `pid_file_of(base, name)`'s folder)."""
         self.base = base
         self.port = port
-        self.pid_file = base / f"{name}.pid"
+        self.pid_file = self.pid_file_of(base, name)
+        self.pid_file.parent.mkdir(exist_ok=True)
+        if not keep_root:
+            shutil.chown(self.pid_file.parent, "mosquitto")
         self.log = base / f"{name}.log"
         self.config = base / f"{name}.conf"
-        self.config.write_text(f"pid_file {self.pid_file}\n{as_root_lines()}log_type all\n{config}")
+        user = as_root_lines() if keep_root else ""
+        self.config.write_text(f"pid_file {self.pid_file}\n{user}log_type all\n{config}")
         self.supervisor = subprocess.Popen(
             ["bash", "-c", f'while true; do "{MOSQUITTO}" -c "{self.config}" >>"{self.log}" 2>&1; sleep 0.3; done'],
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for_port(port)
+        try:
+            wait_for_port(port)
+        except TimeoutError:
+            self.stop()
+            raise TimeoutError(f"mosquitto {name} did not start:\n{self.log_text()[-3000:]}") from None
+
+    @staticmethod
+    def pid_file_of(base: Path, name: str) -> Path:
+        return base / f"run-{name}" / f"{name}.pid"
 
     @property
     def restart_command(self) -> str:
         """Kill it and return once the supervisor's new mosquitto listens (like `systemctl restart`)."""
+        return self.restart_command_for(self.pid_file, self.port)
+
+    @staticmethod
+    def restart_command_for(pid_file: Path, port: int) -> str:
         script = (
-            f'old=$(cat "{self.pid_file}"); kill "$old"; for _ in $(seq 200); do '
-            f'new=$(cat "{self.pid_file}" 2>/dev/null || true); '
-            f'if [ -n "$new" ] && [ "$new" != "$old" ] && (exec 3<>/dev/tcp/127.0.0.1/{self.port}) 2>/dev/null; '
+            f'old=$(cat "{pid_file}"); kill "$old"; for _ in $(seq 200); do '
+            f'new=$(cat "{pid_file}" 2>/dev/null || true); '
+            f'if [ -n "$new" ] && [ "$new" != "$old" ] && (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; '
             "then exit 0; fi; sleep 0.1; done; exit 1"
         )
         return f"bash -c {shlex.quote(script)}"
@@ -129,27 +147,48 @@ class Subscriber:
     """mosquitto_sub on the broker with a client certificate, collecting 'topic payload' lines."""
 
     def __init__(self, base: Path, port: int, cafile: Path, cert: Path, key: Path, topic: str) -> None:
-        self.out = base / f"sub-{free_port()}.txt"
+        argv = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "--cafile", str(cafile), "--cert", str(cert),
+                "--key", str(key), "-t", topic, "-v", "-q", "1", "-i", "monitor"]  # fmt: skip
+        self._start(argv, base / f"sub-{free_port()}.txt", None)
+
+    @classmethod
+    def of(cls, argv: list[str], *, cwd: Path, out: Path) -> Subscriber:
+        """A subscriber running exactly `argv` (a command as documented) in `cwd`."""
+        subscriber = cls.__new__(cls)
+        subscriber._start(argv, out, cwd)
+        return subscriber
+
+    def _start(self, argv: list[str], out: Path, cwd: Path | None) -> None:
+        self.out = out
+        self._mark = 0
         self.process = subprocess.Popen(
-            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "--cafile", str(cafile), "--cert", str(cert),
-             "--key", str(key), "-t", topic, "-v", "-q", "1", "-i", "monitor"],
-            stdout=self.out.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            argv, cwd=cwd, stdout=self.out.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         time.sleep(0.5)
 
     def lines(self) -> list[str]:
         return self.out.read_text(errors="replace").splitlines()
 
-    def wait_for(self, line: str, timeout: float = 20, publish: object = None) -> bool:
-        """True once `line` arrived; `publish()` (if given) is called every half second until then."""
+    def mark(self) -> None:
+        """From now on, `since_mark()` and `wait_for(fresh=True)` see only what arrives after this."""
+        self._mark = len(self.lines())
+
+    def since_mark(self) -> list[str]:
+        return self.lines()[self._mark :]
+
+    def wait_for(self, line: str, timeout: float = 20, publish: object = None, *, fresh: bool = False) -> bool:
+        """True once `line` arrived (after the mark, if `fresh`); `publish()` (if given) is called every
+        half second until then."""
+        if fresh:
+            self.mark()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if line in self.lines():
+            if line in self.since_mark():
                 return True
             if callable(publish):
                 publish()
             time.sleep(0.5)
-        return line in self.lines()
+        return line in self.since_mark()
 
     def stop(self) -> None:
         self.process.terminate()

@@ -73,7 +73,7 @@ class BrokerSide:
         enrollment = self.fleet.enroll(OPERATOR, site, hours=2, broker=f"127.0.0.1:{self.haproxy.port}")
         prefix = self.base / site
         prefix.mkdir()
-        restart = f"kill $(cat {prefix / 'site.pid'})"
+        restart = f"kill $(cat {Mosquitto.pid_file_of(prefix, 'site')})"
         done = subprocess.run(
             ["bash", str(ENROLL), "--site", site, "--ca-url", enrollment.ca_url, "--fingerprint",
              enrollment.fingerprint, "--broker", enrollment.broker, "--token", enrollment.token,
@@ -93,7 +93,7 @@ class BrokerSide:
         done = subprocess.run(
             ["bash", str(ENROLL), "--bundle", str(prefix / f"{site}.zip"), "--passphrase-file", "-",
              "--broker", f"127.0.0.1:{self.haproxy.port}", "--prefix", str(prefix), "--schedule", "none",
-             "--reload-cmd", f"kill $(cat {prefix / 'site.pid'})"],
+             "--reload-cmd", f"kill $(cat {Mosquitto.pid_file_of(prefix, 'site')})"],
             input=passphrase + "\n", capture_output=True, text=True, timeout=120, env=tool_env(),
             start_new_session=True,
         )  # fmt: skip
