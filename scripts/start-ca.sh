@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run step-ca in the foreground. Its whole output goes to stdout (the CA's log). Each request line that
-# carries a signed certificate (/sign, /renew, /rekey; step-ca logs JSON) is also appended to
-# $PKI_CA_LOG: the issuance journal, which the GUI reads to know certificates whose keys never came
-# near the server (token enrolments, renewals). It grows by a few KB per certificate, nothing else.
+# carries a signed certificate (/sign, /renew, /rekey; step-ca logs JSON), and each sign request made
+# with a token, is also appended to $PKI_CA_LOG: the issuance journal, which the GUI reads to know
+# certificates whose keys never came near the server (token enrolments, renewals) and which enrolment
+# tokens were spent. It grows by a few KB per certificate, nothing else.
 set -euo pipefail
 
 usage() {
@@ -28,15 +29,33 @@ journal=${PKI_CA_LOG:-$STEPPATH/logs/step-ca.log}
 mkdir -p "$(dirname "$journal")"
 touch "$journal"  # present from the start: the GUI warns when it is missing
 
-# split_output: every line to stdout, certificate lines also to the journal (one write per line).
-# step-ca logs the one-time token of each request ("ott"); a token that was refused may still be
-# good, and no log keeps a credential, so the field is dropped (its fields are sorted: one follows).
+# token_id JWT: the "jti" claim of a token's payload. It names the token; alone it is no credential.
+token_id() {
+  local payload=${1#*.}
+  payload=${payload%%.*}
+  payload=$(printf '%s' "$payload" | tr '_-' '/+')
+  while [ $(( ${#payload} % 4 )) -ne 0 ]; do payload="$payload="; done
+  printf '%s' "$payload" | base64 -d 2>/dev/null | sed -n 's/.*"jti":"\([A-Za-z0-9_-]*\)".*/\1/p' | head -n 1
+}
+
+# split_output: every line to stdout; certificate lines, and sign requests made with a token, also to
+# the journal (one write per line). step-ca logs the one-time token of each request ("ott"); a token
+# that was refused may still be good, and no log keeps a credential, so the token is replaced by its
+# id ("ott-jti"): the journal then says which enrolment token was spent (its fields are sorted: one follows).
 split_output() {
-  local line
+  local line head tail jti
   while IFS= read -r line || [ -n "$line" ]; do
-    if [[ $line =~ ^(.*)\"ott\":\"[^\"]*\",(.*)$ ]]; then line="${BASH_REMATCH[1]}${BASH_REMATCH[2]}"; fi
+    if [[ $line =~ ^(.*)\"ott\":\"([^\"]*)\",(.*)$ ]]; then
+      head=${BASH_REMATCH[1]} tail=${BASH_REMATCH[3]}
+      jti=$(token_id "${BASH_REMATCH[2]}")
+      line="$head${jti:+\"ott-jti\":\"$jti\",}$tail"
+    fi
     printf '%s\n' "$line"
-    if [[ $line == '{'*'"certificate":'* ]]; then printf '%s\n' "$line" >> "$journal"; fi
+    if [[ $line == '{'*'"certificate":'* ]]; then
+      printf '%s\n' "$line" >> "$journal"
+    elif [[ $line == '{'*'"ott-jti":'* && $line =~ \"path\":\"(/1\.0)?/sign\" ]]; then
+      printf '%s\n' "$line" >> "$journal"
+    fi
   done
 }
 

@@ -16,13 +16,16 @@ from certfactory import make_certificate, write_certificate
 from checks import enrol_with_token
 from conftest import OPERATOR, RunningCA, gui_fleet
 from pki import report
+from pki.audit import MadeToken
 from pki.enrollment import MAX_TOKEN_HOURS, Enrollment
 from pki.fleet import Fleet
 from pki.inventory import Inventory
 from pki.issuing import ActiveCertificateExists, IssueRequest
 from pki.ledger import Ledger
 from pki.model import Kind, Status
+from pki.roles import Actor, Forbidden, Role
 from pki.step import CARefused, run_step
+from pki.tokens import TokenState, TokenStatus, token_id_of, token_states
 from pki.validate import InvalidInput
 
 
@@ -239,11 +242,95 @@ def test_no_broker_warning_for_a_certificate_a_reissue_replaced(tmp_path: Path) 
     assert report.expiring_within(table, now, 30) == []
 
 
-def test_the_journal_holds_only_certificate_lines(fleet: Fleet, ca: RunningCA) -> None:
+def test_the_journal_holds_certificates_and_spent_token_ids_never_a_token(fleet: Fleet, ca: RunningCA) -> None:
     fleet.issue(OPERATOR, IssueRequest("site-508", Kind.CLIENT, "", 30, "EC P-256"))
+    enrollment = fleet.enroll(OPERATOR, "site-508-t", hours=1, broker="mqtt.ak-sg.com:8883")
+    enroll_on_site(fleet, enrollment.token, "site-508-t")
+    spent = f'"ott-jti":"{token_id_of(enrollment.token)}"'
+    for _ in range(50):  # the CA writes its line as it answers
+        if spent in ca.journal.read_text():
+            break
+        time.sleep(0.1)
+    assert spent in ca.journal.read_text()
     lines = ca.journal.read_text().splitlines()
-    assert lines and all('"certificate":' in line and line.startswith("{") for line in lines)
+    assert lines and all(line.startswith("{") for line in lines)
+    assert all('"certificate":' in line or '"ott-jti":' in line for line in lines)
+    for text in (ca.journal.read_text(), ca.log()):
+        assert '"ott":' not in text and enrollment.token.split(".")[2] not in text
     assert '"path":"/health"' in ca.log()  # the full log has everything else
+
+
+def wait_for_state(fleet: Fleet, token_id: str, state: TokenState) -> TokenStatus:
+    """The token's state once the CA's journal line has reached the ledger (it is written as the CA answers)."""
+    for _ in range(50):
+        status = next(s for s in fleet.tokens(OPERATOR) if s.made.token_id == token_id)
+        if status.state is state:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"the token stayed {status.state}")
+
+
+def test_tokens_are_listed_with_the_state_the_ca_gives_them(fleet: Fleet) -> None:
+    used = fleet.enroll(OPERATOR, "site-512", hours=2, broker="mqtt.ak-sg.com:8883")
+    unused = fleet.enroll(OPERATOR, "site-513", hours=2, broker="mqtt.ak-sg.com:8883")
+    statuses = {s.made.site: s for s in fleet.tokens(OPERATOR)}
+    assert statuses["site-512"].state is statuses["site-513"].state is TokenState.UNUSED
+    assert statuses["site-513"].made.made_by == OPERATOR.name
+    serial = enrol_with_token(fleet.settings, fleet.settings.certs_dir.parent / "d512", used.token, "site-512")
+    status = wait_for_state(fleet, token_id_of(used.token), TokenState.USED)
+    assert status.serial == f"{serial:X}"
+    # Spent tokens leave the vault; the unused one is kept (0600) so that it can be cancelled.
+    vault = fleet.settings.token_dir
+    assert not (vault / token_id_of(used.token)).exists()
+    assert (vault / token_id_of(unused.token)).stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unused_token_is_cancelled_at_the_ca_and_then_refused(fleet: Fleet, tmp_path: Path) -> None:
+    enrollment = fleet.enroll(OPERATOR, "site-514", hours=2, broker="mqtt.ak-sg.com:8883")
+    token_id = token_id_of(enrollment.token)
+    before = {r.serial for r in fleet.inventory.records()}
+    message = fleet.cancel_token(OPERATOR, token_id)
+    assert "cancelled" in message
+    assert wait_for_state(fleet, token_id, TokenState.CANCELLED).serial == ""
+    with pytest.raises(CARefused):  # the CA itself refuses it now
+        enrol_with_token(fleet.settings, tmp_path / "d514", enrollment.token, "site-514")
+    assert {r.serial for r in fleet.inventory.records()} == before, "no certificate came of it"
+    assert not (fleet.settings.token_dir / token_id).exists()
+    cancelled = [e for e in fleet.audit.entries() if e["action"] == "token-cancel"]
+    assert cancelled[0]["cn"] == "site-514" and cancelled[0]["outcome"] == "ok"
+    assert enrollment.token not in fleet.settings.audit_log.read_text()
+    with pytest.raises(InvalidInput, match="is cancelled: there is nothing to cancel"):
+        fleet.cancel_token(OPERATOR, token_id)
+    # A second token for the site no longer warns about the cancelled one.
+    assert fleet.enroll(OPERATOR, "site-514", hours=1, broker="mqtt.ak-sg.com:8883").earlier_tokens == ()
+
+
+def test_a_used_token_cannot_be_cancelled_and_a_viewer_cannot_cancel(fleet: Fleet, tmp_path: Path) -> None:
+    enrollment = fleet.enroll(OPERATOR, "site-515", hours=2, broker="mqtt.ak-sg.com:8883")
+    token_id = token_id_of(enrollment.token)
+    with pytest.raises(Forbidden):
+        fleet.cancel_token(Actor("vera", Role.VIEWER, "127.0.0.1"), token_id)
+    enrol_with_token(fleet.settings, tmp_path / "d515", enrollment.token, "site-515")
+    wait_for_state(fleet, token_id, TokenState.USED)
+    with pytest.raises(InvalidInput, match="is used"):
+        fleet.cancel_token(OPERATOR, token_id)
+
+
+def test_token_states_follow_the_ca_then_the_clock() -> None:
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+
+    def made(token_id: str, hours: int) -> MadeToken:
+        return MadeToken("site-x", token_id, now - dt.timedelta(hours=3), now + dt.timedelta(hours=hours), "otto", "")
+
+    tokens = [made("a", 1), made("b", -1), made("c", 1), made("d", -1), made("", 1)]
+    states = {s.made.token_id: (s.state, s.serial) for s in token_states(tokens, {"a": "1F", "d": ""}, {"c"}, now)}
+    assert states == {
+        "a": (TokenState.USED, "1F"),
+        "b": (TokenState.EXPIRED, ""),
+        "c": (TokenState.CANCELLED, ""),
+        "d": (TokenState.CANCELLED, ""),
+        "": (TokenState.UNUSED, ""),
+    }
 
 
 def test_a_second_token_for_a_site_names_the_first_one_still_usable(fleet: Fleet) -> None:
@@ -254,6 +341,11 @@ def test_a_second_token_for_a_site_names_the_first_one_still_usable(fleet: Fleet
     second = token()
     assert first.earlier_tokens == ()
     assert second.earlier_tokens == (first.expires.replace(microsecond=0),)
+    # Once the CA has spent the first token, it is no longer one that "can still be used".
+    enroll_on_site(fleet, first.token, "site-509")
+    wait_for_state(fleet, token_id_of(first.token), TokenState.USED)
+    fleet.revoke(OPERATOR, "site-509", reason_code=5, confirmation="site-509")
+    assert token().earlier_tokens == (second.expires.replace(microsecond=0),)
 
 
 def test_lines_the_old_journal_got_after_the_last_sync_are_read_when_it_is_rotated(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pki.issuing import Issued, IssueRequest
 from pki.model import Kind
 from pki.roles import SHELL, Role
 from pki.settings import load_settings
+from pki.step import CARefused
 from pki.throttle import Attempt, LoginThrottle, Refused
 
 APP = REPO / "streamlit" / "app.py"
@@ -248,7 +249,8 @@ def test_ca_settings_page_shows_the_bootstrap_command(ca: RunningCA, gui: Path) 
     assert at.code[0].value == f"step ca bootstrap --ca-url {ca.settings().public_ca_url} --fingerprint {fingerprint}"
     provisioners = at.dataframe[0].value
     assert set(provisioners["Name"]) == {"admin", "iot-devices", "iot-servers"}
-    assert len(at.get("download_button")) == 3
+    labels = [button.proto.label for button in at.get("download_button")]
+    assert labels == ["Root certificate", "Intermediate certificate", "CRL (PEM)", "enroll-site.sh", "refresh-crl.sh"]
 
 
 def log_in(at: AppTest, name: str, password: str) -> AppTest:
@@ -347,6 +349,18 @@ def test_enroll_page_mints_a_token_and_shows_the_command(gui: Path) -> None:
     assert at.get("download_button"), "enroll-site.sh is offered for download"
     audit = (gui.parent / "data" / "audit.log").read_text()
     assert '"action": "token"' in audit and "eyJ" not in audit
+
+    # The token is listed, unused, and can be cancelled: then the CA refuses it.
+    tokens = at.dataframe[0].value
+    assert list(tokens["Site"]) == ["site-801"] and list(tokens["State"]) == ["unused"]
+    token = command.split("\n")[1]
+    at.selectbox[0].select_index(0).run()
+    next(b for b in at.button if b.label == "Cancel token").click().run()
+    assert not at.exception, at.exception
+    assert "The token for site-801 is cancelled" in texts(at.success)
+    assert list(at.dataframe[0].value["State"]) == ["cancelled"]
+    with pytest.raises(CARefused):
+        enrol_with_token(load_settings(), gui.parent / "device-801", token, "site-801")
 
 
 @pytest.mark.parametrize(

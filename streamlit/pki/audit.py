@@ -66,12 +66,27 @@ def _last_line(fd: int, size: int) -> bytes:
     return data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
 
 
+@dataclass(frozen=True)
+class MadeToken:
+    """An enrolment token as the audit trail records its making (never the token itself)."""
+
+    site: str
+    token_id: str
+    """The token's "jti": how the CA's journal names it once spent ("" for tokens made before ids were kept)."""
+    made: dt.datetime
+    expires: dt.datetime
+    made_by: str
+    broker: str
+
+
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._signed: dict[int, str] = {}
-        self._tokens: dict[str, set[dt.datetime]] = {}
+        self._tokens: dict[str, MadeToken] = {}
+        """Enrolment tokens made, by id (older lines without one: by site and expiry)."""
+        self._cancelled: set[str] = set()
         self._position = Position()
         """How far the indexes have read the trail."""
 
@@ -129,17 +144,15 @@ class AuditLog:
                 continue
         return result
 
-    def pending_tokens(self, cn: str) -> tuple[dt.datetime, ...]:
-        """Expiry times of the enrolment tokens made for `cn` that have not expired yet.
+    def tokens(self) -> tuple[list[MadeToken], set[str]]:
+        """Every enrolment token made here (oldest first), and the ids of those cancelled here.
 
-        step-ca knows a token only when it is used, so an unused one is invisible to the CA: if two are
-        used (or one, after an issue from the GUI), the site ends up with two valid certificates. The
-        pages warn instead of refusing, since a lost token is the usual reason to make another.
+        step-ca knows a token only when it is used: whether one was is for the CA's journal to say
+        (pki.ledger); this says only that it was made, by whom, for which site, until when.
         """
-        now = dt.datetime.now(dt.UTC)
         with self._lock:
             self._read_new()
-            return tuple(sorted(e for e in self._tokens.get(cn, []) if e > now))
+            return sorted(self._tokens.values(), key=lambda t: t.made), set(self._cancelled)
 
     def signed_here(self) -> dict[int, str]:
         """Serial -> CN of every certificate the CA signed for this GUI (its "sign" lines)."""
@@ -154,7 +167,7 @@ class AuditLog:
             self._position = read_appended(self.path, self._position, self._index)
 
     def _index(self, line: bytes) -> None:
-        if b'"action": "sign"' not in line and b'"action": "token"' not in line:
+        if not any(f'"action": "{action}"'.encode() in line for action in ("sign", "token", "token-cancel")):
             return
         try:
             entry = json.loads(line)
@@ -163,7 +176,17 @@ class AuditLog:
             if entry["action"] == "sign":
                 self._signed[int(entry["serial"], 16)] = str(entry.get("cn", ""))
             elif entry["action"] == "token":
-                self._tokens.setdefault(entry["cn"], set()).add(dt.datetime.fromisoformat(entry["expires"]))
+                token = MadeToken(
+                    site=str(entry["cn"]),
+                    token_id=str(entry.get("token_id", "")),
+                    made=dt.datetime.fromisoformat(entry["time"]),
+                    expires=dt.datetime.fromisoformat(entry["expires"]),
+                    made_by=str(entry.get("user", "")),
+                    broker=str(entry.get("broker", "")),
+                )
+                self._tokens[token.token_id or f"{token.site}@{entry['expires']}"] = token
+            elif entry["action"] == "token-cancel":
+                self._cancelled.add(str(entry["token_id"]))
         except (ValueError, KeyError, TypeError):
             return
 

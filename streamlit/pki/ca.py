@@ -20,12 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from pki.model import REVOCATION_REASONS, Kind
 from pki.settings import Settings
 from pki.step import CAUnreachable, StepError, run_step
 from pki.validate import InvalidInput
+
+
+@dataclass(frozen=True)
+class SpendOutcome:
+    status: int
+    """The CA's answer: 403 spent without a certificate, 401 refused (used already, or expired)."""
+    serial: int | None
+    """The certificate the CA signed anyway (never expected), to be revoked."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,31 @@ class StepCA:
                 ]
             )  # fmt: skip
         return token.strip()
+
+    def spend_token(self, token: str, timeout: float | None = None) -> SpendOutcome:
+        """Use an enrolment token at the CA in a request it refuses to sign: a CSR for another name than
+        the token's. step-ca marks a token used before it checks the request, so from then on it refuses
+        the token, and (answer 403) no certificate came of it. The token goes in the request body only."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "app-pki-cancelled-token")])
+        csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+        body = json.dumps({"csr": csr.public_bytes(serialization.Encoding.PEM).decode(), "ott": token}).encode()
+        url = f"{self.settings.ca_url}/1.0/sign"
+        # The URL is the configured https CA URL, never user input.
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})  # noqa: S310
+        context = ssl.create_default_context(cafile=str(self.settings.root))
+        wait = timeout or self.settings.step_timeout
+        try:
+            with urllib.request.urlopen(request, timeout=wait, context=context) as resp:  # noqa: S310
+                signed = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return SpendOutcome(exc.code, None)
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
+            raise CAUnreachable(f"The CA at {url} cannot be reached: {exc}", ["POST", url], None, str(exc)) from None
+        try:  # signed after all: the caller revokes it
+            return SpendOutcome(201, x509.load_pem_x509_certificate(signed["crt"].encode()).serial_number)
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return SpendOutcome(201, None)
 
     def revoke(self, serial: int, reason_code: int, *, kind: Kind = Kind.CLIENT) -> None:
         """Revoke by serial with a revoke token: works for server certificates and for keys not held here.

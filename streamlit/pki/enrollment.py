@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pki.issuing import Registrar, refuse_if_active
 from pki.roles import Role, require
+from pki.tokens import TokenVault, token_id_of
 from pki.validate import InvalidInput, validate_cn, validate_san
 
 MAX_TOKEN_HOURS = 168  # a bearer credential: a week is plenty to get to a site
@@ -28,7 +29,7 @@ class Enrollment:
     fingerprint: str
     broker: str
     earlier_tokens: tuple[dt.datetime, ...] = ()
-    """Expiry of tokens made earlier for this site that may still be used: each would be a certificate."""
+    """Expiry of tokens made earlier for this site that the CA has not spent: each used would be a certificate."""
     normalised_from: str | None = None
     """The site name as typed, when its identity differs from it."""
 
@@ -70,14 +71,17 @@ def create_enrollment(registrar: Registrar, site: str, *, hours: int | float | s
     ca, audit = registrar.ca, registrar.audit
     with registrar.store.locked(cn):
         refuse_if_active(registrar.state(cn))
-        earlier = audit.pending_tokens(cn)
+        earlier = registrar.unused_tokens(cn)
         lifetime = dt.timedelta(hours=lifetime_hours)
         token = ca.enrollment_token(cn, lifetime)
         expires = dt.datetime.now(dt.UTC) + lifetime
-        # The token itself is a credential: the audit records that it was made, never the token.
+        token_id = token_id_of(token)
+        TokenVault(ca.settings.token_dir).keep(token_id, token)  # so that it can be cancelled
+        # The token itself is a credential: the audit records that it was made and its id, never the token.
         audit.record(
-            "token", actor=registrar.actor, cn=cn, expires=expires.isoformat(timespec="seconds"), broker=broker
-        )
+            "token", actor=registrar.actor, cn=cn, expires=expires.isoformat(timespec="seconds"), broker=broker,
+            token_id=token_id,
+        )  # fmt: skip
     typed = site.strip()
     return Enrollment(
         cn, token, expires, ca.settings.public_ca_url, ca.root_fingerprint(), broker, earlier,

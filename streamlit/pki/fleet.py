@@ -33,6 +33,7 @@ from pki.roles import Actor, Role, require
 from pki.settings import Settings
 from pki.step import StepError
 from pki.store import CertStore
+from pki.tokens import TokenState, TokenStatus, TokenVault
 from pki.validate import InvalidInput
 
 STATUS_TIMEOUT = 5.0
@@ -271,6 +272,58 @@ class Fleet:
 
     def enroll(self, actor: Actor, site: str, *, hours: int | float | str, broker: str) -> Enrollment:
         return create_enrollment(self.registrar(actor), site, hours=hours, broker=broker)
+
+    def tokens(self, actor: Actor) -> list[TokenStatus]:
+        """The enrolment tokens made here, newest first, with their state from the CA's journal. Tokens
+        that can no longer be used are dropped from the vault as they are listed."""
+        require(actor, Role.OPERATOR, "see enrolment tokens")
+        statuses = self.registrar(actor).token_statuses()
+        vault = TokenVault(self.settings.token_dir)
+        for status in statuses:
+            if status.state is not TokenState.UNUSED and status.made.token_id:
+                vault.drop(status.made.token_id)
+        return statuses
+
+    def cancel_token(self, actor: Actor, token_id: str) -> str:
+        """Spend the unused token `token_id` at the CA without a certificate, so that the CA refuses it
+        from now on. Returns what happened; audited."""
+        require(actor, Role.OPERATOR, "cancel enrolment tokens")
+        registrar = self.registrar(actor)
+        status = next((s for s in registrar.token_statuses() if s.made.token_id == token_id), None)
+        if status is None:
+            raise InvalidInput("No enrolment token with that id was made here.")
+        site = status.made.site
+        if status.state is not TokenState.UNUSED:
+            raise InvalidInput(f"The token for {site} is {status.state.value}: there is nothing to cancel.")
+        vault = TokenVault(self.settings.token_dir)
+        token = vault.get(token_id)
+        if token is None:
+            raise InvalidInput(
+                f"The token for {site} was not kept here, so it cannot be spent: it stays usable until "
+                f"{status.made.expires:%Y-%m-%d %H:%M} UTC. If a site uses it, revoke what it gets."
+            )
+        with self.store.locked(site):
+            outcome = self.ca.spend_token(token)
+            revoked = None
+            if outcome.serial is not None:  # the CA signed after all: that certificate must not live
+                self.ca.revoke(outcome.serial, 5)
+                revoked = f"{outcome.serial:X}"
+        if outcome.status == 401:
+            self.audit.record("token-cancel", "refused", actor=actor, cn=site, token_id=token_id)
+            self.forget_ca_state()
+            raise InvalidInput(
+                f"The CA refused the token for {site}: it was used or expired meanwhile. Nothing to cancel."
+            )
+        if outcome.status not in (201, 403):
+            self.audit.record("token-cancel", "failed", actor=actor, cn=site, token_id=token_id, answer=outcome.status)
+            raise InvalidInput(
+                f"The CA answered {outcome.status} instead of spending the token for {site}: it is not cancelled. "
+                "Try again; if it persists, look at the CA's log."
+            )
+        vault.drop(token_id)
+        self.audit.record("token-cancel", actor=actor, cn=site, token_id=token_id, revoked=revoked)
+        self.forget_ca_state()
+        return f"The token for {site} is cancelled: the CA has spent it and refuses it from now on."
 
     def resolve(self, actor: Actor, disagreement: Disagreement, action: Action) -> str:
         """Carry out a Reconcile action other than revoke (which needs a reason and a confirmation)."""

@@ -34,6 +34,7 @@ from pki.model import ISSUABLE_KINDS, REVOCATION_REASONS, VALID_STATUSES, Kind, 
 from pki.roles import Actor, Role, require
 from pki.step import CARefused, CAUnreachable, StepError, StepNotFound
 from pki.store import CertStore, is_staging, staging_identity
+from pki.tokens import TokenState, TokenStatus, token_states
 from pki.validate import InvalidInput, validate_cn, validate_days, validate_san, validate_sans
 
 JOURNAL_WAIT = 3.0
@@ -281,7 +282,7 @@ class Registrar:
                 raise InvalidInput(f"certs/{valid.cn} exists but holds no {valid.cn}.crt. Move it away first.")
             issued = self._issue_locked(valid, labels, replacing is not None)
         try:
-            pending = self.audit.pending_tokens(valid.cn)
+            pending = self.unused_tokens(valid.cn)
         except OSError:
             pending = ()  # the certificate is filed; the audit trail's trouble is reported where it is written
         if pending:
@@ -292,6 +293,17 @@ class Registrar:
             )
             issued = Issued(issued.record, issued.archived_as, issued.normalised_from, (*issued.warnings, note))
         return issued
+
+    def token_statuses(self) -> list[TokenStatus]:
+        """Every enrolment token made here with its state from the CA's journal, newest first."""
+        made, cancelled = self.audit.tokens()
+        return token_states(made, self.ledger.spent_tokens(), cancelled, dt.datetime.now(dt.UTC))
+
+    def unused_tokens(self, cn: str) -> tuple[dt.datetime, ...]:
+        """Expiry times of the tokens made for `cn` that the CA has not spent and that have not expired:
+        each one used would give the site another certificate."""
+        statuses = self.token_statuses()
+        return tuple(sorted(s.made.expires for s in statuses if s.made.site == cn and s.state is TokenState.UNUSED))
 
     def _issue_locked(self, valid: ValidRequest, labels: dict[str, Label], reissue: bool) -> Issued:
         action = "reissue" if reissue else "issue"

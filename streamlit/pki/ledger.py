@@ -10,13 +10,17 @@ The journal may be rotated or lost, so what it says is copied into the ledger fo
 ({SERIAL-HEX}.crt, never rewritten, never deleted) and the read position is remembered (pki.tail),
 so each sync reads only what was appended since the last one, rotations included. The last CRL
 fetched from the CA is kept too (.crl.der), so pages can say what the CA last said when it is down.
+The journal also names each enrolment token the CA spent (by its id, never the token): tokens/{ID}
+holds the serial it gave, or nothing when the CA signed nothing with it (a cancelled token).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from pki.tail import Position, read_appended
 
 _SIGNING_PATHS = ("/sign", "/renew", "/rekey", "/1.0/sign", "/1.0/renew", "/1.0/rekey")
+_TOKEN_PATHS = ("/sign", "/1.0/sign")
+_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -87,16 +93,47 @@ class Ledger:
             return SyncResult(sum(added), after.offset)
 
     def _ingest(self, line: bytes) -> int:
-        if not line.startswith(b"{") or b'"certificate"' not in line:
+        if not line.startswith(b"{") or (b'"certificate"' not in line and b'"ott-jti"' not in line):
             return 0
         try:
             entry = json.loads(line)
-            if entry.get("path") not in _SIGNING_PATHS or int(entry.get("status", 0)) not in (200, 201):
-                return 0
-            cert = x509.load_der_x509_certificate(base64.b64decode(entry["certificate"]))
+            path, status = entry.get("path"), int(entry.get("status", 0))
+            cert = None
+            if "certificate" in entry and path in _SIGNING_PATHS and status in (200, 201):
+                cert = x509.load_der_x509_certificate(base64.b64decode(entry["certificate"]))
         except (ValueError, KeyError, TypeError):
             return 0
-        return int(self.add(cert))
+        token_id = entry.get("ott-jti")
+        # The CA marks a token used before it checks the request: any answer but "bad request" (400) or
+        # "unauthorized" (401: used already, expired, not ours) spent it, with or without a certificate.
+        if isinstance(token_id, str) and path in _TOKEN_PATHS and status not in (400, 401):
+            self._spend(token_id, cert)
+        return int(self.add(cert)) if cert is not None else 0
+
+    def _spend(self, token_id: str, cert: x509.Certificate | None) -> None:
+        """Remember that the CA spent token `token_id` ({ID} in tokens/: the serial it gave, or empty)."""
+        if not _TOKEN_ID.fullmatch(token_id):
+            return
+        target = self.ledger_dir / "tokens" / token_id
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_new(target, f"{cert.serial_number:X}".encode() if cert is not None else b"")
+
+    def spent_tokens(self) -> dict[str, str]:
+        """Token id -> serial (hex) of the certificate the CA signed with it, or "" when it signed none:
+        every enrolment token the CA's journal shows spent."""
+        self.sync()
+        folder = self.ledger_dir / "tokens"
+        try:
+            names = [entry.name for entry in os.scandir(folder) if _TOKEN_ID.fullmatch(entry.name)]
+        except FileNotFoundError:
+            return {}
+        spent = {}
+        for name in names:
+            with contextlib.suppress(OSError):
+                spent[name] = (folder / name).read_text().strip()
+        return spent
 
     def add(self, cert: x509.Certificate) -> bool:
         """Keep `cert` as {SERIAL}.crt unless it is there already; True if it was new."""

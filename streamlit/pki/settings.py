@@ -48,6 +48,8 @@ class Settings:
     writes it), the source of the ledger."""
     ledger_dir: Path
     site_scripts_dir: Path
+    token_dir: Path
+    """Unused enrolment tokens, kept so that one can be cancelled (pki.tokens)."""
     """Where enroll-site.sh and refresh-crl.sh are: offered for download and put into bundles."""
     gui_https_identity: str = ""
     """The GUI's own HTTPS certificate's identity with PKI_TLS=ca (pki.https): its key is never handed out."""
@@ -151,5 +153,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ca_log=Path(env.get("PKI_CA_LOG") or data_dir(env) / "logs" / "issued.log"),
         ledger_dir=Path(env.get("PKI_LEDGER_DIR") or data_dir(env) / "ledger"),
         site_scripts_dir=Path(env.get("PKI_SITE_SCRIPTS_DIR") or REPO_DIR / "scripts"),
+        token_dir=data_dir(env) / "tokens",
         gui_https_identity=(tls_hosts(env) or [""])[0] if env.get("PKI_TLS") == "ca" else "",
     )

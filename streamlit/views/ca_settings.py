@@ -47,6 +47,19 @@ st.code(
     f"step ca bootstrap --ca-url {settings.public_ca_url} --fingerprint {fingerprint}", language="bash", wrap_lines=True
 )
 
+st.subheader("Scripts for sites and brokers")
+st.caption(
+    "enroll-site.sh puts a site on the fleet (Enroll a Site shows the command); refresh-crl.sh keeps a Mosquitto "
+    "broker's CRL current (README.md, The broker side). A download is not executable: run them with bash."
+)
+site_col, broker_col, _ = st.columns(3)
+for column, script in ((site_col, settings.enroll_script), (broker_col, settings.refresh_script)):
+    if script.is_file():
+        column.download_button(
+            script.name, script.read_bytes(), script.name, mime="text/x-shellscript", icon=":material/download:",
+            on_click="ignore",
+        )  # fmt: skip
+
 st.subheader("Provisioners")
 provisioners, problem = fleet.provisioners()
 if provisioners is None:

@@ -8,6 +8,7 @@ import streamlit as st
 
 from pki.enrollment import MAX_TOKEN_HOURS
 from pki.roles import Role
+from pki.tokens import TokenState
 from views import common
 
 st.title("Enroll a Site")
@@ -44,8 +45,8 @@ if enrollment:
         st.info(f"You typed `{enrollment.normalised_from}`: the site's name is `{enrollment.site}`.")
     for expires in enrollment.earlier_tokens:
         st.warning(
-            f"An earlier token for {enrollment.site} can still be used until {expires:%Y-%m-%d %H:%M} UTC. "
-            "If both are used the site gets two certificates: revoke the one it does not use.",
+            f"An earlier token for {enrollment.site} has not been used, and can be until {expires:%Y-%m-%d %H:%M} "
+            "UTC. If both are used the site gets two certificates: cancel the one you do not need (below).",
             icon=":material/warning:",
         )
     st.markdown(
@@ -68,3 +69,53 @@ if enrollment:
             icon=":material/download:",
             on_click="ignore",
         )
+
+st.subheader("Tokens")
+common.show_outcome("token_cancelled")
+try:
+    statuses = fleet.tokens(common.actor())
+except common.FAILED as exc:
+    common.show_failure(exc, "Listing the tokens")
+    statuses = []
+if not statuses:
+    st.caption("No enrolment token was made here yet.")
+else:
+    st.caption(
+        "Every token made here. Used, cancelled: as the CA's own journal shows (a token is spent by its first "
+        "use). Cancel an unused token that went astray: the CA spends it without a certificate and refuses it "
+        "from then on."
+    )
+    st.dataframe(
+        [
+            {
+                "Site": s.made.site,
+                "Made": f"{s.made.made:%Y-%m-%d %H:%M}",
+                "By": s.made.made_by,
+                "Expires": f"{s.made.expires:%Y-%m-%d %H:%M}",
+                "State": s.state.value,
+                "Certificate": s.serial,
+            }
+            for s in statuses
+        ],
+        hide_index=True,
+    )
+    unused = {s.made.token_id: s for s in statuses if s.state is TokenState.UNUSED and s.made.token_id}
+    if unused:
+        chosen = st.selectbox(
+            "Unused token to cancel",
+            list(unused),
+            index=None,
+            format_func=lambda i: (
+                f"{unused[i].made.site}, made {unused[i].made.made:%Y-%m-%d %H:%M} by "
+                f"{unused[i].made.made_by}, valid until {unused[i].made.expires:%Y-%m-%d %H:%M} UTC"
+            ),
+        )
+        if st.button("Cancel token", icon=":material/block:", disabled=chosen is None) and chosen:
+            try:
+                with st.spinner("Spending the token at the CA..."):
+                    message = fleet.cancel_token(common.actor(), chosen)
+            except common.FAILED as exc:
+                common.show_failure(exc, "Cancelling the token")
+            else:
+                st.session_state["token_cancelled"] = ("success", message)
+                st.rerun()
