@@ -209,13 +209,23 @@ def test_client_certificates_are_not_reissued(fleet: Fleet) -> None:
         fleet.reissue(OPERATOR, issued.record.serial)
 
 
-def test_server_expiry_warning_30_days_ahead(tmp_path: Path) -> None:
+def test_server_expiry_warning_30_days_ahead_but_not_for_a_new_short_certificate(tmp_path: Path) -> None:
     now = dt.datetime.now(dt.UTC)
-    write_certificate(tmp_path, "broker-soon", "broker-soon", not_after=now + dt.timedelta(days=20), server=True)
-    write_certificate(tmp_path, "broker-later", "broker-later", not_after=now + dt.timedelta(days=40), server=True)
+    year_ago = now - dt.timedelta(days=345)
+    for cn, left, since in (
+        ("broker-soon", 20, year_ago),
+        ("broker-later", 40, year_ago),
+        ("broker-new-30-days", 30, now),
+        ("broker-30-days-old", 9, now - dt.timedelta(days=21)),
+    ):
+        write_certificate(tmp_path, cn, cn, not_after=now + dt.timedelta(days=left), not_before=since, server=True)
     write_certificate(tmp_path, "site-soon", "site-soon", not_after=now + dt.timedelta(days=20))
+    write_certificate(tmp_path, "site-late", "site-late", not_after=now + dt.timedelta(days=3))
     table = report.rows(Inventory(tmp_path).records(), now, frozenset(), 7)
-    assert [r.cn for r in report.server_expiry_warnings(table, now, 30)] == ["broker-soon"]
+    warned = [r.cn for r in report.server_expiry_warnings(table, now, 30)]
+    assert warned == ["broker-30-days-old", "broker-soon"]
+    counts = report.fleet_counts(table, now, 7, 30)
+    assert (counts.sites, counts.brokers, counts.expiring, counts.revoked) == (2, 4, 3, 0)
 
 
 def test_only_the_certificate_a_reissue_replaced_is_revoked(fleet: Fleet) -> None:

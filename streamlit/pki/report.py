@@ -137,8 +137,40 @@ def overdue_renewals(table: Sequence[Row], now: dt.datetime, after: float = RENE
 
 
 def server_expiry_warnings(table: Sequence[Row], now: dt.datetime, days: int) -> list[Row]:
-    """Current broker certificates expiring within `days`: they cannot renew, someone must re-issue."""
-    return [r for r in expiring_within(table, now, days) if r.record.kind is Kind.SERVER]
+    """Current broker certificates that cannot renew and will soon need a re-issue: those expiring within
+    `days`, or within the last third of their lifetime when that is shorter (else a 30-day certificate
+    would warn from the day it is issued)."""
+    return [
+        row
+        for row in expiring_within(table, now, days)
+        if row.record.kind is Kind.SERVER
+        and row.record.not_after - now <= (row.record.not_after - row.record.not_before) / 3
+    ]
+
+
+@dataclass(frozen=True)
+class FleetCounts:
+    """The Dashboard's headline figures: what is on the fleet, not how many certificates are."""
+
+    sites: int
+    """Sites (client identities) with a current valid certificate."""
+    brokers: int
+    """Brokers (server identities) with a current valid certificate."""
+    expiring: int
+    """Of those, how many need attention soon: a site's certificate within `expiring_days` (it should
+    have renewed), a broker's as the broker warnings say."""
+    revoked: int
+    """Revoked certificates (each serial)."""
+
+
+def fleet_counts(table: Sequence[Row], now: dt.datetime, expiring_days: int, server_days: int) -> FleetCounts:
+    current = [r for r in table if r.valid and not r.superseded]
+    sites = {r.identity for r in current if r.record.kind is Kind.CLIENT}
+    brokers = {r.identity for r in current if r.record.kind is Kind.SERVER}
+    soon_sites = {r.identity for r in expiring_within(table, now, expiring_days) if r.record.kind is Kind.CLIENT}
+    soon_brokers = {r.identity for r in server_expiry_warnings(table, now, server_days)}
+    revoked = sum(1 for r in table if r.status is Status.REVOKED)
+    return FleetCounts(len(sites), len(brokers), len(soon_sites) + len(soon_brokers), revoked)
 
 
 def revocable(table: Sequence[Row]) -> dict[str, list[Row]]:

@@ -49,8 +49,18 @@ for row in report.server_expiry_warnings(table, now, settings.server_warning_day
         icon=":material/schedule:",
     )
 
-for col, (status, count) in zip(st.columns(4), report.status_counts(table).items(), strict=True):
-    col.metric(status.value.capitalize(), count)
+counts = report.fleet_counts(table, now, settings.expiring_days, settings.server_warning_days)
+sites_col, brokers_col, expiring_col, revoked_col = st.columns(4)
+sites_col.metric("Sites", counts.sites, help="Sites with a valid certificate (renewals count once).")
+brokers_col.metric("Brokers", counts.brokers, help="Brokers with a valid certificate (re-issues count once).")
+expiring_col.metric(
+    "Expiring",
+    counts.expiring,
+    help=f"Sites whose certificate expires within {settings.expiring_days} days (they should have renewed), and "
+    f"brokers as warned above: within {settings.server_warning_days} days and the last third of the "
+    "certificate's life.",
+)
+revoked_col.metric("Revoked", counts.revoked, help="Revoked certificates, each serial once.")
 
 st.subheader("Certificates by type")
 by_type = report.counts_by_type(table)
