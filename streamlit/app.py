@@ -6,7 +6,6 @@ from pki.roles import Role
 from views import common
 
 st.set_page_config(page_title="app-pki", page_icon=":material/verified_user:", layout="wide")
-common.require_login()
 
 pages = [
     st.Page("views/dashboard.py", title="Dashboard", icon=":material/dashboard:", default=True),
@@ -21,9 +20,11 @@ pages = [
     st.Page("views/broker_check.py", title="Broker check", icon=":material/verified:"),
     st.Page("views/ca_settings.py", title="CA Settings", icon=":material/settings:"),
 ]
+common.require_login()
 if common.may(Role.ADMIN):
     pages.append(st.Page("views/users.py", title="Users", icon=":material/group:"))
 navigation = st.navigation(pages)
+common.land_where_asked(pages)
 common.session_panel()
 common.ca_status()
 navigation.run()

@@ -292,6 +292,16 @@ def test_each_role_in_the_browser_and_the_login_users_and_audit_pages(
     expect(stranger.get_by_text("Wrong user name or password.")).to_be_visible(timeout=WAIT_MS)
     stranger.context.close()
 
+    # A page's address asked for before the login is where the login lands (a bookmark, a link in an alert).
+    deep = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    deep.goto(f"{url}/revoke")
+    deep.get_by_label("User name").fill("otto")
+    deep.get_by_role("textbox", name="Password").fill(password_of("otto"))
+    deep.get_by_role("button", name="Log in").click()
+    expect(deep.get_by_role("heading", name="Revoke Certificate")).to_be_visible(timeout=WAIT_MS)
+    assert deep.url.endswith("/revoke")
+    deep.context.close()
+
     vera = logged_in(browser, url, "vera")
     expect(vera.get_by_role("link", name="Users")).to_have_count(0)
     go(vera, "Issue Certificate")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 
 from pki.accounts import Gate, LoginRefused, UserStore, users_path
 from pki.audit import AuditLog
@@ -210,6 +211,11 @@ def require_login() -> None:
         return
     if actor:
         st.session_state.clear()  # what the session showed (a bundle, a token) is not for whoever comes next
+    # The page asked for (a bookmark of /revoke, a link): where the login will land. No page is named to a
+    # client that has not logged in; only its own address is read.
+    asked = (st.context.url or "").rstrip("/").rsplit("/", 1)[-1]
+    if asked and "asked-page" not in st.session_state:
+        st.session_state["asked-page"] = asked
     st.title("app-pki")
     if st.session_state.pop("idle-out", False):
         st.info(f"You were logged out after {IDLE_MINUTES:g} minutes without activity.", icon=":material/timer_off:")
@@ -231,6 +237,14 @@ def require_login() -> None:
         else:
             st.rerun()
     st.stop()
+
+
+def land_where_asked(pages: list[StreamlitPage]) -> None:
+    """Once logged in, go to the page whose address was asked for before the login, if this role has it."""
+    asked = st.session_state.pop("asked-page", None)
+    target = next((page for page in pages if asked and page.url_path == asked), None)
+    if target is not None:
+        st.switch_page(target)
 
 
 def actor() -> Actor:
