@@ -16,15 +16,15 @@ now, table = fleet_table.now, fleet_table.rows
 
 # Column widths that fit the table at 1400 px with the sidebar open; the details show every value whole.
 COLUMN_CONFIG = {
-    "CN": st.column_config.TextColumn(width=150),
-    "Type": st.column_config.TextColumn(width=60),
-    "Serial": st.column_config.TextColumn(width=120),
-    "SANs": st.column_config.TextColumn(width=150),
-    "Issued": st.column_config.TextColumn(width=90),
-    "Expires": st.column_config.TextColumn(width=90),
-    "Days left": st.column_config.NumberColumn(width=70),
-    "Status": st.column_config.TextColumn(width=130),
-    "Source": st.column_config.TextColumn(width=140),
+    "CN": st.column_config.TextColumn(width=130),
+    "Type": st.column_config.TextColumn(width=55),
+    "Serial": st.column_config.TextColumn(width=95),
+    "SANs": st.column_config.TextColumn(width=125),
+    "Issued": st.column_config.TextColumn(width=85),
+    "Expires": st.column_config.TextColumn(width=85),
+    "Days left": st.column_config.NumberColumn(width=60),
+    "Status": st.column_config.TextColumn(width=105),
+    "Source": st.column_config.TextColumn(width=115),
 }
 
 if st.session_state.pop("clear_selection", False):
