@@ -78,8 +78,11 @@ if [ -n "$schedule" ]; then
   while [ $# -gt 0 ]; do
     case "$1" in
       --install-schedule|--prefix) ;;
-      # The first fetch has no reload: the broker does not read this file yet (it starts after this).
-      --reload-cmd|--restart-cmd) command+="$(quote "$1") $(quote "$2") " ;;
+      # The first fetch of a new installation has no reload: the broker does not read this file yet (it
+      # starts after this). Installing again over a CRL a broker reads does reload (or restart) it.
+      --reload-cmd|--restart-cmd)
+        command+="$(quote "$1") $(quote "$2") "
+        if [ -f "$out" ]; then fetch_now+=("$1" "$2"); fi ;;
       *) command+="$(quote "$1") $(quote "$2") "; fetch_now+=("$1" "$2") ;;
     esac
     shift 2

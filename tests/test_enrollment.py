@@ -21,11 +21,11 @@ from pki.enrollment import MAX_TOKEN_HOURS, Enrollment
 from pki.fleet import Fleet
 from pki.inventory import Inventory
 from pki.issuing import ActiveCertificateExists, IssueRequest
-from pki.ledger import Ledger
+from pki.ledger import Ledger, SpentTokens
 from pki.model import Kind, Status
 from pki.roles import Actor, Forbidden, Role
 from pki.step import CARefused, run_step
-from pki.tokens import TokenState, TokenStatus, token_id_of, token_states
+from pki.tokens import TokenState, TokenStatus, token_ref_of, token_states
 from pki.validate import InvalidInput
 
 
@@ -139,12 +139,36 @@ def test_ledger_knows_token_enrolments_and_renewals_and_revoke_takes_them_all(fl
         renew_on_site(fleet, site)
 
 
-def request_line(cn: str, path: str = "/sign", status: int = 201) -> bytes:
+def request_line(cn: str, path: str = "/sign", status: int = 201, **fields: object) -> bytes:
     """A step-ca JSON request-log line for a signed certificate."""
     pem = make_certificate(cn, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=9))
     der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
     entry = {"path": path, "status": status, "certificate": base64.b64encode(der).decode(), "subject": cn}
-    return json.dumps(entry).encode() + b"\n"
+    return json.dumps(entry | fields).encode() + b"\n"
+
+
+def test_the_ledger_knows_spent_tokens_and_says_when_a_certificate_line_cannot_be_read(tmp_path: Path) -> None:
+    log = tmp_path / "issued.log"
+    ledger = Ledger(log, tmp_path / "ledger")
+    ref_a, ref_b = "a" * 32, "b" * 32
+    spent_only = json.dumps({"path": "/1.0/sign", "status": 403, "ott-ref": ref_b}).encode() + b"\n"
+    log.write_bytes(
+        spent_only
+        + request_line("site-a", "/1.0/sign", 201, **{"ott-ref": ref_a})
+        + request_line("site-b", "/1.0/sign", 201, **{"ott-ref": ref_b})  # a later certificate fills the mark
+        + request_line("site-c", "/1.0/sign", 201, **{"ott-ref": "unparsed"})
+        + json.dumps({"path": "/1.0/sign", "status": 401, "ott-ref": "c" * 32}).encode()
+        + b"\n"
+    )
+    spent = ledger.spent_tokens()
+    serials = {r.cn: f"{r.serial:X}" for r in Inventory(tmp_path / "none", ledger).records()}
+    assert spent.by_ref == {ref_a: serials["site-a"], ref_b: serials["site-b"]}
+    assert [(cn, serial) for cn, _, serial in spent.unnamed] == [("site-c", serials["site-c"])]
+    assert ledger.problem is None
+    with log.open("ab") as journal:
+        journal.write(b'{"certificate":"AAA","ott-ref":"x" "broken"}\n')
+    ledger.sync()
+    assert ledger.problem and "1 line(s)" in ledger.problem
 
 
 def test_ledger_sync_is_incremental_and_survives_a_new_log(tmp_path: Path) -> None:
@@ -252,11 +276,11 @@ def test_no_broker_warning_for_a_certificate_a_reissue_replaced(tmp_path: Path) 
     assert report.expiring_within(table, now, 30) == []
 
 
-def test_the_journal_holds_certificates_and_spent_token_ids_never_a_token(fleet: Fleet, ca: RunningCA) -> None:
+def test_the_journal_holds_certificates_and_spent_token_refs_never_a_token(fleet: Fleet, ca: RunningCA) -> None:
     fleet.issue(OPERATOR, IssueRequest("site-508", Kind.CLIENT, "", 30, "EC P-256"))
     enrollment = fleet.enroll(OPERATOR, "site-508-t", hours=1, broker="mqtt.ak-sg.com:8883")
     enroll_on_site(fleet, enrollment.token, "site-508-t")
-    spent = f'"ott-jti":"{token_id_of(enrollment.token)}"'
+    spent = f'"ott-ref":"{token_ref_of(enrollment.token)}"'
     for _ in range(50):  # the CA writes its line as it answers
         if spent in ca.journal.read_text():
             break
@@ -264,16 +288,16 @@ def test_the_journal_holds_certificates_and_spent_token_ids_never_a_token(fleet:
     assert spent in ca.journal.read_text()
     lines = ca.journal.read_text().splitlines()
     assert lines and all(line.startswith("{") for line in lines)
-    assert all('"certificate":' in line or '"ott-jti":' in line for line in lines)
+    assert all('"certificate":' in line or '"ott-ref":' in line for line in lines)
     for text in (ca.journal.read_text(), ca.log()):
         assert '"ott":' not in text and enrollment.token.split(".")[2] not in text
     assert '"path":"/health"' in ca.log()  # the full log has everything else
 
 
-def wait_for_state(fleet: Fleet, token_id: str, state: TokenState) -> TokenStatus:
+def wait_for_state(fleet: Fleet, token_ref: str, state: TokenState) -> TokenStatus:
     """The token's state once the CA's journal line has reached the ledger (it is written as the CA answers)."""
     for _ in range(50):
-        status = next(s for s in fleet.tokens(OPERATOR) if s.made.token_id == token_id)
+        status = next(s for s in fleet.tokens(OPERATOR) if s.made.token_ref == token_ref)
         if status.state is state:
             return status
         time.sleep(0.1)
@@ -287,59 +311,65 @@ def test_tokens_are_listed_with_the_state_the_ca_gives_them(fleet: Fleet) -> Non
     assert statuses["site-512"].state is statuses["site-513"].state is TokenState.UNUSED
     assert statuses["site-513"].made.made_by == OPERATOR.name
     serial = enrol_with_token(fleet.settings, fleet.settings.certs_dir.parent / "d512", used.token, "site-512")
-    status = wait_for_state(fleet, token_id_of(used.token), TokenState.USED)
+    status = wait_for_state(fleet, token_ref_of(used.token), TokenState.USED)
     assert status.serial == f"{serial:X}"
     # Spent tokens leave the vault; the unused one is kept (0600) so that it can be cancelled.
     vault = fleet.settings.token_dir
-    assert not (vault / token_id_of(used.token)).exists()
-    assert (vault / token_id_of(unused.token)).stat().st_mode & 0o777 == 0o600
+    assert not (vault / token_ref_of(used.token)).exists()
+    assert (vault / token_ref_of(unused.token)).stat().st_mode & 0o777 == 0o600
 
 
 def test_an_unused_token_is_cancelled_at_the_ca_and_then_refused(fleet: Fleet, tmp_path: Path) -> None:
     enrollment = fleet.enroll(OPERATOR, "site-514", hours=2, broker="mqtt.ak-sg.com:8883")
-    token_id = token_id_of(enrollment.token)
+    token_ref = token_ref_of(enrollment.token)
     before = {r.serial for r in fleet.inventory.records()}
-    message = fleet.cancel_token(OPERATOR, token_id)
+    message = fleet.cancel_token(OPERATOR, token_ref)
     assert "cancelled" in message
-    assert wait_for_state(fleet, token_id, TokenState.CANCELLED).serial == ""
+    assert wait_for_state(fleet, token_ref, TokenState.CANCELLED).serial == ""
     with pytest.raises(CARefused):  # the CA itself refuses it now
         enrol_with_token(fleet.settings, tmp_path / "d514", enrollment.token, "site-514")
     assert {r.serial for r in fleet.inventory.records()} == before, "no certificate came of it"
-    assert not (fleet.settings.token_dir / token_id).exists()
+    assert not (fleet.settings.token_dir / token_ref).exists()
     cancelled = [e for e in fleet.audit.entries() if e["action"] == "token-cancel"]
     assert cancelled[0]["cn"] == "site-514" and cancelled[0]["outcome"] == "ok"
     assert enrollment.token not in fleet.settings.audit_log.read_text()
     with pytest.raises(InvalidInput, match="is cancelled: there is nothing to cancel"):
-        fleet.cancel_token(OPERATOR, token_id)
+        fleet.cancel_token(OPERATOR, token_ref)
     # A second token for the site no longer warns about the cancelled one.
     assert fleet.enroll(OPERATOR, "site-514", hours=1, broker="mqtt.ak-sg.com:8883").earlier_tokens == ()
 
 
 def test_a_used_token_cannot_be_cancelled_and_a_viewer_cannot_cancel(fleet: Fleet, tmp_path: Path) -> None:
     enrollment = fleet.enroll(OPERATOR, "site-515", hours=2, broker="mqtt.ak-sg.com:8883")
-    token_id = token_id_of(enrollment.token)
+    token_ref = token_ref_of(enrollment.token)
     with pytest.raises(Forbidden):
-        fleet.cancel_token(Actor("vera", Role.VIEWER, "127.0.0.1"), token_id)
+        fleet.cancel_token(Actor("vera", Role.VIEWER, "127.0.0.1"), token_ref)
     enrol_with_token(fleet.settings, tmp_path / "d515", enrollment.token, "site-515")
-    wait_for_state(fleet, token_id, TokenState.USED)
+    wait_for_state(fleet, token_ref, TokenState.USED)
     with pytest.raises(InvalidInput, match="is used"):
-        fleet.cancel_token(OPERATOR, token_id)
+        fleet.cancel_token(OPERATOR, token_ref)
 
 
 def test_token_states_follow_the_ca_then_the_clock() -> None:
     now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
-    def made(token_id: str, hours: int) -> MadeToken:
-        return MadeToken("site-x", token_id, now - dt.timedelta(hours=3), now + dt.timedelta(hours=hours), "otto", "")
+    def made(token_ref: str, hours: int) -> MadeToken:
+        return MadeToken("site-x", token_ref, now - dt.timedelta(hours=3), now + dt.timedelta(hours=hours), "otto", "")
 
-    tokens = [made("a", 1), made("b", -1), made("c", 1), made("d", -1), made("", 1)]
-    states = {s.made.token_id: (s.state, s.serial) for s in token_states(tokens, {"a": "1F", "d": ""}, {"c"}, now)}
+    tokens = [made("a", 1), made("b", -1), made("c", 1), made("d", -1), made("", 1), made("e", 1), made("f", 1)]
+    # A certificate of site-x signed with a token the journal could not name: the use of the earliest
+    # unused token made before it ("" here), one token per certificate.
+    unnamed = [("site-x", now - dt.timedelta(minutes=30), "2A"), ("site-y", now - dt.timedelta(minutes=30), "3B")]
+    spent = SpentTokens({"a": "1F", "d": ""}, unnamed)
+    states = {s.made.token_ref: (s.state, s.serial) for s in token_states(tokens, spent, {"c"}, now)}
     assert states == {
         "a": (TokenState.USED, "1F"),
         "b": (TokenState.EXPIRED, ""),
         "c": (TokenState.CANCELLED, ""),
         "d": (TokenState.CANCELLED, ""),
-        "": (TokenState.UNUSED, ""),
+        "": (TokenState.USED, "2A"),
+        "e": (TokenState.UNUSED, ""),
+        "f": (TokenState.UNUSED, ""),
     }
 
 
@@ -353,7 +383,7 @@ def test_a_second_token_for_a_site_names_the_first_one_still_usable(fleet: Fleet
     assert second.earlier_tokens == (first.expires.replace(microsecond=0),)
     # Once the CA has spent the first token, it is no longer one that "can still be used".
     enroll_on_site(fleet, first.token, "site-509")
-    wait_for_state(fleet, token_id_of(first.token), TokenState.USED)
+    wait_for_state(fleet, token_ref_of(first.token), TokenState.USED)
     fleet.revoke(OPERATOR, "site-509", reason_code=5, confirmation="site-509")
     assert token().earlier_tokens == (second.expires.replace(microsecond=0),)
 

@@ -336,7 +336,11 @@ def test_missing_step_cli_banner(gui: Path, monkeypatch: pytest.MonkeyPatch, pag
     assert "step CLI was not found" in texts(at.error)
 
 
-def test_enroll_page_mints_a_token_and_shows_the_command(gui: Path) -> None:
+def test_enroll_page_mints_a_token_and_shows_the_command(
+    ca: RunningCA, gui: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CA's journal, where a cancelled token must show up spent before the page says so.
+    monkeypatch.setenv("PKI_CA_LOG", str(ca.journal))
     at = open_page("views/enroll.py")
     at.text_input[0].input("site-801")
     at.number_input[0].set_value(12)

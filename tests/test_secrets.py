@@ -17,7 +17,7 @@ from pathlib import Path
 from conftest import OPERATOR, REPO, RunningCA, gui_fleet, tool_env
 from pki.issuing import IssueRequest
 from pki.model import Kind
-from pki.tokens import token_id_of
+from pki.tokens import token_ref_of
 
 
 class CommandLines:
@@ -91,8 +91,8 @@ def test_the_cas_log_and_journal_keep_no_token(ca: RunningCA, tmp_path: Path) ->
     fleet.issue(OPERATOR, IssueRequest("site-secret-3", Kind.CLIENT, "", 30, "EC P-256"))
     fleet.revoke(OPERATOR, "site-secret-3", reason_code=4, confirmation="site-secret-3")
     cancelled = fleet.enroll(OPERATOR, "site-secret-4", hours=1, broker="127.0.0.1:8883")
-    fleet.cancel_token(OPERATOR, token_id_of(cancelled.token))  # spent at the CA: its request is logged
-    spent = f'"ott-jti":"{token_id_of(cancelled.token)}"'
+    fleet.cancel_token(OPERATOR, token_ref_of(cancelled.token))  # spent at the CA: its request is logged
+    spent = f'"ott-ref":"{token_ref_of(cancelled.token)}"'
     for _ in range(50):  # the CA writes its line as it answers
         if spent in ca.journal.read_text():
             break

@@ -312,6 +312,15 @@ def test_refresh_installs_its_schedule(ca: RunningCA, tmp_path: Path) -> None:
     assert (
         (tmp_path / "systemd/etc/systemd/system/app-pki-crl-refresh.timer").read_text().count("OnUnitActiveSec=15min")
     )
+    # Installing again over the CRL a running broker reads (to switch to cron, say) reloads it when it changed.
+    assert refresh(ca, out).returncode == 0
+    StepCA(ca.settings()).revoke(987654321, 0)
+    marker = tmp_path / "reloaded"
+    again = refresh(ca, out, "--reload-cmd", f"touch {marker}", "--restart-cmd", f"touch {marker}",
+                    "--install-schedule", "cron", "--prefix", str(tmp_path / "again"))  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert marker.exists(), "the broker was told about the new CRL"
+    out.unlink()
     # A CRL that cannot be fetched installs nothing.
     failed = refresh(ca, out, "--install-schedule", "cron", "--prefix", str(tmp_path / "down"),
                      url=f"http://127.0.0.1:{free_port()}/1.0/crl")  # fmt: skip

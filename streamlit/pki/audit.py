@@ -71,7 +71,7 @@ class MadeToken:
     """An enrolment token as the audit trail records its making (never the token itself)."""
 
     site: str
-    token_id: str
+    token_ref: str
     """The token's "jti": how the CA's journal names it once spent ("" for tokens made before ids were kept)."""
     made: dt.datetime
     expires: dt.datetime
@@ -178,15 +178,15 @@ class AuditLog:
             elif entry["action"] == "token":
                 token = MadeToken(
                     site=str(entry["cn"]),
-                    token_id=str(entry.get("token_id", "")),
+                    token_ref=str(entry.get("token_ref", "")),
                     made=dt.datetime.fromisoformat(entry["time"]),
                     expires=dt.datetime.fromisoformat(entry["expires"]),
                     made_by=str(entry.get("user", "")),
                     broker=str(entry.get("broker", "")),
                 )
-                self._tokens[token.token_id or f"{token.site}@{entry['expires']}"] = token
+                self._tokens[token.token_ref or f"{token.site}@{entry['expires']}"] = token
             elif entry["action"] == "token-cancel":
-                self._cancelled.add(str(entry["token_id"]))
+                self._cancelled.add(str(entry["token_ref"]))
         except (ValueError, KeyError, TypeError):
             return
 

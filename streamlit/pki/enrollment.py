@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pki.issuing import Registrar, refuse_if_active
 from pki.roles import Role, require
-from pki.tokens import TokenVault, token_id_of
+from pki.tokens import TokenVault, token_ref_of
 from pki.validate import InvalidInput, validate_cn, validate_san
 
 MAX_TOKEN_HOURS = 168  # a bearer credential: a week is plenty to get to a site
@@ -75,12 +75,14 @@ def create_enrollment(registrar: Registrar, site: str, *, hours: int | float | s
         lifetime = dt.timedelta(hours=lifetime_hours)
         token = ca.enrollment_token(cn, lifetime)
         expires = dt.datetime.now(dt.UTC) + lifetime
-        token_id = token_id_of(token)
-        TokenVault(ca.settings.token_dir).keep(token_id, token)  # so that it can be cancelled
+        token_ref = token_ref_of(token)
+        if not token_ref:
+            raise InvalidInput("The token step made has no id: it is not handed out. Look at the step version.")
+        TokenVault(ca.settings.token_dir).keep(token_ref, token)  # so that it can be cancelled
         # The token itself is a credential: the audit records that it was made and its id, never the token.
         audit.record(
             "token", actor=registrar.actor, cn=cn, expires=expires.isoformat(timespec="seconds"), broker=broker,
-            token_id=token_id,
+            token_ref=token_ref,
         )  # fmt: skip
     typed = site.strip()
     return Enrollment(

@@ -38,6 +38,8 @@ from pki.validate import InvalidInput
 
 STATUS_TIMEOUT = 5.0
 """Seconds for the health and CRL checks every page makes: a hanging CA slows a page by this, no more."""
+SPENT_TIMEOUT = 10.0
+"""How long a cancelled token may take to appear spent in the CA's journal (written as the CA answers)."""
 HEALTH_TTL, CRL_TTL, PROVISIONERS_TTL = 10.0, 60.0, 300.0
 
 T = TypeVar("T")
@@ -280,23 +282,23 @@ class Fleet:
         statuses = self.registrar(actor).token_statuses()
         vault = TokenVault(self.settings.token_dir)
         for status in statuses:
-            if status.state is not TokenState.UNUSED and status.made.token_id:
-                vault.drop(status.made.token_id)
+            if status.state is not TokenState.UNUSED and status.made.token_ref:
+                vault.drop(status.made.token_ref)
         return statuses
 
-    def cancel_token(self, actor: Actor, token_id: str) -> str:
-        """Spend the unused token `token_id` at the CA without a certificate, so that the CA refuses it
+    def cancel_token(self, actor: Actor, token_ref: str) -> str:
+        """Spend the unused token `token_ref` at the CA without a certificate, so that the CA refuses it
         from now on. Returns what happened; audited."""
         require(actor, Role.OPERATOR, "cancel enrolment tokens")
         registrar = self.registrar(actor)
-        status = next((s for s in registrar.token_statuses() if s.made.token_id == token_id), None)
+        status = next((s for s in registrar.token_statuses() if s.made.token_ref == token_ref), None)
         if status is None:
             raise InvalidInput("No enrolment token with that id was made here.")
         site = status.made.site
         if status.state is not TokenState.UNUSED:
             raise InvalidInput(f"The token for {site} is {status.state.value}: there is nothing to cancel.")
         vault = TokenVault(self.settings.token_dir)
-        token = vault.get(token_id)
+        token = vault.get(token_ref)
         if token is None:
             raise InvalidInput(
                 f"The token for {site} was not kept here, so it cannot be spent: it stays usable until "
@@ -309,20 +311,32 @@ class Fleet:
                 self.ca.revoke(outcome.serial, 5)
                 revoked = f"{outcome.serial:X}"
         if outcome.status == 401:
-            self.audit.record("token-cancel", "refused", actor=actor, cn=site, token_id=token_id)
+            self.audit.record("token-cancel", "refused", actor=actor, cn=site, token_ref=token_ref)
             self.forget_ca_state()
             raise InvalidInput(
                 f"The CA refused the token for {site}: it was used or expired meanwhile. Nothing to cancel."
             )
         if outcome.status not in (201, 403):
-            self.audit.record("token-cancel", "failed", actor=actor, cn=site, token_id=token_id, answer=outcome.status)
+            self.audit.record(
+                "token-cancel", "failed", actor=actor, cn=site, token_ref=token_ref, answer=outcome.status
+            )
             raise InvalidInput(
                 f"The CA answered {outcome.status} instead of spending the token for {site}: it is not cancelled. "
                 "Try again; if it persists, look at the CA's log."
             )
-        vault.drop(token_id)
-        self.audit.record("token-cancel", actor=actor, cn=site, token_id=token_id, revoked=revoked)
         self.forget_ca_state()
+        # The CA's answer is not the record: its journal must show the token spent before it counts as cancelled.
+        deadline = time.monotonic() + SPENT_TIMEOUT
+        while token_ref not in self.ledger.spent_tokens().by_ref:
+            if time.monotonic() > deadline:
+                self.audit.record("token-cancel", "unconfirmed", actor=actor, cn=site, token_ref=token_ref)
+                raise InvalidInput(
+                    f"The CA answered that it spent the token for {site}, but its journal does not show it: it is "
+                    "not marked cancelled and stays kept. Check the CA's journal (Dashboard), then try again."
+                )
+            time.sleep(0.1)
+        vault.drop(token_ref)
+        self.audit.record("token-cancel", actor=actor, cn=site, token_ref=token_ref, revoked=revoked)
         return f"The token for {site} is cancelled: the CA has spent it and refuses it from now on."
 
     def resolve(self, actor: Actor, disagreement: Disagreement, action: Action) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -32,7 +33,17 @@ from pki.tail import Position, read_appended
 
 _SIGNING_PATHS = ("/sign", "/renew", "/rekey", "/1.0/sign", "/1.0/renew", "/1.0/rekey")
 _TOKEN_PATHS = ("/sign", "/1.0/sign")
-_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_TOKEN_REF = re.compile(r"[0-9a-f]{32}")
+UNPARSED = "unparsed"
+"""start-ca.sh's reference for a token whose id it could not read."""
+
+
+@dataclass(frozen=True)
+class SpentTokens:
+    by_ref: dict[str, str]
+    """Token reference -> serial (hex) of the certificate the CA signed with it, or "" for none."""
+    unnamed: list[tuple[str, dt.datetime, str]]
+    """(CN, signed at, serial) of certificates signed with a token whose id could not be read."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +69,21 @@ class Ledger:
         self._state_file = ledger_dir / ".position.json"
         self._crl_file = ledger_dir / ".crl.der"
         self._lock = threading.Lock()
-        self.problem: str | None = None
-        """Why the last sync could not read the journal (then certificates known only from it are missing)."""
+        self._problem: str | None = None
+        self.unreadable_lines = 0
+        """Journal lines with a certificate that could not be read (since this process started)."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why certificates known only from the journal may be missing: it cannot be read, or lines of it."""
+        if self._problem:
+            return self._problem
+        if self.unreadable_lines:
+            return (
+                f"{self.unreadable_lines} line(s) of the CA's issuance journal {self.ca_log} carry a certificate "
+                "that cannot be read: look at those lines (the CA's log has them too)."
+            )
+        return None
 
     def _load_position(self) -> Position:
         try:
@@ -84,16 +108,16 @@ class Ledger:
                 if after != before:
                     self._save_position(after)
             except FileNotFoundError:
-                self.problem = f"The CA's issuance journal {self.ca_log} does not exist."
+                self._problem = f"The CA's issuance journal {self.ca_log} does not exist."
                 return SyncResult(0, 0)
             except OSError as exc:
-                self.problem = f"The CA's issuance journal {self.ca_log} cannot be read: {exc.strerror or exc}."
+                self._problem = f"The CA's issuance journal {self.ca_log} cannot be read: {exc.strerror or exc}."
                 return SyncResult(sum(added), before.offset)
-            self.problem = None
+            self._problem = None
             return SyncResult(sum(added), after.offset)
 
     def _ingest(self, line: bytes) -> int:
-        if not line.startswith(b"{") or (b'"certificate"' not in line and b'"ott-jti"' not in line):
+        if not line.startswith(b"{") or (b'"certificate"' not in line and b'"ott-ref"' not in line):
             return 0
         try:
             entry = json.loads(line)
@@ -102,38 +126,57 @@ class Ledger:
             if "certificate" in entry and path in _SIGNING_PATHS and status in (200, 201):
                 cert = x509.load_der_x509_certificate(base64.b64decode(entry["certificate"]))
         except (ValueError, KeyError, TypeError):
+            if b'"certificate"' in line:  # a certificate the CA signed that cannot be known: say so, for good
+                self.unreadable_lines += 1
             return 0
-        token_id = entry.get("ott-jti")
-        # The CA marks a token used before it checks the request: any answer but "bad request" (400) or
-        # "unauthorized" (401: used already, expired, not ours) spent it, with or without a certificate.
-        if isinstance(token_id, str) and path in _TOKEN_PATHS and status not in (400, 401):
-            self._spend(token_id, cert)
+        token_ref = entry.get("ott-ref")
+        # The CA marks a token used before it checks the request: 201 signed with it, 403 spent with nothing
+        # signed. (start-ca.sh journals no other answer: 400/401 did not spend it, 500 may not have.)
+        if isinstance(token_ref, str) and path in _TOKEN_PATHS and status in (201, 403):
+            self._spend(token_ref, cert)
         return int(self.add(cert)) if cert is not None else 0
 
-    def _spend(self, token_id: str, cert: x509.Certificate | None) -> None:
-        """Remember that the CA spent token `token_id` ({ID} in tokens/: the serial it gave, or empty)."""
-        if not _TOKEN_ID.fullmatch(token_id):
+    def _spend(self, token_ref: str, cert: x509.Certificate | None) -> None:
+        """Remember that the CA spent token `token_ref`: tokens/{REF} holds the serial it signed with it, or
+        nothing. A certificate signed with a token the journal could not name is kept as
+        tokens/unparsed-{SERIAL}: "{SERIAL} {CN} {signed at}", for the token states to attribute."""
+        folder = self.ledger_dir / "tokens"
+        if token_ref == UNPARSED and cert is not None:
+            target = folder / f"unparsed-{cert.serial_number:X}"
+            names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            cn = str(names[0].value) if names else ""
+            content = f"{cert.serial_number:X} {cn} {cert.not_valid_before_utc.isoformat()}"
+        elif _TOKEN_REF.fullmatch(token_ref):
+            target = folder / token_ref
+            content = f"{cert.serial_number:X}" if cert is not None else ""
+            with contextlib.suppress(OSError):
+                if target.read_text().strip() or cert is None:
+                    return  # known already; only a certificate may fill in an empty "spent" mark
+        else:
             return
-        target = self.ledger_dir / "tokens" / token_id
-        if target.exists():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_new(target, f"{cert.serial_number:X}".encode() if cert is not None else b"")
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_new(target, content.encode())
 
-    def spent_tokens(self) -> dict[str, str]:
-        """Token id -> serial (hex) of the certificate the CA signed with it, or "" when it signed none:
-        every enrolment token the CA's journal shows spent."""
+    def spent_tokens(self) -> SpentTokens:
+        """Every enrolment token the CA's journal shows spent (see `_spend`)."""
         self.sync()
         folder = self.ledger_dir / "tokens"
+        spent, unnamed = {}, []
         try:
-            names = [entry.name for entry in os.scandir(folder) if _TOKEN_ID.fullmatch(entry.name)]
+            names = [entry.name for entry in os.scandir(folder)]
         except FileNotFoundError:
-            return {}
-        spent = {}
+            names = []
         for name in names:
-            with contextlib.suppress(OSError):
-                spent[name] = (folder / name).read_text().strip()
-        return spent
+            try:
+                content = (folder / name).read_text().strip()
+            except OSError:
+                continue
+            if _TOKEN_REF.fullmatch(name):
+                spent[name] = content
+            elif name.startswith("unparsed-") and len(parts := content.split(" ")) == 3:
+                with contextlib.suppress(ValueError):
+                    unnamed.append((parts[1], dt.datetime.fromisoformat(parts[2]), parts[0]))
+        return SpentTokens(spent, unnamed)
 
     def add(self, cert: x509.Certificate) -> bool:
         """Keep `cert` as {SERIAL}.crt unless it is there already; True if it was new."""

@@ -7,36 +7,44 @@ the GUI's data folder (tokens/{ID}, 0600) until it is spent, cancelled or expire
 there than what is beside it: the provisioner password the GUI holds mints any token.
 
 Which token was spent comes from the CA's journal (pki.ledger: the CA logs the token of each sign
-request, scripts/start-ca.sh keeps only its id): a token is *used* when the CA signed a certificate
-with it, *cancelled* when the CA spent it without signing, *expired* when neither happened in time.
+request, scripts/start-ca.sh keeps only a hash of its id, `token_ref_of`): a token is *used* when the
+CA signed a certificate with it, *cancelled* when the CA spent it without signing, *expired* when
+neither happened in time. A certificate signed with a token the journal could not name (a token sent
+in another serialisation) counts as the use of the unused tokens of its site made before it.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from pki.audit import MadeToken
+from pki.ledger import SpentTokens
 
-_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_TOKEN_REF = re.compile(r"[0-9a-f]{32}")
+_GRACE = dt.timedelta(minutes=1)
 
 
-def token_id_of(token: str) -> str:
-    """The "jti" claim of a token (read, not verified: the token is one this GUI just made)."""
+def token_ref_of(token: str) -> str:
+    """What app-pki names a token by: the first 32 hex digits of the SHA-256 of its "jti" claim (read,
+    not verified: the token is one this GUI just made). Not the id itself: step-ca spends a token by its
+    id before it checks the signature, so whoever knows an unused token's id can burn it. scripts/start-ca.sh
+    names the tokens the CA saw the same way."""
     try:
-        payload = token.split(".")[1]
+        payload = "".join(token.split()).split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         token_id = str(claims["jti"])
     except (IndexError, ValueError, KeyError, TypeError):
         return ""
-    return token_id if _TOKEN_ID.fullmatch(token_id) else ""
+    return hashlib.sha256(token_id.encode()).hexdigest()[:32] if token_id else ""
 
 
 class TokenState(StrEnum):
@@ -55,15 +63,26 @@ class TokenStatus:
 
 
 def token_states(
-    made: Iterable[MadeToken], spent: Mapping[str, str], cancelled: set[str], now: dt.datetime
+    made: Iterable[MadeToken], spent: SpentTokens, cancelled: set[str], now: dt.datetime
 ) -> list[TokenStatus]:
     """Each token made, newest first, with its state: the CA's journal first, then the clock."""
+    made = sorted(made, key=lambda t: t.made)
+    unnamed = sorted(spent.unnamed, key=lambda u: u[1])
     result = []
     for token in made:
-        serial = spent.get(token.token_id) if token.token_id else None
+        serial = spent.by_ref.get(token.token_ref) if token.token_ref else None
+        if serial is None and token.token_ref not in cancelled:
+            # A certificate of this site signed with a token the journal could not name, while this one was
+            # usable (a minute's grace for clocks): its use, unless an earlier token was already given it.
+            match = next(
+                (u for u in unnamed if u[0] == token.site and token.made - _GRACE <= u[1] <= token.expires), None
+            )
+            if match:
+                unnamed.remove(match)
+                serial = match[2]
         if serial:
             status = TokenStatus(token, TokenState.USED, serial)
-        elif serial is not None or token.token_id in cancelled:
+        elif serial is not None or token.token_ref in cancelled:
             status = TokenStatus(token, TokenState.CANCELLED)
         elif token.expires <= now:
             status = TokenStatus(token, TokenState.EXPIRED)
@@ -79,15 +98,15 @@ class TokenVault:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def _path(self, token_id: str) -> Path:
-        if not _TOKEN_ID.fullmatch(token_id):
-            raise ValueError(f"not a token id: {token_id!r}")
-        return self.folder / token_id
+    def _path(self, token_ref: str) -> Path:
+        if not _TOKEN_REF.fullmatch(token_ref):
+            raise ValueError(f"not a token id: {token_ref!r}")
+        return self.folder / token_ref
 
-    def keep(self, token_id: str, token: str) -> None:
+    def keep(self, token_ref: str, token: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self._path(token_id)
-        tmp = path.with_name(f".{token_id}.{os.getpid()}.tmp")
+        path = self._path(token_ref)
+        tmp = path.with_name(f".{token_ref}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, token.encode())
@@ -96,15 +115,15 @@ class TokenVault:
             os.close(fd)
         os.replace(tmp, path)
 
-    def get(self, token_id: str) -> str | None:
+    def get(self, token_ref: str) -> str | None:
         try:
-            return self._path(token_id).read_text().strip() or None
+            return self._path(token_ref).read_text().strip() or None
         except (FileNotFoundError, ValueError):
             return None
 
-    def drop(self, token_id: str) -> None:
+    def drop(self, token_ref: str) -> None:
         """Forget a token that can no longer be used (spent, cancelled or expired)."""
         try:
-            self._path(token_id).unlink(missing_ok=True)
+            self._path(token_ref).unlink(missing_ok=True)
         except ValueError:
             return

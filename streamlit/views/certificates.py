@@ -30,7 +30,8 @@ COLUMN_CONFIG = {
 if st.session_state.pop("clear_selection", False):
     # After a re-issue the rows moved: a remembered row number would now point at another certificate.
     st.session_state.pop("certificate_table", None)
-    st.session_state.pop("reissue_sure", None)
+    for key in [k for k in st.session_state if str(k).startswith("reissue-sure-")]:
+        st.session_state.pop(key, None)
 
 search_col, status_col, type_col = st.columns([2, 1, 1])
 text = search_col.text_input("Search certificates", placeholder="CN, serial, SAN or source")
@@ -108,8 +109,17 @@ if chosen:
                 "that exists) and the old certificate stays valid until it is revoked or expires: install the new "
                 "bundle on the broker, then revoke the old one (Revoke Certificate ticks just that one)."
             )
-            sure = st.checkbox(f"Yes, make a new key and certificate for {record.identity}", key="reissue_sure")
-            if st.button("Re-issue this broker certificate", icon=":material/autorenew:", disabled=not sure):
+            # Keyed by serial: a tick given for one certificate never carries over to another one.
+            sure = st.checkbox(
+                f"Yes, make a new key and certificate for {record.identity}", key=f"reissue-sure-{record.serial}"
+            )
+            reissue = st.button(
+                "Re-issue this broker certificate",
+                icon=":material/autorenew:",
+                disabled=not sure,
+                key=f"reissue-{record.serial}",
+            )
+            if reissue and sure:
                 try:
                     with st.spinner("Issuing..."):
                         issued = fleet.reissue(common.actor(), record.serial)

@@ -99,7 +99,7 @@ else:
         ],
         hide_index=True,
     )
-    unused = {s.made.token_id: s for s in statuses if s.state is TokenState.UNUSED and s.made.token_id}
+    unused = {s.made.token_ref: s for s in statuses if s.state is TokenState.UNUSED and s.made.token_ref}
     if unused:
         chosen = st.selectbox(
             "Unused token to cancel",
