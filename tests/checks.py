@@ -24,9 +24,9 @@ def check_bundle(data: bytes, cn: str, into: Path, passphrase: str) -> None:
     archive = zipfile.ZipFile(io.BytesIO(data))
     files = ["ca.crt", f"{cn}.crt", f"{cn}.key", "README.txt"]
     server = "app-pki.conf" in archive.namelist()
-    files += ["app-pki.conf", "app-pki.acl", "refresh-crl.sh"] if server else ["enroll-site.sh"]
+    files += ["app-pki.conf", "app-pki.acl", "refresh-crl.sh", "install-broker.sh"] if server else ["enroll-site.sh"]
     assert sorted(archive.namelist()) == sorted(files)
-    for script in ("refresh-crl.sh", "enroll-site.sh"):
+    for script in ("refresh-crl.sh", "install-broker.sh", "enroll-site.sh"):
         if script in files:
             assert (archive.getinfo(script).external_attr >> 16) & 0o777 == 0o755
     assert (archive.getinfo(f"{cn}.key").external_attr >> 16) & 0o777 == 0o600

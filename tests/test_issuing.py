@@ -143,8 +143,7 @@ def test_bundle_has_four_files_a_verifying_chain_and_the_matching_key(fleet: Fle
         "verify = verify_peer",
         "fail_if_no_peer_cert = true",
         "enable_crl_check = true",
-        "sudo chown mosquitto: /etc/mosquitto/certs/mqtt-207.example.key",
-        "--install-schedule systemd",
+        "sudo bash install-broker.sh --crl-url http",
     ):
         assert line in server_readme
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import http.server
+import io
 import shutil
 import subprocess
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -439,3 +441,48 @@ def test_renewal_runs_under_crons_bare_environment(gui: Fleet, tmp_path: Path) -
     )  # fmt: skip
     assert renewed.returncode == 0, renewed.stdout + renewed.stderr
     assert crt.read_bytes() != before and marker.exists()
+
+
+# --- install-broker.sh ---
+
+
+def test_install_broker_checks_everything_before_it_changes_anything(gui: Fleet, ca: RunningCA, tmp_path: Path) -> None:
+    record = gui.issue(OPERATOR, IssueRequest("mqtt-720.example", Kind.SERVER, "", 30, "EC P-256")).record
+    data, passphrase = gui.bundle(OPERATOR, record.serial)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "b.zip").write_bytes(data)
+    subprocess.run(["unzip", "-q", "b.zip"], cwd=bundle, check=True)
+    prefix = tmp_path / "broker"
+    marker = tmp_path / "restarted"
+
+    def install(answer: str, crl_url: str = ca.crl_url) -> subprocess.CompletedProcess[str]:
+        # No terminal here: openssl reads the passphrase from standard input.
+        return subprocess.run(
+            ["bash", "install-broker.sh", "--crl-url", crl_url, "--prefix", str(prefix), "--schedule", "cron",
+             "--reload-cmd", f"touch {marker}", "--restart-cmd", f"touch {marker}"],
+            cwd=bundle, input=answer + "\n", capture_output=True, text=True, timeout=60, env=tool_env(),
+            start_new_session=True,
+        )  # fmt: skip
+
+    wrong = install("not the passphrase")
+    assert wrong.returncode == 1 and "does not open" in wrong.stderr and "Nothing was changed" in wrong.stderr
+    down = install(passphrase, f"http://127.0.0.1:{free_port()}/1.0/crl")
+    assert down.returncode == 1 and "cannot be used" in down.stderr
+    other_key = gui.issue(OPERATOR, IssueRequest("mqtt-721.example", Kind.SERVER, "", 30, "EC P-256")).record
+    original = (bundle / "mqtt-720.example.key").read_bytes()
+    foreign, foreign_passphrase = gui.bundle(OPERATOR, other_key.serial)
+    (bundle / "mqtt-720.example.key").write_bytes(zipfile.ZipFile(io.BytesIO(foreign)).read("mqtt-721.example.key"))
+    mismatch = install(foreign_passphrase)
+    assert mismatch.returncode == 1 and "is not the key of" in mismatch.stderr
+    assert tree(prefix) == {} and not marker.exists(), "nothing changed, nothing restarted"
+
+    (bundle / "mqtt-720.example.key").write_bytes(original)
+    done = install(passphrase)
+    assert done.returncode == 0, done.stdout + done.stderr
+    etc = prefix / "etc" / "mosquitto"
+    assert (etc / "certs" / "mqtt-720.example.key").stat().st_mode & 0o777 == 0o600
+    assert f"crlfile {etc}/crl.pem" in (etc / "conf.d" / "app-pki.conf").read_text()
+    assert (prefix / "etc/cron.d/app-pki-crl-refresh").exists() and marker.exists()
+    assert b"PRIVATE KEY" in (etc / "certs" / "mqtt-720.example.key").read_bytes()
+    assert b"ENCRYPTED" not in (etc / "certs" / "mqtt-720.example.key").read_bytes()

@@ -2,7 +2,7 @@
 
 A client bundle carries enroll-site.sh, which installs it on a site with the bridge it writes for token
 enrolments too (its --print-bridge text is what README.txt shows). A server bundle carries a Mosquitto
-broker configuration, its ACL and refresh-crl.sh, with one command sequence that installs them, and the
+broker configuration, its ACL, refresh-crl.sh and install-broker.sh, which installs them all, and the
 EMQX 5 equivalent.
 """
 
@@ -96,23 +96,11 @@ def mosquitto_acl(readers: tuple[str, ...] = (FLEET_READER,)) -> str:
 
 
 def broker_install_commands(cn: str, crl_url: str) -> str:
-    """Install a server bundle on a Debian broker running Mosquitto, as root through sudo: the key
-    readable by the mosquitto user only, the CRL fetched before the first start and then every 15
-    minutes by a copy of refresh-crl.sh at a fixed path. README.md shows these very lines."""
-    certs = "/etc/mosquitto/certs"
+    """Install a server bundle on a Debian broker running Mosquitto (install-broker.sh checks everything,
+    then installs and restarts Mosquitto once). README.md shows these very lines."""
     return f"""\
 unzip {cn}.zip -d {cn} && cd {cn}
-sudo install -d -m 0755 {certs}
-sudo install -m 0644 ca.crt {cn}.crt {certs}/
-sudo openssl pkey -in {cn}.key -out {certs}/{cn}.key    # asks for the bundle's passphrase
-sudo chown mosquitto: {certs}/{cn}.key
-sudo install -m 0644 {BROKER_CONF} /etc/mosquitto/conf.d/{BROKER_CONF}
-sudo install -m 0644 {BROKER_ACL} /etc/mosquitto/{BROKER_ACL}
-sudo bash refresh-crl.sh --url {crl_url} \\
-  --ca-file {certs}/ca.crt --ca-file {certs}/{cn}.crt --out /etc/mosquitto/crl.pem \\
-  --reload-cmd 'systemctl reload mosquitto' --restart-cmd 'systemctl restart mosquitto' \\
-  --install-schedule systemd
-sudo systemctl restart mosquitto
+sudo bash install-broker.sh --crl-url {crl_url}
 """
 
 
@@ -190,14 +178,18 @@ Files
   {BROKER_CONF}  the Mosquitto broker configuration: mutual TLS on 8883, CRL, ACL
   {BROKER_ACL}  each site only under sites/<its CN>/; {FLEET_READER} reads every site
   refresh-crl.sh  keeps the broker's copy of the CRL ({context.crl_url}) current
+  install-broker.sh  installs all of it
 
-Install on a Debian broker with Mosquitto (these commands, in the folder holding {cn}.zip):
+Install on a Debian broker with Mosquitto (apt-get install mosquitto unzip openssl curl), in the folder
+holding {cn}.zip:
 
 {_indented(broker_install_commands(cn, context.crl_url))}
-refresh-crl.sh fetches the CRL first (Mosquitto does not start without it), installs itself as
-/usr/local/sbin/app-pki-refresh-crl and runs every 15 minutes (app-pki-crl-refresh.timer; with cron:
---install-schedule cron). When a new CRL revokes a client, it restarts Mosquitto so that a revoked site
-that is connected is dropped. To apply a revocation at once: sudo systemctl start app-pki-crl-refresh
+install-broker.sh checks everything first: the passphrase opens the key (openssl asks for it), the key
+belongs to the certificate, the CRL can be fetched and is this CA's. Any failure changes nothing. Then it
+installs the files in /etc/mosquitto (the key 0600 for the mosquitto user), the CRL, and
+/usr/local/sbin/app-pki-refresh-crl run every 15 minutes (--schedule cron without systemd), and restarts
+Mosquitto. When a new CRL revokes a client, the refresh restarts Mosquitto so that a revoked site that is
+connected is dropped. To apply a revocation at once: sudo systemctl start app-pki-crl-refresh
 
 A back-end that reads every site: issue it a client certificate named {FLEET_READER}, then
 
@@ -273,6 +265,7 @@ def make_bundle(record: CertRecord, *, root_pem: bytes, context: BundleContext, 
         files[BROKER_CONF] = (mosquitto_broker_config(record.cn).encode(), 0o644)
         files[BROKER_ACL] = (mosquitto_acl().encode(), 0o644)
         files["refresh-crl.sh"] = ((context.scripts_dir / "refresh-crl.sh").read_bytes(), 0o755)
+        files["install-broker.sh"] = ((context.scripts_dir / "install-broker.sh").read_bytes(), 0o755)
     else:
         files["enroll-site.sh"] = ((context.scripts_dir / "enroll-site.sh").read_bytes(), 0o755)
     buffer = io.BytesIO()
