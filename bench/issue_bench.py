@@ -15,30 +15,25 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "streamlit"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "streamlit"), str(REPO / "tests"), str(REPO / "bench")]
 
+from bench_ca import ThrowawayCA  # noqa: E402
 from certfactory import write_certificate  # noqa: E402
 from pki.fleet import Fleet  # noqa: E402
 from pki.issuing import IssueRequest  # noqa: E402
 from pki.model import Kind  # noqa: E402
+from pki.roles import Actor, Role  # noqa: E402
 from pki.settings import load_settings  # noqa: E402
 from pki.step import run_step  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+BENCH = Actor("bench", Role.OPERATOR, "127.0.0.1")
 
 
 def main() -> None:
@@ -48,29 +43,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        ca_port, crl_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("STEP", "PKI_"))}
-        env |= {"STEPPATH": str(base / "ca"), "PKI_GUI_DIR": str(base / "gui")}
-        env |= {"PKI_CA_ADDRESS": f"127.0.0.1:{ca_port}", "PKI_CRL_ADDRESS": f"127.0.0.1:{crl_port}"}
-        subprocess.run(["bash", str(REPO / "scripts/init-ca.sh")], env=env, check=True, capture_output=True)
-        log = (base / "ca.log").open("wb")
-        ca = subprocess.Popen(
-            ["bash", str(REPO / "scripts/start-ca.sh")], env=env | {"PKI_CA_LOG": str(base / "issued.log")},
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        ca = ThrowawayCA(base)
         try:
-            settings = load_settings(
-                {"PKI_GUI_DIR": str(base / "gui"), "STEP_CA_URL": f"https://localhost:{ca_port}",
-                 "PKI_CERTS_DIR": str(base / "certs"), "PKI_DATA_DIR": str(base / "data"),
-                 "PKI_CA_LOG": str(base / "issued.log")}
-            )  # fmt: skip
+            settings = load_settings(ca.env)
             fleet = Fleet(settings)
-            deadline = time.monotonic() + 30
-            while fleet.ca_problem():
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the CA did not start:\n{(base / 'ca.log').read_text()}")
-                fleet.forget_ca_state()
-                time.sleep(0.3)
             now = dt.datetime.now(dt.UTC)
             for i in range(args.existing):
                 write_certificate(
@@ -83,7 +59,7 @@ def main() -> None:
             core, raw = [], []
             for i in range(args.count + 1):  # the first pair warms up
                 start = time.perf_counter()
-                fleet.issue(IssueRequest(f"bench-{i:04}", Kind.CLIENT, "", 30, "EC P-256"))
+                fleet.issue(BENCH, IssueRequest(f"bench-{i:04}", Kind.CLIENT, "", 30, "EC P-256"))
                 core.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 run_step(
@@ -94,9 +70,7 @@ def main() -> None:
                 )  # fmt: skip
                 raw.append(time.perf_counter() - start)
         finally:
-            ca.terminate()
-            ca.wait(timeout=20)
-            log.close()
+            ca.stop()
     core, raw = core[1:], raw[1:]
     ratios = [c / r for c, r in zip(core, raw, strict=True)]
     print(f"issuances each                  {args.count} (certs/ held {args.existing} others)")

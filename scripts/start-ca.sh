@@ -3,7 +3,7 @@
 # carries a signed certificate (/sign, /renew, /rekey; step-ca logs JSON), and each sign request made
 # with a token, is also appended to $PKI_CA_LOG: the issuance journal, which the GUI reads to know
 # certificates whose keys never came near the server (token enrolments, renewals) and which enrolment
-# tokens the CA spent (by a hash of their id). It grows by a few KB per certificate, nothing else.
+# tokens the CA spent (their claims, never a usable token). It grows by a few KB per certificate, nothing else.
 set -euo pipefail
 
 usage() {
@@ -29,41 +29,32 @@ journal=${PKI_CA_LOG:-$STEPPATH/logs/step-ca.log}
 mkdir -p "$(dirname "$journal")"
 touch "$journal"  # present from the start: the GUI warns when it is missing
 
-# token_ref TOKEN: what the journal names a token by: the first 32 hex digits of the SHA-256 of its "jti"
-# claim ("unparsed" if it has none that can be read). Neither the token nor its id: step-ca spends a
-# token by its id before it checks the signature, so an id alone would let anyone burn the token.
-# Blanks are dropped first, as step-ca drops them (JSON escapes of them too).
-token_ref() {
-  local token payload jti
-  token=$(printf '%s' "$1" | sed 's/\\[nrt]//g' | tr -d '[:space:]')
-  payload=${token#*.}
-  payload=${payload%%.*}
-  payload=$(printf '%s' "$payload" | tr '_-' '/+')
-  while [ $(( ${#payload} % 4 )) -ne 0 ]; do payload="$payload="; done
-  jti=$(printf '%s' "$payload" | base64 -d 2>/dev/null | sed -n 's/.*"jti":"\([^"]*\)".*/\1/p' | head -n 1)
-  if [ -z "$jti" ]; then printf 'unparsed'; return; fi
-  printf '%s' "$jti" | sha256sum | cut -c1-32
-}
-
 # The "ott" field as step-ca writes it: a JSON string, escapes included (fields are sorted: one follows).
 ott_field='^(.*)"ott":"(([^"\\]|\\.)*)",(.*)$'
-token_sign='"path":"(/1\.0)?/sign".*"status":(201|403)[,}]'
+spent='"path":"(/1\.0)?/sign".*"status":(201|403)[,}]'
 
 # split_output: every line to stdout; certificate lines, and sign requests that spent a token, also to
-# the journal (one write per line). step-ca logs the one-time token of each request ("ott"); a token
-# that was refused may still be good, and no log keeps a credential, so the token is replaced by its
-# reference ("ott-ref"): the journal then says which enrolment token the CA spent (201: signed with it;
-# 403: spent, nothing signed). Requests the CA refused outright (400, 401) stay out of the journal.
+# the journal (one write per line, no process started per line). step-ca logs the one-time token of
+# each request ("ott"). A token the CA refused may still be good and no log keeps a credential, so it
+# is dropped. A token the CA spent (201: signed with it; 403: spent, nothing signed) is kept without
+# its signature ("ott-claims": header.payload, which nobody can use), so that the GUI can tell which
+# enrolment token was spent; a token in another form than three dotted parts is kept as "unparsed".
 split_output() {
-  local line
+  local line head tail token
   while IFS= read -r line || [ -n "$line" ]; do
     if [[ $line =~ $ott_field ]]; then
-      line="${BASH_REMATCH[1]}\"ott-ref\":\"$(token_ref "${BASH_REMATCH[2]}")\",${BASH_REMATCH[4]}"
+      head=${BASH_REMATCH[1]} token=${BASH_REMATCH[2]} tail=${BASH_REMATCH[4]}
+      if [[ $line =~ $spent ]]; then
+        token=${token//\\[nrt]/}  # step-ca ignores blanks in a token; JSON writes some as escapes
+        token=${token//[[:space:]]/}
+        if [[ $token =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$ ]]; then token=${token%.*}; else token=unparsed; fi
+        line="$head\"ott-claims\":\"$token\",$tail"
+      else
+        line="$head$tail"
+      fi
     fi
     printf '%s\n' "$line"
-    if [[ $line == '{'*'"certificate":'* ]]; then
-      printf '%s\n' "$line" >> "$journal"
-    elif [[ $line == '{'*'"ott-ref":'* && $line =~ $token_sign ]]; then
+    if [[ $line == '{'*'"certificate":'* || $line == '{'*'"ott-claims":'* ]]; then
       printf '%s\n' "$line" >> "$journal"
     fi
   done

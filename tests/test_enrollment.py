@@ -150,15 +150,22 @@ def request_line(cn: str, path: str = "/sign", status: int = 201, **fields: obje
 def test_the_ledger_knows_spent_tokens_and_says_when_a_certificate_line_cannot_be_read(tmp_path: Path) -> None:
     log = tmp_path / "issued.log"
     ledger = Ledger(log, tmp_path / "ledger")
-    ref_a, ref_b = "a" * 32, "b" * 32
-    spent_only = json.dumps({"path": "/1.0/sign", "status": 403, "ott-ref": ref_b}).encode() + b"\n"
+
+    def claims(token_id: str) -> str:  # a token without its signature, as start-ca.sh journals a spent one
+        def part(data: dict[str, str]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+        return f"{part({'alg': 'ES256'})}.{part({'jti': token_id, 'sub': 'x'})}"
+
+    ref_a, ref_b = token_ref_of(f"{claims('id-a')}.sig"), token_ref_of(f"{claims('id-b')}.sig")
+    spent_only = json.dumps({"path": "/1.0/sign", "status": 403, "ott-claims": claims("id-b")}).encode() + b"\n"
+    refused = json.dumps({"path": "/1.0/sign", "status": 401, "ott-claims": claims("id-c")}).encode() + b"\n"
     log.write_bytes(
         spent_only
-        + request_line("site-a", "/1.0/sign", 201, **{"ott-ref": ref_a})
-        + request_line("site-b", "/1.0/sign", 201, **{"ott-ref": ref_b})  # a later certificate fills the mark
-        + request_line("site-c", "/1.0/sign", 201, **{"ott-ref": "unparsed"})
-        + json.dumps({"path": "/1.0/sign", "status": 401, "ott-ref": "c" * 32}).encode()
-        + b"\n"
+        + request_line("site-a", "/1.0/sign", 201, **{"ott-claims": claims("id-a")})
+        + request_line("site-b", "/1.0/sign", 201, **{"ott-claims": claims("id-b")})  # fills the empty mark
+        + request_line("site-c", "/1.0/sign", 201, **{"ott-claims": "unparsed"})
+        + refused
     )
     spent = ledger.spent_tokens()
     serials = {r.cn: f"{r.serial:X}" for r in Inventory(tmp_path / "none", ledger).records()}
@@ -166,7 +173,7 @@ def test_the_ledger_knows_spent_tokens_and_says_when_a_certificate_line_cannot_b
     assert [(cn, serial) for cn, _, serial in spent.unnamed] == [("site-c", serials["site-c"])]
     assert ledger.problem is None
     with log.open("ab") as journal:
-        journal.write(b'{"certificate":"AAA","ott-ref":"x" "broken"}\n')
+        journal.write(b'{"certificate":"AAA","ott-claims":"x" "broken"}\n')
     ledger.sync()
     assert ledger.problem and "1 line(s)" in ledger.problem
 
@@ -280,7 +287,7 @@ def test_the_journal_holds_certificates_and_spent_token_refs_never_a_token(fleet
     fleet.issue(OPERATOR, IssueRequest("site-508", Kind.CLIENT, "", 30, "EC P-256"))
     enrollment = fleet.enroll(OPERATOR, "site-508-t", hours=1, broker="mqtt.ak-sg.com:8883")
     enroll_on_site(fleet, enrollment.token, "site-508-t")
-    spent = f'"ott-ref":"{token_ref_of(enrollment.token)}"'
+    spent = f'"ott-claims":"{enrollment.token.rsplit(".", 1)[0]}"'  # the spent token without its signature
     for _ in range(50):  # the CA writes its line as it answers
         if spent in ca.journal.read_text():
             break
@@ -288,7 +295,7 @@ def test_the_journal_holds_certificates_and_spent_token_refs_never_a_token(fleet
     assert spent in ca.journal.read_text()
     lines = ca.journal.read_text().splitlines()
     assert lines and all(line.startswith("{") for line in lines)
-    assert all('"certificate":' in line or '"ott-ref":' in line for line in lines)
+    assert all('"certificate":' in line or '"ott-claims":' in line for line in lines)
     for text in (ca.journal.read_text(), ca.log()):
         assert '"ott":' not in text and enrollment.token.split(".")[2] not in text
     assert '"path":"/health"' in ca.log()  # the full log has everything else

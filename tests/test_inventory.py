@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,62 @@ def test_unchanged_folders_are_not_listed_again(tmp_path: Path, monkeypatch: pyt
     write_certificate(tmp_path, "s2", "s2-extra", not_after=NOW + dt.timedelta(days=30))  # a new file in s2
     assert {r.cn for r in inventory.records()} >= {"s2-extra"}
     assert listed == [str(tmp_path / "s2")]
+
+
+def test_a_snapshot_costs_what_changed_and_sees_folders_made_renamed_or_replaced(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    for i in range(20):
+        write_certificate(tmp_path, f"site-{i}", f"site-{i}", not_after=now + dt.timedelta(days=30))
+    inventory = Inventory(tmp_path, sweep_seconds=3600)
+    first = inventory.snapshot()
+    assert len(first.records) == 20 and inventory.parse_count == 20
+    assert inventory.snapshot() is first, "nothing changed: the same snapshot, nothing looked into"
+
+    write_certificate(tmp_path, "site-new", "site-new", not_after=now + dt.timedelta(days=30))
+    second = inventory.snapshot()
+    assert second.generation == first.generation + 1 and len(second.records) == 21
+    assert inventory.parse_count == 21, "only the new folder's certificate was parsed"
+
+    # A re-issue: the live folder renamed away, another made under its name.
+    (tmp_path / "site-3").rename(tmp_path / "site-3.replaced")
+    write_certificate(tmp_path, "site-3", "site-3", not_after=now + dt.timedelta(days=60))
+    third = inventory.snapshot()
+    assert sorted(r.folder for r in third.records if r.identity == "site-3") == ["site-3", "site-3.replaced"]
+
+    # A file replaced by hand inside a folder: seen by the next sweep, not before.
+    crt = tmp_path / "site-5" / "site-5.crt"
+    crt.write_bytes(make_certificate("site-5", not_after=now + dt.timedelta(days=90)))
+    os.utime(crt, ns=(1, 1))
+    assert inventory.snapshot() is third
+    inventory.sweep_seconds = 0
+    swept = inventory.snapshot()
+    assert swept.generation == third.generation + 1
+    assert next(r for r in swept.records if r.folder == "site-5").not_after > now + dt.timedelta(days=80)
+    assert swept.by_serial[next(r for r in swept.records if r.folder == "site-5").serial].folder == "site-5"
+
+
+def test_parsed_records_are_kept_across_a_restart_and_used_only_while_their_file_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    certs, cache = tmp_path / "certs", tmp_path / "cache" / "inventory.json"
+    for i in range(5):
+        write_certificate(certs, f"site-{i}", f"site-{i}", not_after=now + dt.timedelta(days=30))
+    before = Inventory(certs, cache_file=cache)
+    records = before.snapshot().records
+    for _ in range(100):  # kept in the background
+        if cache.exists():
+            break
+        time.sleep(0.05)
+    crt = certs / "site-2" / "site-2.crt"
+    crt.write_bytes(make_certificate("site-2", not_after=now + dt.timedelta(days=90)))
+    os.utime(crt, ns=(1, 1))
+
+    after = Inventory(certs, cache_file=cache)  # the GUI started again
+    again = after.snapshot().records
+    assert after.parse_count == 1, "only the file changed while the GUI was down is parsed again"
+    assert [r for r in again if r.folder != "site-2"] == [r for r in records if r.folder != "site-2"]
+    assert next(r for r in again if r.folder == "site-2").not_after > now + dt.timedelta(days=80)
+
+    cache.write_text("{not json")  # a damaged cache is only a slower start
+    assert len(Inventory(certs, cache_file=cache).snapshot().records) == 5

@@ -195,3 +195,17 @@ def test_the_bundle_names_the_ca_from_its_settings(other_ca: RunningCA, tmp_path
     record = fleet.issue(OPERATOR, request("site-other-ca")).record
     readme = zipfile.ZipFile(io.BytesIO(fleet.bundle(OPERATOR, record.serial)[0])).read("README.txt").decode()
     assert "site-other-ca: client certificate of the Other CA" in readme
+
+
+def test_the_fleet_table_is_built_once_per_change_of_the_records_or_the_crl(fleet: Fleet) -> None:
+    fleet.issue(OPERATOR, request("site-230"))
+    one = fleet.table()
+    assert fleet.table() is one, "a reload with nothing new reuses the table"
+    fleet.issue(OPERATOR, request("site-231"))
+    two = fleet.table()
+    assert two is not one and {"site-230", "site-231"} <= {row.cn for row in two.rows}
+    fleet.revoke(OPERATOR, "site-230", reason_code=5, confirmation="site-230")
+    three = fleet.table()
+    assert next(row for row in three.rows if row.cn == "site-230").status is Status.REVOKED
+    assert [three.rows[i].cn for i in three.search("SITE-231")] == ["site-231"]
+    assert three.columns["CN"] == [row.cn for row in three.rows]

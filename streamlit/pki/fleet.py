@@ -8,25 +8,28 @@ GUI process. The CA's state is kept for a while so that a page's reruns do not e
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TypeVar
 
 from cryptography import x509
 
+from pki import report
 from pki.audit import AuditLog
 from pki.bundle import BundleContext, make_bundle, new_passphrase
 from pki.ca import CRLInfo, Provisioner, StepCA
 from pki.enrollment import Enrollment, create_enrollment, validate_broker
-from pki.inventory import CertRecord, Inventory, IssuerId
+from pki.inventory import CertRecord, Inventory, IssuerId, gc_paused
 from pki.issuing import Issued, IssueRequest, Registrar, Revoked, certificate_in_folder, fetch_crl
 from pki.keys import DEFAULT_KEY_TYPE, KEY_TYPES
 from pki.ledger import Ledger
-from pki.model import CANARY_PREFIX, ISSUABLE_KINDS, VALID_STATUSES, Kind
+from pki.model import CANARY_PREFIX, ISSUABLE_KINDS, VALID_STATUSES, Kind, Status
 from pki.reconcile import Action, Disagreement, Interrupted, disagreements
 from pki.report import Row, rows
 from pki.roles import Actor, Role, require
@@ -36,11 +39,12 @@ from pki.store import CertStore
 from pki.tokens import TokenState, TokenStatus, TokenVault
 from pki.validate import InvalidInput
 
+FOREVER = dt.datetime.max.replace(tzinfo=dt.UTC)
 STATUS_TIMEOUT = 5.0
 """Seconds for the health and CRL checks every page makes: a hanging CA slows a page by this, no more."""
 SPENT_TIMEOUT = 10.0
 """How long a cancelled token may take to appear spent in the CA's journal (written as the CA answers)."""
-HEALTH_TTL, CRL_TTL, PROVISIONERS_TTL = 10.0, 60.0, 300.0
+HEALTH_TTL, CRL_TTL, PROVISIONERS_TTL, RECONCILE_TTL = 10.0, 60.0, 300.0, 30.0
 
 T = TypeVar("T")
 
@@ -60,10 +64,91 @@ class CRLState:
 
 @dataclass(frozen=True)
 class FleetTable:
+    """The fleet's certificates with their statuses at `now`, and what the pages derive from them, each
+    worked out once per table: a table is built again only when the records, the CRL or a status changed."""
+
     rows: list[Row]
     crl: CRLState
     ledger_problem: str | None
     now: dt.datetime
+    valid_until: dt.datetime = FOREVER
+    """When the first status in it changes by the clock alone (a certificate expires or starts expiring)."""
+
+    @cached_property
+    def current(self) -> list[Row]:
+        """The valid certificates a renewal or re-issue has not replaced, soonest expiry first."""
+        return sorted((r for r in self.rows if r.valid and not r.superseded), key=lambda r: r.record.not_after)
+
+    def expiring_within(self, days: int) -> list[Row]:
+        """Like report.expiring_within, from `current` by bisection."""
+        limit = self.now + dt.timedelta(days=days)
+        return self.current[: bisect.bisect_right(self.current, limit, key=lambda r: r.record.not_after)]
+
+    memo: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False, repr=False)
+
+    def _once(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]  # type: ignore[return-value]
+
+    def counts(self, expiring_days: int, server_days: int) -> report.FleetCounts:
+        return self._once(("counts", expiring_days, server_days),
+                          lambda: report.fleet_counts(self.rows, self.now, expiring_days, server_days))  # fmt: skip
+
+    def server_warnings(self, days: int) -> list[Row]:
+        return self._once(("server", days), lambda: report.server_expiry_warnings(self.current, self.now, days))
+
+    @cached_property
+    def revocable(self) -> dict[str, list[Row]]:
+        return report.revocable(self.rows)
+
+    @cached_property
+    def by_type(self) -> dict[Status, dict[Kind, int]]:
+        return report.counts_by_type(self.rows)
+
+    @cached_property
+    def weeks(self) -> list[tuple[dt.date, int]]:
+        return report.expiries_per_week(self.current, self.now)
+
+    @cached_property
+    def columns(self) -> dict[str, list[object]]:
+        """The View's table column by column (report.COLUMNS), one entry per row of `rows`, in its order."""
+        with gc_paused():
+            dicts = [row.as_dict(self.now) for row in self.rows]
+        return {name: [d[name] for d in dicts] for name in report.COLUMNS}
+
+    @cached_property
+    def haystack(self) -> list[str]:
+        """What a search looks in, per row, lower case: CN, serial (hex and decimal), folder, SANs."""
+        return [
+            "\0".join((r.cn, r.serial_hex, str(r.serial), r.folder, *r.sans)).lower()
+            for r in (w.record for w in self.rows)
+        ]
+
+    def search(self, text: str, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> list[int]:
+        """Positions in `rows` (and `columns`) that report.search keeps, without building a row each."""
+        needle = text.strip().lower()
+        wanted_status, wanted_kind = set(statuses), set(kinds)
+        found = range(len(self.rows)) if not needle else [i for i, h in enumerate(self.haystack) if needle in h]
+        if wanted_status or wanted_kind:
+            found = [
+                i for i in found
+                if (not wanted_status or self.rows[i].status.value in wanted_status)
+                and (not wanted_kind or self.rows[i].record.kind.value in wanted_kind)
+            ]  # fmt: skip
+        return list(found)
+
+
+def _next_status_change(records: Collection[CertRecord], now: dt.datetime, expiring_days: int) -> dt.datetime:
+    """The first moment after `now` at which the clock alone changes a status: an expiry, or the start of
+    the expiring window; at most an hour away (days left move too)."""
+    soonest = now + dt.timedelta(hours=1)
+    window = dt.timedelta(days=expiring_days)
+    for record in records:
+        for moment in (record.not_after - window, record.not_after):
+            if now < moment < soonest:
+                soonest = moment
+    return soonest
 
 
 class Fleet:
@@ -71,11 +156,14 @@ class Fleet:
         self.settings = settings
         self.ca = StepCA(settings)
         self.ledger = Ledger(settings.ca_log, settings.ledger_dir)
-        self.inventory = Inventory(settings.certs_dir, self.ledger)
+        self.inventory = Inventory(
+            settings.certs_dir, self.ledger, cache_file=settings.inventory_cache, sweep_in_background=True
+        )
         self.audit = AuditLog(settings.audit_log)
         self.store = CertStore(settings.certs_dir, lock_wait=2 * settings.step_timeout + 5)
         self._cache: dict[str, tuple[float, object]] = {}
         self._cache_lock = threading.Lock()
+        self._table: tuple[tuple[object, ...], FleetTable] | None = None
 
     # -- the CA's state, kept briefly ------------------------------------------------------------
 
@@ -161,14 +249,39 @@ class Fleet:
     # -- what the pages show --------------------------------------------------------------------
 
     def table(self) -> FleetTable:
+        """The fleet's table, built again only when the records, the CRL, a source's problem or (by the
+        clock) a status changed: a page reload with nothing new costs a look at certs/ and the journal."""
         now = dt.datetime.now(dt.UTC)
         crl = self.crl()
-        records = [r for r in self.inventory.records() if not r.identity.startswith(CANARY_PREFIX)]
-        table = rows(records, now, crl.revoked, self.settings.expiring_days, self.issuer)
-        return FleetTable(table, crl, self.inventory.ledger_problem, now)
+        snapshot = self.inventory.snapshot()
+        key = (snapshot.generation, crl.info.der if crl.info else None, crl.problem, self.inventory.ledger_problem)
+        with self._cache_lock:
+            built = self._table
+            if built is not None and built[0] == key and now < built[1].valid_until:
+                return built[1]
+        records = [r for r in snapshot.records if not r.identity.startswith(CANARY_PREFIX)]
+        expiring = self.settings.expiring_days
+        with gc_paused():
+            table = FleetTable(
+                rows(records, now, crl.revoked, expiring, self.issuer), crl, self.inventory.ledger_problem, now,
+                _next_status_change(records, now, expiring),
+            )  # fmt: skip
+        with self._cache_lock:
+            self._table = (key, table)
+        return table
 
     def reconcile(self, table: FleetTable) -> list[Disagreement]:
-        """Every disagreement between certs/, the ledger and the CRL (see pki.reconcile)."""
+        """Every disagreement between certs/, the ledger and the CRL (see pki.reconcile): worked out again
+        when the table, certs/ (an interrupted issue, a quarantine) or the audit trail changed, or after
+        RECONCILE_TTL seconds (a staging folder becomes stale with time)."""
+        try:
+            audit_size = self.settings.audit_log.stat().st_size
+        except OSError:
+            audit_size = -1
+        key = (id(table), self.inventory.snapshot().tops, audit_size, int(time.monotonic() // RECONCILE_TTL))
+        return table._once(("reconcile", *key), lambda: self._reconcile(table))
+
+    def _reconcile(self, table: FleetTable) -> list[Disagreement]:
         valid = {row.record.serial for row in table.rows if row.valid}
         interrupted = []
         for folder, identity in self.store.stale_staging() + self.store.quarantined():

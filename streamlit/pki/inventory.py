@@ -14,12 +14,18 @@ once. `parse_count` counts the parses so tests can prove it. Decisions about one
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
+import json
 import os
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -49,7 +55,7 @@ class IssuerId:
         return cls(ski, intermediate.subject.rfc4514_string())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CertRecord:
     folder: str
     """Folder name under certs/ (e.g. 'site-001' or 'site-001.revoked.2'); '' if only the ledger has it."""
@@ -75,6 +81,13 @@ class CertRecord:
     label: Label | None = None
     """What its folder's name says became of it ('revoked', 'replaced'...); None for a live folder or
     the ledger. Only informative: the status comes from the CA."""
+    not_before_ts: float = field(init=False, compare=False, repr=False)
+    not_after_ts: float = field(init=False, compare=False, repr=False)
+    """The dates as POSIX seconds: comparing floats is what a table of 100,000 rows can afford."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "not_before_ts", self.not_before.timestamp())
+        object.__setattr__(self, "not_after_ts", self.not_after.timestamp())
 
     @property
     def source(self) -> str:
@@ -112,9 +125,10 @@ class CertRecord:
             return Status.FOREIGN
         if revoked_serials is not None and self.serial in revoked_serials:
             return Status.REVOKED
-        if self.not_after <= now:
+        left = self.not_after_ts - now.timestamp()
+        if left <= 0:
             return Status.EXPIRED
-        if self.not_after - now <= dt.timedelta(days=expiring_days):
+        if left <= expiring_days * 86400:
             return Status.EXPIRING
         return Status.ACTIVE
 
@@ -201,16 +215,79 @@ _Entry = tuple[_Signature, CertRecord]
 _Listings = dict[str, tuple[_Signature, list[str]]]
 
 
+SWEEP_SECONDS = 60.0
+"""How often a snapshot looks into every folder again (for files changed by hand inside one)."""
+FIRST_SWEEP_DELAY = 10.0
+"""After a start with the records the last run kept: when the first sweep checks them."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The records at one look. `generation` changes exactly when the records do."""
+
+    generation: int
+    records: tuple[CertRecord, ...]
+    tops: tuple[_Signature, _Signature]
+    swept_at: float
+
+    @cached_property
+    def by_serial(self) -> dict[int, CertRecord]:
+        """Serial -> record (the filed copy when there is one: it comes first in `records`)."""
+        found: dict[int, CertRecord] = {}
+        for record in self.records:
+            if not record.error:
+                found.setdefault(record.serial, record)
+        return found
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a large table is built: records hold no cycles, and with
+    100,000 of them alive every automatic collection walks them all again (most of the build's time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _signature(path: str) -> _Signature:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return ()
+    return (stat.st_ino, stat.st_mtime_ns)
+
+
 class Inventory:
     """The records of certs/ and the ledger, refreshed incrementally; safe to share between sessions."""
 
-    def __init__(self, certs_dir: Path, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        certs_dir: Path,
+        ledger: Ledger | None = None,
+        *,
+        sweep_seconds: float = SWEEP_SECONDS,
+        cache_file: Path | None = None,
+        sweep_in_background: bool = False,
+    ) -> None:
         self.certs_dir = certs_dir
         self.ledger = ledger
         self.parse_count = 0
-        self._entries: dict[str, _Entry] = {}
-        self._listings: _Listings = {}
+        self.sweep_seconds = sweep_seconds
+        self.cache_file = cache_file
+        """Where the parsed records are kept across restarts (None: nowhere)."""
+        self.sweep_in_background = sweep_in_background
+        """Sweep in a thread of its own while the pages use the last records (the GUI), or in the call."""
+        self._entries, self._listings = _load_cache(cache_file) if cache_file else ({}, {})
         self._lock = threading.Lock()
+        self._sweep_lock = threading.Lock()
+        self._sweeping = False
+        self._snapshot: Snapshot | None = None
+        self._saved_generation = 0
+        self._saved_at = 0.0
 
     def _crt_paths(self, folder: str, listings: _Listings, *, relist: bool = False) -> tuple[_Signature, list[str]]:
         """The folder's signature (inode, mtime) and its .crt files, listed again only when that changed."""
@@ -247,23 +324,100 @@ class Inventory:
             fresh[path] = (signature, parse_certificate_file(Path(path), folder))
 
     def records(self) -> list[CertRecord]:
-        """Every certificate, newest first within an identity; parses only new or changed files."""
+        """Every certificate, newest first within an identity, looked at now: every folder and file is
+        stat'ed, only new or changed files are parsed."""
+        return list(self._refresh(sweep=True).records)
+
+    def snapshot(self) -> Snapshot:
+        """Every certificate as of a cheap look: what a page shows. certs/ itself and the ledger are looked
+        at on every call; a folder is listed only when it is new (an issue, a rename); files changed by
+        hand inside an existing folder are seen by the sweep, every `sweep_seconds` at most. Costs what
+        changed, not the size of the fleet; the same Snapshot object while nothing did."""
+        added = self.ledger.sync().added if self.ledger else 0
+        tops = self._tops()
+        known = self._snapshot
+        due = known is None or time.monotonic() - known.swept_at >= self.sweep_seconds
+        if known is not None and not added and known.tops == tops and not due:
+            return known
+        if due and self.sweep_in_background and (known is not None or self._listings):
+            # Something to show meanwhile (this run's records, or those kept by the last run): the sweep
+            # runs beside the pages instead of inside one.
+            self._start_sweep()
+            if known is not None and not added and known.tops == tops:
+                return known
+            return self._refresh(sweep=False)
+        return self._refresh(sweep=due)
+
+    def _start_sweep(self) -> None:
+        with self._sweep_lock:
+            if self._sweeping:
+                return
+            self._sweeping = True
+
+        def sweep() -> None:
+            try:
+                self._refresh(sweep=True)
+            finally:
+                with self._sweep_lock:
+                    self._sweeping = False
+
+        # Right after a start the first pages come first: the sweep of what the last run kept waits a little.
+        delay = FIRST_SWEEP_DELAY if self._snapshot is None else 0.0
+        timer = threading.Timer(delay, sweep)
+        timer.name, timer.daemon = "inventory-sweep", True
+        timer.start()
+
+    def _tops(self) -> tuple[_Signature, _Signature]:
+        """certs/ and the ledger's folder: a folder added, removed or renamed changes the first."""
+        return _signature(str(self.certs_dir)), _signature(str(self.ledger.ledger_dir)) if self.ledger else ()
+
+    def _refresh(self, *, sweep: bool) -> Snapshot:
         if self.ledger:
             self.ledger.sync()
-        with self._lock:
+        with self._lock, gc_paused():
+            tops = self._tops()
+            parses = self.parse_count
             fresh: dict[str, _Entry] = {}
             listings: _Listings = {}
             for folder in _subfolders(self.certs_dir):
-                signature, paths = self._crt_paths(folder.path, listings)
-                for path in paths:
-                    self._take(path, folder.name, fresh, signature)
+                listed = self._listings.get(folder.path)
+                # The inode comes with the listing of certs/ for free: a folder renamed away and another
+                # made under its name (a re-issue) is a new folder.
+                if sweep or listed is None or listed[0][:1] != (folder.inode(),):
+                    signature, paths = self._crt_paths(folder.path, listings)
+                    for path in paths:
+                        self._take(path, folder.name, fresh, signature)
+                else:  # a folder seen before, not looked into between sweeps: its records carry over
+                    listings[folder.path] = listed
+                    fresh.update((path, self._entries[path]) for path in listed[1] if path in self._entries)
             if self.ledger:
                 _, paths = self._crt_paths(str(self.ledger.ledger_dir), listings)
                 for path in paths:
                     self._take(path, "", fresh, ())
-            self._entries = fresh
-            self._listings = listings
-            return _merged(record for _, record in fresh.values())
+            known = self._snapshot
+            unchanged = known is not None and self.parse_count == parses and fresh.keys() == self._entries.keys()
+            self._entries, self._listings = fresh, listings
+            swept_at = time.monotonic() if sweep else known.swept_at if known else float("-inf")
+            if unchanged and known is not None:
+                self._snapshot = Snapshot(known.generation, known.records, tops, swept_at)
+            else:
+                generation = known.generation + 1 if known else 1
+                records = tuple(_merged(record for _, record in fresh.values()))
+                self._snapshot = Snapshot(generation, records, tops, swept_at)
+            self._save_later()
+            return self._snapshot
+
+    def _save_later(self) -> None:
+        """Keep the parsed records for the next start (called with the lock held): in the background, at
+        most every SAVE_SECONDS, and only when something was parsed since the last save."""
+        snapshot = self._snapshot
+        if not self.cache_file or snapshot is None or snapshot.generation == self._saved_generation:
+            return
+        if time.monotonic() - self._saved_at < SAVE_SECONDS and self._saved_generation:
+            return
+        self._saved_generation, self._saved_at = snapshot.generation, time.monotonic()
+        entries, listings, target = dict(self._entries), dict(self._listings), self.cache_file
+        threading.Thread(target=_save_cache, args=(target, entries, listings), daemon=True).start()
 
     def of_identity(self, identity: str) -> list[CertRecord]:
         """Every certificate of one identity, read from disk now: what a decision under the identity's
@@ -295,7 +449,65 @@ class Inventory:
 
     def find(self, serial: int) -> CertRecord | None:
         """The certificate with this serial (from certs/ when it is filed there)."""
-        return next((r for r in self.records() if r.serial == serial and not r.error), None)
+        return self.snapshot().by_serial.get(serial)
+
+
+SAVE_SECONDS = 60.0
+_CACHE_VERSION = 1
+
+
+def _record_as_json(record: CertRecord) -> list[object]:
+    return [
+        record.folder, str(record.path), record.cn, record.kind.value, str(record.serial), list(record.sans),
+        record.not_before.timestamp(), record.not_after.timestamp(), record.fingerprint, record.issuer,
+        record.has_key, record.error, record.key_type, record.key_id, record.authority_key_id, record.identity,
+        record.label.value if record.label else None,
+    ]  # fmt: skip
+
+
+def _record_of_json(item: list[Any]) -> CertRecord:
+    (folder, path, cn, kind, serial, sans, not_before, not_after, fingerprint, issuer, has_key, error, key_type,
+     key_id_, authority_key_id, identity, label) = item  # fmt: skip
+    return CertRecord(
+        folder, Path(path), cn, Kind(kind), int(serial), tuple(sans), dt.datetime.fromtimestamp(not_before, dt.UTC),
+        dt.datetime.fromtimestamp(not_after, dt.UTC), fingerprint, issuer, bool(has_key), error, key_type, key_id_,
+        authority_key_id, identity, Label(label) if label else None,
+    )  # fmt: skip
+
+
+def _save_cache(target: Path, entries: dict[str, _Entry], listings: _Listings) -> None:
+    """Write the parsed records with the signatures they were parsed at, and the folders' listings
+    (atomically; a failure only costs a slower next start)."""
+    data = {
+        "version": _CACHE_VERSION,
+        "entries": [[path, list(signature), _record_as_json(record)] for path, (signature, record) in entries.items()],
+        "listings": [[folder, list(signature), paths] for folder, (signature, paths) in listings.items()],
+    }
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp.write_text(json.dumps(data, separators=(",", ":")))
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_cache(source: Path) -> tuple[dict[str, _Entry], _Listings]:
+    """The records and listings kept by the last run. A record is used only while its file's signature
+    is unchanged, a listing while its folder's inode is (and the first sweep checks every file)."""
+    try:
+        with gc_paused():
+            return _entries_of(json.loads(source.read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}, {}
+
+
+def _entries_of(data: dict[str, Any]) -> tuple[dict[str, _Entry], _Listings]:
+    if data.get("version") != _CACHE_VERSION:
+        return {}, {}
+    entries = {path: (tuple(signature), _record_of_json(item)) for path, signature, item in data["entries"]}
+    listings = {folder: (tuple(signature), list(paths)) for folder, signature, paths in data["listings"]}
+    return entries, listings
 
 
 def _may_belong(folder: str, identity: str) -> bool:

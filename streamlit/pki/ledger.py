@@ -10,8 +10,9 @@ The journal may be rotated or lost, so what it says is copied into the ledger fo
 ({SERIAL-HEX}.crt, never rewritten, never deleted) and the read position is remembered (pki.tail),
 so each sync reads only what was appended since the last one, rotations included. The last CRL
 fetched from the CA is kept too (.crl.der), so pages can say what the CA last said when it is down.
-The journal also names each enrolment token the CA spent (by its id, never the token): tokens/{ID}
-holds the serial it gave, or nothing when the CA signed nothing with it (a cancelled token).
+The journal also shows each enrolment token the CA spent (its claims without its signature: no usable
+token): tokens/{REF} holds the serial it gave, or nothing when the CA signed nothing with it (a
+cancelled token), REF being a hash of its id (token_ref_of).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -36,6 +38,20 @@ _TOKEN_PATHS = ("/sign", "/1.0/sign")
 _TOKEN_REF = re.compile(r"[0-9a-f]{32}")
 UNPARSED = "unparsed"
 """start-ca.sh's reference for a token whose id it could not read."""
+
+
+def token_ref_of(token: str) -> str:
+    """What app-pki names a token by: the first 32 hex digits of the SHA-256 of its "jti" claim (read,
+    not verified: the token is one this GUI just made). Not the id itself: step-ca spends a token by its
+    id before it checks the signature, so whoever knows an unused token's id can burn it. scripts/start-ca.sh
+    names the tokens the CA spent the same way (from their claims in the journal)."""
+    try:
+        payload = "".join(token.split()).split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        token_id = str(claims["jti"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return ""
+    return hashlib.sha256(token_id.encode()).hexdigest()[:32] if token_id else ""
 
 
 @dataclass(frozen=True)
@@ -117,7 +133,7 @@ class Ledger:
             return SyncResult(sum(added), after.offset)
 
     def _ingest(self, line: bytes) -> int:
-        if not line.startswith(b"{") or (b'"certificate"' not in line and b'"ott-ref"' not in line):
+        if not line.startswith(b"{") or (b'"certificate"' not in line and b'"ott-claims"' not in line):
             return 0
         try:
             entry = json.loads(line)
@@ -129,10 +145,11 @@ class Ledger:
             if b'"certificate"' in line:  # a certificate the CA signed that cannot be known: say so, for good
                 self.unreadable_lines += 1
             return 0
-        token_ref = entry.get("ott-ref")
+        claims = entry.get("ott-claims")
+        token_ref = UNPARSED if claims == UNPARSED else token_ref_of(f"{claims}.") if isinstance(claims, str) else None
         # The CA marks a token used before it checks the request: 201 signed with it, 403 spent with nothing
         # signed. (start-ca.sh journals no other answer: 400/401 did not spend it, 500 may not have.)
-        if isinstance(token_ref, str) and path in _TOKEN_PATHS and status in (201, 403):
+        if token_ref and path in _TOKEN_PATHS and status in (201, 403):
             self._spend(token_ref, cert)
         return int(self.add(cert)) if cert is not None else 0
 

@@ -20,6 +20,7 @@ folder says so, so it is no disagreement (and not a duplicate of the new one).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -98,7 +99,12 @@ def disagreements(
             continue
         if row.status is Status.FOREIGN and record.folder and record.label is not Label.FOREIGN:
             add(Problem.FOREIGN, row, f"issued by another CA ({record.issuer})", Action.MARK_FOREIGN)
-        elif record.folder and row.status is not Status.FOREIGN and not named_for(record.folder, row.identity):
+        elif (
+            record.folder
+            and row.status is not Status.FOREIGN
+            and record.folder != record.identity  # the live folder: named for it, no need to parse the name
+            and not named_for(record.folder, record.identity)
+        ):
             actions = (Action.FILE, Action.REVOKE) if row.valid else (Action.FILE,)
             add(Problem.MISFILED, row, f"a certificate of {row.identity} in a folder not named for it", *actions)
         elif row.valid and record.label in (Label.REVOKED, Label.EXPIRED):
@@ -107,10 +113,12 @@ def disagreements(
             # The inventory shows a ledger copy only when no folder holds the serial.
             add(Problem.NOT_FILED, row, "signed for this GUI, valid, but in no folder (no key here)", Action.REVOKE)
 
+    candidates = [r for r in table if r.valid and r.record.serial not in seen and r.record.label is not Label.REPLACED]
+    several = Counter(r.record.identity for r in candidates)
     keys: dict[str, dict[str, list[Row]]] = {}
-    for row in table:
-        if row.valid and row.record.serial not in seen and row.record.label is not Label.REPLACED:
-            keys.setdefault(row.identity, {}).setdefault(row.record.key_id, []).append(row)
+    for row in candidates:
+        if several[row.record.identity] > 1:  # one valid certificate cannot disagree with itself
+            keys.setdefault(row.record.identity, {}).setdefault(row.record.key_id, []).append(row)
     for identity, by_key in keys.items():
         if len(by_key) > 1:
             for rows in by_key.values():

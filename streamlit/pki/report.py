@@ -17,7 +17,7 @@ SHOWN_STATUSES = (Status.ACTIVE, Status.EXPIRING, Status.EXPIRED, Status.REVOKED
 COLUMNS = ["CN", "Type", "Serial", "SANs", "Issued", "Expires", "Days left", "Status", "Source"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     """One certificate as the tables show it."""
 
@@ -63,18 +63,23 @@ def rows(
     """One row per certificate, with its status and whether a later one of its identity replaced it."""
     table = [Row(r, r.status(now, revoked, expiring_days, issuer)) for r in records]
 
-    def recency(record: CertRecord) -> tuple[dt.datetime, bool, dt.datetime]:
+    def recency(record: CertRecord) -> tuple[float, bool, float]:
         # Issued later wins (a broker re-issued for fewer days replaces the old one all the same); ties
         # (a re-issue within the same second) go to the certificate in the live certs/{CN} folder.
-        return (record.not_before, record.is_live, record.not_after)
+        return (record.not_before_ts, record.folder == record.identity, record.not_after_ts)
 
-    newest: dict[tuple[str, Kind], tuple[dt.datetime, bool, dt.datetime]] = {}
+    newest: dict[tuple[str, Kind], tuple[float, bool, float]] = {}
     for row in table:
         if row.valid:
-            key = (row.identity, row.record.kind)
-            newest[key] = max(newest.get(key, recency(row.record)), recency(row.record))
+            key = (row.record.identity, row.record.kind)
+            mine = recency(row.record)
+            known = newest.get(key)
+            if known is None or known < mine:
+                newest[key] = mine
     return [
-        Row(row.record, row.status, row.valid and recency(row.record) < newest[(row.identity, row.record.kind)])
+        Row(row.record, row.status, True)
+        if row.valid and recency(row.record) < newest[(row.record.identity, row.record.kind)]
+        else row
         for row in table
     ]
 

@@ -112,7 +112,12 @@ class CertStore:
     def quarantined(self) -> list[tuple[str, str]]:
         """(folder, identity) of the quarantine folders."""
         try:
-            names = [e.name for e in os.scandir(self.certs_dir) if e.is_dir(follow_symlinks=False)]
+            # Only names with the label in them are split (a fleet has many folders, few quarantined).
+            names = [
+                e.name
+                for e in os.scandir(self.certs_dir)
+                if ".quarantine" in e.name and e.is_dir(follow_symlinks=False)
+            ]
         except FileNotFoundError:
             return []
         labelled = ((name, split_folder(name)) for name in sorted(names))

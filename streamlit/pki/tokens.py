@@ -7,7 +7,8 @@ the GUI's data folder (tokens/{ID}, 0600) until it is spent, cancelled or expire
 there than what is beside it: the provisioner password the GUI holds mints any token.
 
 Which token was spent comes from the CA's journal (pki.ledger: the CA logs the token of each sign
-request, scripts/start-ca.sh keeps only a hash of its id, `token_ref_of`): a token is *used* when the
+request, scripts/start-ca.sh keeps a spent one without its signature; it is named by a hash of its id,
+`token_ref_of`): a token is *used* when the
 CA signed a certificate with it, *cancelled* when the CA spent it without signing, *expired* when
 neither happened in time. A certificate signed with a token the journal could not name (a token sent
 in another serialisation) counts as the use of the unused tokens of its site made before it.
@@ -15,10 +16,7 @@ in another serialisation) counts as the use of the unused tokens of its site mad
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import json
 import os
 import re
 from collections.abc import Iterable
@@ -27,24 +25,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from pki.audit import MadeToken
-from pki.ledger import SpentTokens
+from pki.ledger import SpentTokens, token_ref_of
 
 _TOKEN_REF = re.compile(r"[0-9a-f]{32}")
 _GRACE = dt.timedelta(minutes=1)
-
-
-def token_ref_of(token: str) -> str:
-    """What app-pki names a token by: the first 32 hex digits of the SHA-256 of its "jti" claim (read,
-    not verified: the token is one this GUI just made). Not the id itself: step-ca spends a token by its
-    id before it checks the signature, so whoever knows an unused token's id can burn it. scripts/start-ca.sh
-    names the tokens the CA saw the same way."""
-    try:
-        payload = "".join(token.split()).split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        token_id = str(claims["jti"])
-    except (IndexError, ValueError, KeyError, TypeError):
-        return ""
-    return hashlib.sha256(token_id.encode()).hexdigest()[:32] if token_id else ""
 
 
 class TokenState(StrEnum):
@@ -127,3 +111,6 @@ class TokenVault:
             self._path(token_ref).unlink(missing_ok=True)
         except ValueError:
             return
+
+
+__all__ = ["TokenState", "TokenStatus", "TokenVault", "token_ref_of", "token_states"]

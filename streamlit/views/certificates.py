@@ -5,9 +5,17 @@ import pandas as pd
 import streamlit as st
 
 from pki import report
+from pki.fleet import FleetTable
 from pki.model import Kind, Status
 from pki.roles import Role
 from views import common
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def frame_of(key: tuple[int, object], _table: FleetTable) -> pd.DataFrame:
+    """The whole table as a DataFrame, made once per fleet table (`key`; a search only picks rows of it)."""
+    return pd.DataFrame(_table.columns, columns=report.COLUMNS)
+
 
 st.title("View Certificates")
 fleet = common.fleet()
@@ -37,11 +45,12 @@ search_col, status_col, type_col = st.columns([2, 1, 1])
 text = search_col.text_input("Search certificates", placeholder="CN, serial, SAN or source")
 statuses = status_col.multiselect("Status", [s.value for s in Status])
 kinds = type_col.multiselect("Type", [k.value for k in Kind])
-shown = report.search(table, text, statuses, kinds)
+positions = fleet_table.search(text, statuses, kinds)
+shown = [table[i] for i in positions]
 
 st.caption(f"{len(shown)} of {len(table)} certificates. Select a row for its details.")
 event = st.dataframe(
-    pd.DataFrame([row.as_dict(now) for row in shown], columns=report.COLUMNS),
+    frame_of((id(fleet_table), fleet_table.now), fleet_table).iloc[positions],
     key="certificate_table",
     on_select="rerun",
     selection_mode="single-row",

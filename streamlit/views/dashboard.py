@@ -3,7 +3,6 @@
 import pandas as pd
 import streamlit as st
 
-from pki import report
 from views import common
 
 st.title("Dashboard")
@@ -41,7 +40,7 @@ if disagreements:
     )
     st.page_link("views/reconcile.py", label="Go to Reconcile", icon=":material/rule:")
 
-for row in report.server_expiry_warnings(table, now, settings.server_warning_days):
+for row in fleet_table.server_warnings(settings.server_warning_days):
     st.warning(
         f"Broker certificate **{row.cn}** expires in {row.record.days_left(now)} days "
         f"({row.record.not_after:%Y-%m-%d}). Brokers cannot renew: re-issue it on View Certificates "
@@ -49,7 +48,7 @@ for row in report.server_expiry_warnings(table, now, settings.server_warning_day
         icon=":material/schedule:",
     )
 
-counts = report.fleet_counts(table, now, settings.expiring_days, settings.server_warning_days)
+counts = fleet_table.counts(settings.expiring_days, settings.server_warning_days)
 sites_col, brokers_col, expiring_col, revoked_col = st.columns(4)
 sites_col.metric("Sites", counts.sites, help="Sites with a valid certificate (renewals count once).")
 brokers_col.metric("Brokers", counts.brokers, help="Brokers with a valid certificate (re-issues count once).")
@@ -63,7 +62,7 @@ expiring_col.metric(
 revoked_col.metric("Revoked", counts.revoked, help="Revoked certificates, each serial once.")
 
 st.subheader("Certificates by type")
-by_type = report.counts_by_type(table)
+by_type = fleet_table.by_type
 st.dataframe(
     pd.DataFrame({s.value: {k.value: n for k, n in kinds.items()} for s, kinds in by_type.items()}).T,
     width="content",
@@ -77,14 +76,14 @@ threshold = st.number_input(
     value=settings.expiring_days,
     step=1,
 )
-soon = report.expiring_within(table, now, int(threshold))
+soon = fleet_table.expiring_within(int(threshold))
 if soon:
     st.dataframe(pd.DataFrame([row.as_dict(now) for row in soon]), hide_index=True)
 else:
     st.caption(f"No certificate expires within {threshold} days.")
 
 st.subheader("Expiries per week, next 12 months")
-weeks = report.expiries_per_week(table, now)
+weeks = fleet_table.weeks
 if any(count for _, count in weeks):
     st.bar_chart(
         pd.DataFrame(weeks, columns=["week", "certificates"]),

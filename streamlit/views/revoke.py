@@ -24,7 +24,7 @@ common.only(Role.OPERATOR, "revoke certificates")
 
 common.show_outcome("revoke_result")
 
-by_identity = report.revocable(common.table().rows)
+by_identity = common.table().revocable
 
 if not by_identity:
     st.info("No active certificate to revoke.")
