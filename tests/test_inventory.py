@@ -216,3 +216,28 @@ def test_parsed_records_are_kept_across_a_restart_and_used_only_while_their_file
 
     cache.write_text("{not json")  # a damaged cache is only a slower start
     assert len(Inventory(certs, cache_file=cache).snapshot().records) == 5
+
+
+def test_what_a_decision_reads_reaches_the_next_snapshot(tmp_path: Path) -> None:
+    """of_identity (a decision under the identity's lock) updates the known files: the pages must not keep
+    an older snapshot because of it, even though nothing else changed."""
+    now = dt.datetime.now(dt.UTC)
+    write_certificate(tmp_path, "site-1", "site-1", not_after=now + dt.timedelta(days=30))
+    inventory = Inventory(tmp_path, sweep_seconds=3600)
+    before = inventory.snapshot()
+    crt = tmp_path / "site-1" / "site-1.crt"
+    crt.write_bytes(make_certificate("site-1", not_after=now + dt.timedelta(days=90)))
+    os.utime(crt, ns=(1, 1))
+    fresh = inventory.of_identity("site-1")
+    assert fresh[0].not_after > now + dt.timedelta(days=80)
+    after = inventory.snapshot()
+    assert after.generation > before.generation
+    assert after.records[0].not_after > now + dt.timedelta(days=80)
+
+
+@pytest.mark.parametrize("damage", ["[]", "null", '{"version": 1, "entries": [[1e400]]}', "{not json"])
+def test_a_damaged_cache_of_any_shape_is_only_a_slower_start(tmp_path: Path, damage: str) -> None:
+    write_certificate(tmp_path / "certs", "site-1", "site-1", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    cache = tmp_path / "inventory.json"
+    cache.write_text(damage)
+    assert len(Inventory(tmp_path / "certs", cache_file=cache).snapshot().records) == 1

@@ -152,13 +152,17 @@ def _next_status_change(records: Collection[CertRecord], now: dt.datetime, expir
 
 
 class Fleet:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, for_pages: bool = False) -> None:
+        """`for_pages`: the GUI's long-lived Fleet, whose pages may show records kept from the last run and
+        checked by a sweep in the background. Every other use (the alerts runner, the commands) reads
+        certs/ afresh."""
         self.settings = settings
         self.ca = StepCA(settings)
         self.ledger = Ledger(settings.ca_log, settings.ledger_dir)
         self.inventory = Inventory(
-            settings.certs_dir, self.ledger, cache_file=settings.inventory_cache, sweep_in_background=True
-        )
+            settings.certs_dir, self.ledger, cache_file=settings.inventory_cache if for_pages else None,
+            sweep_in_background=for_pages,
+        )  # fmt: skip
         self.audit = AuditLog(settings.audit_log)
         self.store = CertStore(settings.certs_dir, lock_wait=2 * settings.step_timeout + 5)
         self._cache: dict[str, tuple[float, object]] = {}
@@ -254,7 +258,10 @@ class Fleet:
         now = dt.datetime.now(dt.UTC)
         crl = self.crl()
         snapshot = self.inventory.snapshot()
-        key = (snapshot.generation, crl.info.der if crl.info else None, crl.problem, self.inventory.ledger_problem)
+        key = (
+            snapshot.generation, crl.info.der if crl.info else None, crl.problem, self.inventory.ledger_problem,
+            self.issuer,
+        )  # fmt: skip
         with self._cache_lock:
             built = self._table
             if built is not None and built[0] == key and now < built[1].valid_until:
@@ -290,7 +297,14 @@ class Fleet:
         return disagreements(table.rows, interrupted, self.audit.signed_here())
 
     def record(self, serial: int) -> CertRecord | None:
-        return self.inventory.find(serial)
+        """The certificate with this serial as its files are now: looked up in the pages' snapshot (or, if
+        it is not there, in a full look at certs/), then read afresh with its identity's folders."""
+        found = self.inventory.find(serial)
+        if found is None:
+            found = next((r for r in self.inventory.records() if r.serial == serial and not r.error), None)
+        if found is None:
+            return None
+        return next((r for r in self.inventory.of_identity(found.identity) if r.serial == serial and not r.error), None)
 
     @staticmethod
     def can_reissue(row: Row) -> bool:

@@ -285,6 +285,8 @@ class Inventory:
         self._lock = threading.Lock()
         self._sweep_lock = threading.Lock()
         self._sweeping = False
+        self._dirty = False
+        """of_identity() changed the entries: the next snapshot is built again, whatever else changed."""
         self._snapshot: Snapshot | None = None
         self._saved_generation = 0
         self._saved_at = 0.0
@@ -337,13 +339,13 @@ class Inventory:
         tops = self._tops()
         known = self._snapshot
         due = known is None or time.monotonic() - known.swept_at >= self.sweep_seconds
-        if known is not None and not added and known.tops == tops and not due:
+        if known is not None and not added and known.tops == tops and not due and not self._dirty:
             return known
         if due and self.sweep_in_background and (known is not None or self._listings):
             # Something to show meanwhile (this run's records, or those kept by the last run): the sweep
             # runs beside the pages instead of inside one.
             self._start_sweep()
-            if known is not None and not added and known.tops == tops:
+            if known is not None and not added and known.tops == tops and not self._dirty:
                 return known
             return self._refresh(sweep=False)
         return self._refresh(sweep=due)
@@ -395,7 +397,13 @@ class Inventory:
                 for path in paths:
                     self._take(path, "", fresh, ())
             known = self._snapshot
-            unchanged = known is not None and self.parse_count == parses and fresh.keys() == self._entries.keys()
+            unchanged = (
+                known is not None
+                and not self._dirty
+                and self.parse_count == parses
+                and fresh.keys() == self._entries.keys()
+            )
+            self._dirty = False
             self._entries, self._listings = fresh, listings
             swept_at = time.monotonic() if sweep else known.swept_at if known else float("-inf")
             if unchanged and known is not None:
@@ -438,6 +446,7 @@ class Inventory:
                 for path in paths:
                     self._take(path, "", found, ())
             self._entries.update(found)
+            self._dirty = True  # what a decision just read may be new to the pages: rebuild the snapshot
             records = _merged(record for _, record in found.values())
             # A folder of this identity that cannot be read may hold its certificate: it is kept, to be refused.
             return [r for r in records if r.identity == identity or (r.error and _may_belong(r.folder, identity))]
@@ -497,8 +506,9 @@ def _load_cache(source: Path) -> tuple[dict[str, _Entry], _Listings]:
     is unchanged, a listing while its folder's inode is (and the first sweep checks every file)."""
     try:
         with gc_paused():
-            return _entries_of(json.loads(source.read_text()))
-    except (OSError, ValueError, TypeError, KeyError):
+            data = json.loads(source.read_text())
+            return _entries_of(data) if isinstance(data, dict) else ({}, {})
+    except Exception:  # any damage, of any kind, only costs a slower start
         return {}, {}
 
 

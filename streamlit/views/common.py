@@ -39,7 +39,7 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner=False)
 def _fleet(key: str, _settings: Settings) -> Fleet:
-    return Fleet(_settings)
+    return Fleet(_settings, for_pages=True)
 
 
 def fleet() -> Fleet:
