@@ -19,6 +19,7 @@ import datetime as dt
 import gc
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -182,11 +183,11 @@ def record_of(cert: x509.Certificate, path: Path, folder: str, has_key: bool) ->
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
-        issuer=cert.issuer.rfc4514_string(),
+        issuer=sys.intern(cert.issuer.rfc4514_string()),  # shared by every record of this CA: one copy
         has_key=has_key,
         key_type=key_type_of(cert.public_key()),
         key_id=key_id(cert.public_key()),
-        authority_key_id=authority_key_id_of(cert),
+        authority_key_id=sys.intern(authority_key_id_of(cert)),
         identity=identity_of(cn),
         label=split_folder(folder)[1] if folder else None,
     )
@@ -462,7 +463,7 @@ class Inventory:
 
 
 SAVE_SECONDS = 60.0
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 def _record_as_json(record: CertRecord) -> list[object]:
@@ -479,23 +480,25 @@ def _record_of_json(item: list[Any]) -> CertRecord:
      key_id_, authority_key_id, identity, label) = item  # fmt: skip
     return CertRecord(
         folder, Path(path), cn, Kind(kind), int(serial), tuple(sans), dt.datetime.fromtimestamp(not_before, dt.UTC),
-        dt.datetime.fromtimestamp(not_after, dt.UTC), fingerprint, issuer, bool(has_key), error, key_type, key_id_,
-        authority_key_id, identity, Label(label) if label else None,
+        dt.datetime.fromtimestamp(not_after, dt.UTC), fingerprint, sys.intern(issuer), bool(has_key), error,
+        sys.intern(key_type), key_id_, sys.intern(authority_key_id), identity, Label(label) if label else None,
     )  # fmt: skip
 
 
 def _save_cache(target: Path, entries: dict[str, _Entry], listings: _Listings) -> None:
-    """Write the parsed records with the signatures they were parsed at, and the folders' listings
-    (atomically; a failure only costs a slower next start)."""
-    data = {
-        "version": _CACHE_VERSION,
-        "entries": [[path, list(signature), _record_as_json(record)] for path, (signature, record) in entries.items()],
-        "listings": [[folder, list(signature), paths] for folder, (signature, paths) in listings.items()],
-    }
+    """Write the parsed records with the signatures they were parsed at, and the folders' listings, one
+    JSON line each (read back line by line: a large fleet never sits in memory twice). Atomic; a failure
+    only costs a slower next start."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp.write_text(json.dumps(data, separators=(",", ":")))
+        with tmp.open("w", encoding="utf-8") as out:
+            out.write(json.dumps({"version": _CACHE_VERSION}) + "\n")
+            for path, (signature, record) in entries.items():
+                out.write(json.dumps(["e", path, list(signature), _record_as_json(record)], separators=(",", ":")))
+                out.write("\n")
+            for folder, (signature, paths) in listings.items():
+                out.write(json.dumps(["l", folder, list(signature), paths], separators=(",", ":")) + "\n")
         os.replace(tmp, target)
     except OSError:
         tmp.unlink(missing_ok=True)
@@ -504,19 +507,20 @@ def _save_cache(target: Path, entries: dict[str, _Entry], listings: _Listings) -
 def _load_cache(source: Path) -> tuple[dict[str, _Entry], _Listings]:
     """The records and listings kept by the last run. A record is used only while its file's signature
     is unchanged, a listing while its folder's inode is (and the first sweep checks every file)."""
+    entries: dict[str, _Entry] = {}
+    listings: _Listings = {}
     try:
-        with gc_paused():
-            data = json.loads(source.read_text())
-            return _entries_of(data) if isinstance(data, dict) else ({}, {})
+        with gc_paused(), source.open(encoding="utf-8") as lines:
+            if json.loads(next(lines)) != {"version": _CACHE_VERSION}:
+                return {}, {}
+            for line in lines:
+                kind, name, signature, value = json.loads(line)
+                if kind == "e":
+                    entries[name] = (tuple(signature), _record_of_json(value))
+                elif kind == "l":
+                    listings[name] = (tuple(signature), [str(path) for path in value])
     except Exception:  # any damage, of any kind, only costs a slower start
         return {}, {}
-
-
-def _entries_of(data: dict[str, Any]) -> tuple[dict[str, _Entry], _Listings]:
-    if data.get("version") != _CACHE_VERSION:
-        return {}, {}
-    entries = {path: (tuple(signature), _record_of_json(item)) for path, signature, item in data["entries"]}
-    listings = {folder: (tuple(signature), list(paths)) for folder, signature, paths in data["listings"]}
     return entries, listings
 
 
