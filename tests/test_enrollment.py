@@ -17,11 +17,13 @@ from checks import enrol_with_token
 from conftest import OPERATOR, RunningCA, gui_fleet
 from pki import report
 from pki.audit import MadeToken
+from pki.ca import MINTER
 from pki.enrollment import MAX_TOKEN_HOURS, Enrollment
 from pki.fleet import Fleet
 from pki.inventory import Inventory
 from pki.issuing import ActiveCertificateExists, IssueRequest
 from pki.ledger import Ledger, SpentTokens
+from pki.minter import decrypt_provisioner_key
 from pki.model import Kind, Status
 from pki.roles import Actor, Forbidden, Role
 from pki.step import CARefused, run_step
@@ -407,3 +409,17 @@ def test_lines_the_old_journal_got_after_the_last_sync_are_read_when_it_is_rotat
     assert ledger.sync().added == 2
     assert ledger.sync().added == 0
     assert len(list((tmp_path / "ledger").glob("*.crt"))) == 3
+
+
+def test_the_provisioner_key_is_opened_once_for_many_tokens_and_a_wrong_password_is_said(
+    fleet: Fleet, ca: RunningCA, tmp_path: Path
+) -> None:
+    before = MINTER.decryptions
+    tokens = [fleet.enroll(OPERATOR, f"site-53{i}", hours=1, broker="mqtt.ak-sg.com:8883").token for i in range(3)]
+    assert MINTER.decryptions - before <= 1, "decrypted once per process (0 if an earlier test already did)"
+    serial = enrol_with_token(fleet.settings, tmp_path / "d530", tokens[0], "site-530")  # the CA takes it
+    assert serial
+    listed = fleet.ca._provisioner_list()
+    encrypted = next(p["encryptedKey"] for p in listed if p["name"] == fleet.settings.client_provisioner)
+    with pytest.raises(ValueError, match="does not open its key"):
+        decrypt_provisioner_key("iot-devices", encrypted, b"not the password")

@@ -8,26 +8,30 @@ depends on a context or defaults file.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import http.client
 import json
-import secrets
 import ssl
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from pki.minter import TokenMinter
 from pki.model import REVOCATION_REASONS, Kind
 from pki.settings import Settings
 from pki.step import CAUnreachable, StepError, run_step
 from pki.validate import InvalidInput
+
+MINTER = TokenMinter()
+"""One per process: the client provisioner's key is decrypted once, for every token after."""
 
 
 @dataclass(frozen=True)
@@ -132,37 +136,39 @@ class StepCA:
     def enrollment_token(self, subject: str, lifetime: dt.timedelta) -> str:
         """A one-time token for `subject` that lives `lifetime` (hours to days) and survives CA restarts.
 
-        `step ca token` refuses more than an hour, but step-ca sets no limit of its own, so the token is
-        signed with `step crypto jwt sign` and the client provisioner's key: its encrypted JWK comes from
-        the CA's public provisioner list and is decrypted inside step with the password file, never on
-        disk. The audience is the public CA URL the site will use; the `sha` claim lets the site check
+        `step ca token` refuses more than an hour, but step-ca sets no limit of its own. The token is
+        signed here (pki.minter) with the client provisioner's key: its encrypted JWK comes from the CA's
+        public provisioner list and is decrypted once per process with the password file, in memory
+        only. The audience is the public CA URL the site will use; the `sha` claim lets the site check
         the root it bootstraps.
         """
         name = self.settings.client_provisioner
-        listed = json.loads(self._run(["ca", "provisioner", "list", *self._ca_flags()]))
-        provisioner = next((p for p in listed if p.get("name") == name and p.get("encryptedKey")), None)
+        provisioner = next(
+            (p for p in self._provisioner_list() if p.get("name") == name and p.get("encryptedKey")), None
+        )
         if provisioner is None:
             raise StepError(f"The CA has no JWK provisioner {name!r} to sign enrolment tokens.", [], None, "")
-        now = int(time.time())
-        claims = {"sans": [subject], "sha": self.root_fingerprint()}
-        with tempfile.TemporaryDirectory(prefix="enrol-") as tmp:
-            key_file, payload_file = Path(tmp, "provisioner.jwe"), Path(tmp, "claims.json")
-            key_file.write_text(provisioner["encryptedKey"])
-            payload_file.write_text(json.dumps(claims))
-            token = self._run(
-                [
-                    "crypto", "jwt", "sign", str(payload_file),
-                    "--key", str(key_file),
-                    "--password-file", str(self.settings.password_file(name)),
-                    "--iss", name,
-                    "--aud", f"{self.settings.public_ca_url}/1.0/sign",
-                    "--sub", subject,
-                    "--iat", str(now), "--nbf", str(now),
-                    "--exp", str(now + int(lifetime.total_seconds())),
-                    "--jti", secrets.token_hex(32),
-                ]
-            )  # fmt: skip
-        return token.strip()
+        try:
+            password = self.settings.password_file(name).read_bytes().strip()
+            key = MINTER.key(name, provisioner["encryptedKey"], password)
+        except (OSError, ValueError) as exc:
+            raise StepError(f"The enrolment token cannot be signed: {exc}", [], None, "") from None
+        return MINTER.mint(
+            key, subject=subject, audience=f"{self.settings.public_ca_url}/1.0/sign", root_sha=self.root_fingerprint(),
+            lifetime_seconds=int(lifetime.total_seconds()),
+        )  # fmt: skip
+
+    def _provisioner_list(self) -> list[dict[str, Any]]:
+        """The CA's public provisioner list, asked over HTTPS (no step process for each token)."""
+        url = f"{self.settings.ca_url}/provisioners?limit=100"
+        context = ssl.create_default_context(cafile=str(self.settings.root))
+        try:
+            # The URL is the configured https CA URL, never user input.
+            with urllib.request.urlopen(url, timeout=self.settings.step_timeout, context=context) as resp:  # noqa: S310
+                listed = json.loads(resp.read()).get("provisioners") or []
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError, ValueError) as exc:
+            raise CAUnreachable(f"The CA at {url} cannot be reached: {exc}", ["GET", url], None, str(exc)) from None
+        return [p for p in listed if isinstance(p, dict)]
 
     def spend_token(self, token: str, timeout: float | None = None) -> SpendOutcome:
         """Use an enrolment token at the CA in a request it refuses to sign: a CSR for another name than
@@ -205,8 +211,12 @@ class StepCA:
         )
 
     def root_fingerprint(self) -> str:
-        """SHA-256 of the root certificate, as `step ca bootstrap --fingerprint` wants it."""
-        return self._run(["certificate", "fingerprint", str(self.settings.root)]).strip()
+        """SHA-256 of the root certificate (DER), as `step ca bootstrap --fingerprint` wants it."""
+        try:
+            root = x509.load_pem_x509_certificate(self.settings.root.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise StepError(f"The root certificate {self.settings.root} cannot be read: {exc}", [], None, "") from None
+        return hashlib.sha256(root.public_bytes(serialization.Encoding.DER)).hexdigest()
 
     def provisioners(self) -> list[Provisioner]:
         """The CA's provisioners with their certificate lifetimes (a public endpoint)."""
