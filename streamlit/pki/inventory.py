@@ -437,11 +437,10 @@ class Inventory:
             self.ledger.sync()
         with self._lock:
             found: dict[str, _Entry] = {}
-            for folder in _subfolders(self.certs_dir):
-                if folder.name.lower().startswith(identity):
-                    signature, paths = self._crt_paths(folder.path, self._listings, relist=True)
-                    for path in paths:
-                        self._take(path, folder.name, found, signature)
+            for folder in _subfolders(self.certs_dir, starting_with=identity):
+                signature, paths = self._crt_paths(folder.path, self._listings, relist=True)
+                for path in paths:
+                    self._take(path, folder.name, found, signature)
             if self.ledger:
                 _, paths = self._crt_paths(str(self.ledger.ledger_dir), self._listings, relist=True)
                 for path in paths:
@@ -537,11 +536,18 @@ def _merged(records: Iterable[CertRecord]) -> list[CertRecord]:
     return sorted(kept, key=lambda r: (r.identity, -r.not_after.timestamp(), r.folder))
 
 
-def _subfolders(certs_dir: Path) -> list[os.DirEntry[str]]:
+def _subfolders(certs_dir: Path, *, starting_with: str = "") -> list[os.DirEntry[str]]:
+    """The folders of certs/ (those whose name starts with `starting_with`, case aside: an identity's)."""
+    size = len(starting_with)
     try:
         with os.scandir(certs_dir) as entries:
-            # Hidden folders are issuances in progress and the lock files (see pki.store).
-            return [e for e in entries if not is_hidden(e.name) and e.is_dir(follow_symlinks=False)]
+            # Hidden folders are issuances in progress and the lock files (see pki.store). The name is
+            # compared first: under an identity's lock, certs/ of a large fleet is read on every change.
+            return [
+                e for e in entries
+                if (not size or e.name[:size].lower() == starting_with)
+                and not is_hidden(e.name) and e.is_dir(follow_symlinks=False)
+            ]  # fmt: skip
     except FileNotFoundError:
         return []
 
