@@ -12,6 +12,7 @@ import pytest
 import pki.inventory as inventory_module
 from certfactory import make_certificate, write_certificate
 from pki import report
+from pki.fleet import CRLState, FleetTable
 from pki.inventory import Inventory
 from pki.model import Kind, Status
 from pki.store import CertStore
@@ -90,8 +91,9 @@ def test_statuses_and_types(tmp_path: Path) -> None:
     assert report.status_counts(table) == {Status.ACTIVE: 2, Status.EXPIRING: 1, Status.EXPIRED: 1, Status.REVOKED: 2}
     assert report.counts_by_type(table)[Status.REVOKED] == {Kind.CLIENT: 2, Kind.SERVER: 0, Kind.OTHER: 0}
     assert [r.cn for r in report.expiring_within(table, NOW, 7)] == ["b"]
-    assert [r.cn for r in report.search(table, "", ["revoked"])] == ["e", "g"]
-    assert [r.cn for r in report.search(table, records["b"].serial_hex.lower())] == ["b"]
+    shown = FleetTable(table, CRLState(None, None), None, NOW)
+    assert [table[i].cn for i in shown.search("", ["revoked"])] == ["e", "g"]
+    assert [table[i].cn for i in shown.search(records["b"].serial_hex.lower())] == ["b"]
     assert sorted(report.revocable(table)) == ["a", "b", "d"]
 
 

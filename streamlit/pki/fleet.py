@@ -130,7 +130,8 @@ class FleetTable:
         ]
 
     def search(self, text: str, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> list[int]:
-        """Positions in `rows` (and `columns`) that report.search keeps, without building a row each."""
+        """Positions in `rows` (and `columns`) of the certificates whose CN, serial (hex or decimal), folder or
+        SAN contains `text` (case aside), of the given statuses and types."""
         needle = text.strip().lower()
         wanted_status, wanted_kind = set(statuses), set(kinds)
         found = range(len(self.rows)) if not needle else [i for i, h in enumerate(self.haystack) if needle in h]

@@ -192,21 +192,3 @@ def likely_to_revoke(rows: Sequence[Row]) -> list[Row]:
     certificates when it has any, never the one it uses now; otherwise all of them (a site goes whole)."""
     superseded = [row for row in rows if row.superseded and row.record.kind is Kind.SERVER]
     return superseded or list(rows)
-
-
-def search(table: Sequence[Row], text: str, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> list[Row]:
-    """Rows whose CN, serial (hex or decimal), SAN or folder contains `text`, of the given statuses and types."""
-    needle = text.strip().lower()
-    statuses, kinds = set(statuses), set(kinds)
-    found = []
-    for row in table:
-        r = row.record
-        if statuses and row.status.value not in statuses:
-            continue
-        if kinds and r.kind.value not in kinds:
-            continue
-        haystack = (r.cn, r.serial_hex, str(r.serial), r.folder, *r.sans)
-        if needle and not any(needle in value.lower() for value in haystack):
-            continue
-        found.append(row)
-    return found

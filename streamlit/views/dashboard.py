@@ -8,7 +8,7 @@ from views import common
 st.title("Dashboard")
 settings = common.settings()
 fleet_table = common.table()
-now, table, crl = fleet_table.now, fleet_table.rows, fleet_table.crl.info
+now, crl = fleet_table.now, fleet_table.crl.info
 
 # The CA's health is in the sidebar, and a banner above says when it is down: not a third time here.
 if crl:
