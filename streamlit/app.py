@@ -11,6 +11,7 @@ pages = [
     st.Page("views/dashboard.py", title="Dashboard", icon=":material/dashboard:", default=True),
     # A site's key made on the site, never travelling: the first way the pages offer.
     st.Page("views/enroll.py", title="Enroll a Site", icon=":material/router:"),
+    st.Page("views/bulk.py", title="Bulk Enrollment", icon=":material/playlist_add:"),
     st.Page("views/issue.py", title="Issue Certificate", icon=":material/add_card:"),
     st.Page("views/certificates.py", title="View Certificates", icon=":material/list_alt:"),
     st.Page("views/revoke.py", title="Revoke Certificate", icon=":material/block:"),

@@ -159,6 +159,7 @@ def gui_fleet(ca: RunningCA, base: Path, **env: str) -> Fleet:
     """A GUI's facade on `ca` with its own certs/, audit trail and ledger under `base` (the ledger is
     fed by the CA's real journal, so it knows every certificate that CA signed)."""
     own = {
+        "PKI_DATA_DIR": str(base / "data"),
         "PKI_CERTS_DIR": str(base / "certs"),
         "PKI_AUDIT_LOG": str(base / "audit.log"),
         "PKI_LEDGER_DIR": str(base / "ledger"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -17,11 +18,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from checks import check_bundle
 from conftest import GuiProcess, RunningCA, started_ca
 from pki.accounts import UserStore
 from pki.audit import AuditLog
+from pki.bulk import BulkJobs
+from pki.fleet import Fleet
 from pki.inventory import Inventory
 from pki.roles import SHELL, Role
 
@@ -327,3 +331,98 @@ def test_each_role_in_the_browser_and_the_login_users_and_audit_pages(
     ada.get_by_role("button", name="Log out").click()
     expect(ada.get_by_role("button", name="Log in")).to_be_visible(timeout=WAIT_MS)
     ada.context.close()
+
+
+def page_text(page: Page) -> str:
+    return str(page.evaluate("document.body.innerText"))
+
+
+def wait_text(page: Page, pattern: str, timeout: float = WAIT_MS) -> re.Match[str]:
+    """Until the page's text matches `pattern` (a regex); the match."""
+    try:
+        page.wait_for_function("p => new RegExp(p).test(document.body.innerText)", arg=pattern, timeout=timeout)
+    except PlaywrightTimeout:
+        pytest.fail(f"{pattern!r} never on the page, which reads:\n{page_text(page)}")
+    found = re.search(pattern, page_text(page))
+    assert found, pattern
+    return found
+
+
+def upload(page: Page, path: Path) -> None:
+    """Give the file uploader `path` and wait until it shows the file as uploaded."""
+    page.locator("input[type=file]").set_input_files(path)
+    expect(page.get_by_role("button", name=f"Remove {path.name}")).to_be_visible(timeout=WAIT_MS)
+
+
+def test_bulk_enrolment_goes_on_without_the_browser_and_resumes_after_the_ca_and_the_gui_stopped(
+    browser: Browser, browser_ca: RunningCA, screenshots: Path, tmp_path: Path
+) -> None:
+    """1,000 sites as certificates: the CA stops mid-job, the browser closes, the GUI is stopped and started
+    again; Resume finishes the job, every site has one valid certificate, and the bundles download."""
+    base = tmp_path / "gui"
+    accounts = UserStore(base / "data" / "users.json", AuditLog(base / "data" / "audit.log"))
+    for name, role in ACCOUNTS.items():
+        accounts.add(SHELL, name, role, password_of(name))
+    names = [f"bulk-web-{i:04}" for i in range(1000)]
+    sites_csv = tmp_path / "sites.csv"
+    sites_csv.write_text("site,sans,note\n" + "".join(f"{n},,row {i}\n" for i, n in enumerate(names)) + "bad site,,\n")
+    jobs = BulkJobs(base / "data" / "bulk")
+    gui = GuiProcess(browser_ca, base)
+    try:
+        page = logged_in(browser, gui.url, "otto")
+        go(page, "Bulk Enrollment")
+        page.get_by_text("Certificates made here").click()
+        upload(page, sites_csv)
+        page.get_by_role("button", name="Check the list").click()
+        expect(page.get_by_text("1000 to enrol")).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text("1 wrong as written")).to_be_visible()
+        page.screenshot(path=screenshots / "bulk.png", full_page=True)
+        page.get_by_role("button", name="Enrol 1000 sites").click()
+        deadline = time.monotonic() + 60
+        while not jobs.job_ids() or len(jobs.results(jobs.job_ids()[0])) < 20:
+            assert time.monotonic() < deadline, "the job started"
+            time.sleep(0.01)
+        browser_ca.stop()  # mid-job
+        try:
+            job = jobs.job_ids()[0]
+            wait_text(page, rf"Job {job} .*: [0-9]+ done")
+            wait_text(page, "waiting: The CA")
+            page.context.close()  # the browser goes away while the job waits for the CA
+            gui.stop()
+        finally:
+            browser_ca.start()
+        stopped_at = len(jobs.results(job))
+        assert 20 <= stopped_at < 1000
+        gui = GuiProcess(browser_ca, base)
+        page = logged_in(browser, gui.url, "otto")
+        go(page, "Bulk Enrollment")
+        wait_text(page, rf"Job {job} .*: {stopped_at} done, 0 skipped, 0 failed of 1000")
+        wait_text(page, "interrupted")
+        page.get_by_role("button", name="Resume").click()
+        wait_text(page, rf"Job {job} .*: 1000 done, 0 skipped, 0 failed of 1000", timeout=180_000)
+        wait_text(page, "finished")
+        page.get_by_role("button", name=re.compile("Prepare the bundles")).click()
+        with page.expect_download(timeout=120_000) as download:
+            page.get_by_role("button", name="Download 1000 bundles (ZIP)").click(timeout=120_000)
+        bundles = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download the passphrases (CSV)").click()
+        phrases = Path(download.value.path()).read_text().splitlines()
+        assert sorted(bundles.namelist()) == sorted(f"{n}.zip" for n in names) and len(phrases) == 1001
+
+        # The same file again: nothing left to do.
+        upload(page, sites_csv)
+        page.get_by_role("button", name="Check the list").click()
+        expect(page.get_by_text("0 to enrol")).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text(f"started before as job {job}")).to_be_visible()
+        page.context.close()
+    finally:
+        gui.stop()
+    settings = browser_ca.settings(PKI_CERTS_DIR=str(base / "certs"), PKI_DATA_DIR=str(base / "data"),
+                                   PKI_AUDIT_LOG=str(base / "data" / "audit.log"),
+                                   PKI_LEDGER_DIR=str(base / "data" / "ledger"))  # fmt: skip
+    rows = Fleet(settings).table().rows
+    valid = {
+        (r.record.identity, r.record.serial) for r in rows if r.valid and r.record.identity.startswith("bulk-web-")
+    }
+    assert sorted(identity for identity, _ in valid) == names, "one valid certificate per site, by the CA's journal"

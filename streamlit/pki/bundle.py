@@ -268,12 +268,17 @@ def make_bundle(record: CertRecord, *, root_pem: bytes, context: BundleContext, 
         files["install-broker.sh"] = ((context.scripts_dir / "install-broker.sh").read_bytes(), 0o755)
     else:
         files["enroll-site.sh"] = ((context.scripts_dir / "enroll-site.sh").read_bytes(), 0o755)
+    return zip_files(files)
+
+
+def zip_files(files: dict[str, tuple[bytes, int]]) -> bytes:
+    """A ZIP of name -> (content, mode); unzip restores each mode (a key stays 0600)."""
     buffer = io.BytesIO()
     stamp = dt.datetime.now(dt.UTC).timetuple()[:6]
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, (data, mode) in files.items():
             info = zipfile.ZipInfo(name, date_time=stamp)
-            info.external_attr = (0o100000 | mode) << 16  # unzip restores the mode: the key stays 0600
+            info.external_attr = (0o100000 | mode) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, data)
     return buffer.getvalue()

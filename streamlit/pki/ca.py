@@ -12,11 +12,11 @@ import hashlib
 import http.client
 import json
 import ssl
-import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -27,9 +27,12 @@ from cryptography.x509.oid import NameOID
 from pki.minter import TokenMinter
 from pki.model import REVOCATION_REASONS, Kind
 from pki.settings import Settings
-from pki.step import CAUnreachable, StepError, run_step
+from pki.step import CANotReached, CARefused, CAUnreachable, StepError, StepTimeout, run_step
 from pki.validate import InvalidInput
 
+SIGN_TOKEN_SECONDS = 300
+"""How long the token of one signing request lives (it is used at once)."""
+PROVISIONER_LIST_SECONDS = 60.0
 MINTER = TokenMinter()
 """One per process: the client provisioner's key is decrypted once, for every token after."""
 
@@ -83,6 +86,7 @@ class StepCA:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._listed: tuple[float, list[dict[str, Any]]] | None = None
 
     def _run(self, args: list[str], timeout: float | None = None, env: dict[str, str] | None = None) -> str:
         s = self.settings
@@ -117,49 +121,113 @@ class StepCA:
     def sign(self, csr_pem: bytes, kind: Kind, *, days: int) -> str:
         """Have the CA sign a request (PEM); returns the leaf and the intermediate, PEM.
 
-        step writes the certificate to its stdout, not to a file: once the CA has signed, nothing
-        on this side's disks can make the answer go missing.
+        What `step ca sign` does, in this process: a one-time token of the kind's provisioner (five
+        minutes, the request's names as its SANs, the CN when it has none) and a POST to /1.0/sign.
+        `step` spent most of its time decrypting the provisioner's key for each certificate. The answer
+        is read from the response, never from a file: once the CA has signed, nothing on this side's
+        disks can make it go missing.
         """
         if days < 1:
             raise InvalidInput("The validity must be at least 1 day.")
-        with tempfile.TemporaryDirectory(prefix="csr-") as tmp:
-            csr_file = Path(tmp, "request.csr")
-            csr_file.write_bytes(csr_pem)
-            return self._run(
-                [
-                    "ca", "sign", str(csr_file), "/dev/stdout",
-                    *self._provisioner_flags(kind),
-                    "--not-after", f"{days * 24}h", "--force", *self._ca_flags(),
-                ]
-            )  # fmt: skip
-
-    def enrollment_token(self, subject: str, lifetime: dt.timedelta) -> str:
-        """A one-time token for `subject` that lives `lifetime` (hours to days) and survives CA restarts.
-
-        `step ca token` refuses more than an hour, but step-ca sets no limit of its own. The token is
-        signed here (pki.minter) with the client provisioner's key: its encrypted JWK comes from the CA's
-        public provisioner list and is decrypted once per process with the password file, in memory
-        only. The audience is the public CA URL the site will use; the `sha` claim lets the site check
-        the root it bootstraps.
-        """
-        name = self.settings.client_provisioner
-        provisioner = next(
-            (p for p in self._provisioner_list() if p.get("name") == name and p.get("encryptedKey")), None
-        )
-        if provisioner is None:
-            raise StepError(f"The CA has no JWK provisioner {name!r} to sign enrolment tokens.", [], None, "")
         try:
-            password = self.settings.password_file(name).read_bytes().strip()
-            key = MINTER.key(name, provisioner["encryptedKey"], password)
+            csr = x509.load_pem_x509_csr(csr_pem)
+            cn = str(csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+        except (ValueError, IndexError) as exc:
+            raise InvalidInput(f"The signing request cannot be read: {exc}") from None
+        try:
+            names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = [str(n.value) for n in names]
+        except x509.ExtensionNotFound:
+            sans = []
+        url = f"{self.settings.ca_url}/1.0/sign"
+        token = self._token(self.provisioner_for(kind), cn, sans or [cn], url, SIGN_TOKEN_SECONDS)
+        body = {"csr": csr_pem.decode(), "ott": token, "notAfter": f"{days * 24}h"}
+        answer = self._post_json(url, body)
+        try:
+            return str(answer["crt"]) + str(answer["ca"])
+        except (KeyError, TypeError):
+            raise StepError(f"The CA at {url} answered without a certificate.", ["POST", url], None, "") from None
+
+    def _post_json(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST `body` to the CA; its JSON answer, or the StepError that says what happened: CARefused
+        when the CA answered no; CANotReached when the connection or its TLS handshake failed, so the
+        request never left; StepTimeout or CAUnreachable when it may have reached the CA."""
+        parts = urllib.parse.urlsplit(url)
+        argv, wait = ["POST", url], self.settings.step_timeout
+        context = ssl.create_default_context(cafile=str(self.settings.root))
+        connection = http.client.HTTPSConnection(parts.hostname or "", parts.port or 443, timeout=wait, context=context)
+        try:
+            try:
+                connection.connect()
+            except (OSError, ssl.SSLError) as exc:
+                why = f"{exc} (the request was not sent)"
+                raise CANotReached(f"The CA at {url} cannot be reached: {why}", argv, None, why) from None
+            try:
+                connection.request("POST", parts.path, json.dumps(body), {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                data = response.read()
+            except TimeoutError as exc:
+                late = f"The CA at {url} did not answer within {wait:g} s."
+                raise StepTimeout(late, argv, None, str(exc)) from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise CAUnreachable(f"The CA at {url} did not answer: {exc}", argv, None, str(exc)) from None
+        finally:
+            connection.close()
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            answer = None
+        if response.status >= 400:
+            why = (
+                str(answer.get("message"))
+                if isinstance(answer, dict) and answer.get("message")
+                else (f"HTTP {response.status} {response.reason}")
+            )
+            if response.status < 500:
+                raise CARefused(f"The CA refused the request: {why}", argv, response.status, why)
+            raise StepError(f"The CA at {url} failed: {why}", argv, response.status, why)
+        if not isinstance(answer, dict):
+            raise StepError(f"The CA at {url} answered something else than a certificate.", argv, None, "")
+        return answer
+
+    def _token(self, provisioner: str, subject: str, sans: list[str], audience: str, seconds: int) -> str:
+        """A one-time token of a JWK provisioner, signed here (pki.minter) with its key: the encrypted JWK
+        from the CA's public provisioner list, decrypted once per process with the password file, in memory
+        only."""
+        listed = next(
+            (p for p in self._provisioner_list() if p.get("name") == provisioner and p.get("encryptedKey")), None
+        )
+        if listed is None:
+            raise StepError(f"The CA has no JWK provisioner {provisioner!r} to sign tokens with.", [], None, "")
+        try:
+            password = self.settings.password_file(provisioner).read_bytes().strip()
+            key = MINTER.key(provisioner, listed["encryptedKey"], password)
         except (OSError, ValueError) as exc:
-            raise StepError(f"The enrolment token cannot be signed: {exc}", [], None, "") from None
+            raise StepError(f"A token of provisioner {provisioner} cannot be signed: {exc}", [], None, "") from None
         return MINTER.mint(
-            key, subject=subject, audience=f"{self.settings.public_ca_url}/1.0/sign", root_sha=self.root_fingerprint(),
-            lifetime_seconds=int(lifetime.total_seconds()),
+            key, subject=subject, sans=sans, audience=audience, root_sha=self.root_fingerprint(),
+            lifetime_seconds=seconds,
+        )  # fmt: skip
+
+    def enrollment_token(self, subject: str, lifetime: dt.timedelta, sans: tuple[str, ...] = ()) -> str:
+        """A one-time token for `subject` that lives `lifetime` (hours to days) and survives CA restarts.
+        `sans`: names besides the subject the site's certificate carries (step takes the token's SANs).
+
+        `step ca token` refuses more than an hour, but step-ca sets no limit of its own. The audience is
+        the public CA URL the site will use; the `sha` claim lets the site check the root it bootstraps.
+        """
+        return self._token(
+            self.settings.client_provisioner, subject, [subject, *(s for s in sans if s != subject)],
+            f"{self.settings.public_ca_url}/1.0/sign",
+            int(lifetime.total_seconds()),
         )  # fmt: skip
 
     def _provisioner_list(self) -> list[dict[str, Any]]:
-        """The CA's public provisioner list, asked over HTTPS (no step process for each token)."""
+        """The CA's public provisioner list, asked over HTTPS (no step process for each token), kept for
+        a minute: a certificate in bulk would otherwise cost a request more."""
+        now = time.monotonic()
+        if self._listed and self._listed[0] > now:
+            return self._listed[1]
         url = f"{self.settings.ca_url}/provisioners?limit=100"
         context = ssl.create_default_context(cafile=str(self.settings.root))
         try:
@@ -168,7 +236,9 @@ class StepCA:
                 listed = json.loads(resp.read()).get("provisioners") or []
         except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError, ValueError) as exc:
             raise CAUnreachable(f"The CA at {url} cannot be reached: {exc}", ["GET", url], None, str(exc)) from None
-        return [p for p in listed if isinstance(p, dict)]
+        result = [p for p in listed if isinstance(p, dict)]
+        self._listed = (now + PROVISIONER_LIST_SECONDS, result)
+        return result
 
     def spend_token(self, token: str, timeout: float | None = None) -> SpendOutcome:
         """Use an enrolment token at the CA in a request it refuses to sign: a CSR for another name than

@@ -57,8 +57,18 @@ def validate_broker(address: str) -> str:
     return address.strip()
 
 
-def create_enrollment(registrar: Registrar, site: str, *, hours: int | float | str, broker: str) -> Enrollment:
-    """A token for `site`, minted under the site's lock once no valid certificate of it exists."""
+def create_enrollment(
+    registrar: Registrar,
+    site: str,
+    *,
+    hours: int | float | str,
+    broker: str,
+    earlier: tuple[dt.datetime, ...] | None = None,
+    sans: tuple[str, ...] = (),
+) -> Enrollment:
+    """A token for `site`, minted under the site's lock once no valid certificate of it exists.
+    `earlier`: the expiry of the site's unused tokens, when the caller knows them (a bulk job looks once
+    for all its sites); else they are read from the audit trail and the CA's journal."""
     require(registrar.actor, Role.OPERATOR, "make enrolment tokens")
     cn = validate_cn(site)
     try:
@@ -71,9 +81,10 @@ def create_enrollment(registrar: Registrar, site: str, *, hours: int | float | s
     ca, audit = registrar.ca, registrar.audit
     with registrar.store.locked(cn):
         refuse_if_active(registrar.state(cn))
-        earlier = registrar.unused_tokens(cn)
+        if earlier is None:
+            earlier = registrar.unused_tokens(cn)
         lifetime = dt.timedelta(hours=lifetime_hours)
-        token = ca.enrollment_token(cn, lifetime)
+        token = ca.enrollment_token(cn, lifetime, sans)
         expires = dt.datetime.now(dt.UTC) + lifetime
         token_ref = token_ref_of(token)
         if not token_ref:
@@ -82,7 +93,7 @@ def create_enrollment(registrar: Registrar, site: str, *, hours: int | float | s
         # The token itself is a credential: the audit records that it was made and its id, never the token.
         audit.record(
             "token", actor=registrar.actor, cn=cn, expires=expires.isoformat(timespec="seconds"), broker=broker,
-            token_ref=token_ref,
+            token_ref=token_ref, job=registrar.job,
         )  # fmt: skip
     typed = site.strip()
     return Enrollment(

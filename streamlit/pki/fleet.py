@@ -22,7 +22,8 @@ from cryptography import x509
 
 from pki import report
 from pki.audit import AuditLog
-from pki.bundle import BundleContext, make_bundle, new_passphrase
+from pki.bulk import BulkJobs, JobStatus, Mode, Plan, csv_of, plan, read_sites, source_digest
+from pki.bundle import BundleContext, make_bundle, new_passphrase, zip_files
 from pki.ca import CRLInfo, Provisioner, StepCA
 from pki.enrollment import Enrollment, create_enrollment, validate_broker
 from pki.inventory import CertRecord, Inventory, IssuerId, gc_paused
@@ -170,6 +171,7 @@ class Fleet:
         )  # fmt: skip
         self.audit = AuditLog(settings.audit_log)
         self.store = CertStore(settings.certs_dir, lock_wait=2 * settings.step_timeout + 5)
+        self.bulk = BulkJobs(settings.bulk_dir)
         self._cache: dict[str, tuple[float, object]] = {}
         self._cache_lock = threading.Lock()
         self._table: tuple[tuple[object, ...], FleetTable] | None = None
@@ -334,14 +336,18 @@ class Fleet:
             raise InvalidInput(
                 f"{record.identity} is the GUI's own HTTPS certificate: its private key is never handed out."
             )
-        s, passphrase = self.settings, new_passphrase()
-        context = BundleContext(
+        passphrase = new_passphrase()
+        data = make_bundle(record, root_pem=self.settings.root.read_bytes(), context=self._bundle_context(broker),
+                           passphrase=passphrase)  # fmt: skip
+        self.audit.record("bundle", actor=actor, cn=record.identity, serial=record.serial_hex, broker=broker)
+        return data, passphrase
+
+    def _bundle_context(self, broker: str) -> BundleContext:
+        s = self.settings
+        return BundleContext(
             ca_name=s.ca_name, ca_url=s.public_ca_url, fingerprint=self.ca.root_fingerprint(), crl_url=s.crl_url,
             broker_address=broker, scripts_dir=s.site_scripts_dir,
         )  # fmt: skip
-        data = make_bundle(record, root_pem=s.root.read_bytes(), context=context, passphrase=passphrase)
-        self.audit.record("bundle", actor=actor, cn=record.identity, serial=record.serial_hex, broker=broker)
-        return data, passphrase
 
     def key_downloaded(self, actor: Actor, serial: int) -> None:
         """Audit that a bundle with the private key of `serial` left the server."""
@@ -487,3 +493,99 @@ class Fleet:
         finally:
             self.forget_ca_state()
         return done if warning is None else f"{done} {warning}"
+
+    # -- bulk enrolment (pki.bulk) -----------------------------------------------------------------
+
+    def bulk_plan(
+        self, actor: Actor, text: str, *, source_name: str, mode: Mode, lifetime: int | str, broker: str
+    ) -> Plan:
+        """Every row of a CSV file or pasted list checked, before anything is done."""
+        require(actor, Role.OPERATOR, "enrol sites in bulk")
+        broker = validate_broker(broker)
+        valid = {
+            row.record.identity: f"{row.record.serial_hex}, until {row.record.not_after:%Y-%m-%d}"
+            for row in self.table().rows
+            if row.valid
+        }
+        unused: dict[str, dt.datetime] = {}
+        for status in self.registrar(actor).token_statuses():
+            if status.state is TokenState.UNUSED:
+                unused[status.made.site] = max(status.made.expires, unused.get(status.made.site, status.made.expires))
+        digest = source_digest(text)
+        return plan(
+            read_sites(text), mode=mode, lifetime=lifetime, max_days=self.limits()[Kind.CLIENT], broker=broker,
+            valid_certificates=valid, unused_tokens=unused, source_name=source_name, source_sha256=digest,
+            earlier_job=self.bulk.same_source(digest),
+        )  # fmt: skip
+
+    def bulk_start(self, actor: Actor, planned: Plan) -> str:
+        """Start the job of a checked plan in the background; returns its id."""
+        job_id = self.bulk.create(actor, planned)
+        self.bulk_resume(actor, job_id)
+        return job_id
+
+    def bulk_resume(self, actor: Actor, job_id: str) -> bool:
+        """Go on with an interrupted job (False: it is finished or running)."""
+        started = self.bulk.start(actor, job_id, self.registrar, max_days=self.limits()[Kind.CLIENT])
+        self.forget_ca_state()
+        return started
+
+    def bulk_jobs(self, actor: Actor) -> list[JobStatus]:
+        require(actor, Role.OPERATOR, "see bulk enrolment jobs")
+        return [self.bulk.status(job_id) for job_id in self.bulk.job_ids()]
+
+    def bulk_commands(self, actor: Actor, job_id: str) -> tuple[bytes, int]:
+        """A ZIP of the job's unused tokens as the commands to paste on each site (commands.csv, one
+        site-NAME.txt each, enroll-site.sh), and how many it holds. Tokens used, cancelled or expired
+        meanwhile are left out. Audited (the tokens never are)."""
+        require(actor, Role.OPERATOR, "download enrolment tokens")
+        statuses = {s.made.token_ref: s for s in self.registrar(actor).token_statuses()}
+        vault = TokenVault(self.settings.token_dir)
+        fingerprint, job = self.ca.root_fingerprint(), self.bulk.status(job_id)
+        rows, files = [], {}
+        for result in self.bulk.done_rows(job_id):
+            status = statuses.get(result.token_ref)
+            token = vault.get(result.token_ref) if status and status.state is TokenState.UNUSED else None
+            if status is None or token is None:
+                continue
+            command = Enrollment(
+                status.made.site, token, status.made.expires, self.settings.public_ca_url, fingerprint,
+                status.made.broker,
+            ).command()  # fmt: skip
+            rows.append((status.made.site, f"{status.made.expires:%Y-%m-%d %H:%M}", command))
+            files[f"sites/{status.made.site}.txt"] = (command.encode() + b"\n", 0o600)
+        if not rows:
+            raise InvalidInput(f"Job {job_id} has no unused token left to hand out.")
+        files["commands.csv"] = (csv_of([("site", "token_expires_utc", "command"), *rows]), 0o600)
+        files["enroll-site.sh"] = ((self.settings.site_scripts_dir / "enroll-site.sh").read_bytes(), 0o755)
+        self.audit.record("bulk-download", actor=actor, job=job_id, mode=job.mode.value, tokens=len(rows))
+        return zip_files(files), len(rows)
+
+    def bulk_bundles(self, actor: Actor, job_id: str, *, broker: str | None = None) -> tuple[bytes, bytes, int]:
+        """The job's certificates as one ZIP of per-site bundles (site-NAME.zip, each key under its own
+        passphrase) and, separately, the passphrases as CSV: the two travel apart. Sites whose
+        certificate is no longer valid or whose key is gone are left out. Audited (the passphrases never are)."""
+        require(actor, Role.OPERATOR, "make bundles with private keys")
+        broker = validate_broker(broker or self.settings.broker_address)
+        context, root_pem = self._bundle_context(broker), self.settings.root.read_bytes()
+        valid = {row.record.serial: row for row in self.table().rows if row.valid}
+        files: dict[str, tuple[bytes, int]] = {}
+        phrases = [("site", "serial", "passphrase")]
+        for result in self.bulk.done_rows(job_id):
+            row = valid.get(int(result.serial, 16)) if result.serial else None
+            if row is None or not self.may_bundle(row):
+                continue
+            record = self.record(row.record.serial)
+            if record is None or not record.has_key:
+                continue
+            passphrase = new_passphrase()
+            try:
+                data = make_bundle(record, root_pem=root_pem, context=context, passphrase=passphrase)
+            except (InvalidInput, OSError):
+                continue
+            files[f"{record.identity}.zip"] = (data, 0o600)
+            phrases.append((record.identity, record.serial_hex, passphrase))
+        if not files:
+            raise InvalidInput(f"Job {job_id} has no valid certificate with its key here to bundle.")
+        self.audit.record("bulk-bundles", actor=actor, job=job_id, bundles=len(files), broker=broker)
+        return zip_files(files), csv_of(phrases), len(files)

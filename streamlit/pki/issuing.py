@@ -32,7 +32,7 @@ from pki.keys import KEY_TYPES, key_id, new_private_key, private_key_pem, signin
 from pki.ledger import Ledger
 from pki.model import ISSUABLE_KINDS, REVOCATION_REASONS, VALID_STATUSES, Kind, Status, identity_of
 from pki.roles import Actor, Role, require
-from pki.step import CARefused, CAUnreachable, StepError, StepNotFound
+from pki.step import CANotReached, CARefused, CAUnreachable, StepError, StepNotFound
 from pki.store import CertStore, is_staging, staging_identity
 from pki.tokens import TokenState, TokenStatus, token_states
 from pki.validate import InvalidInput, validate_cn, validate_days, validate_san, validate_sans
@@ -243,6 +243,8 @@ class Registrar:
         self.issuer = issuer
         self.actor = actor
         """Who asks: each change checks their role and names them in the audit trail."""
+        self.job: str | None = None
+        """The bulk enrolment job a change belongs to (pki.bulk), named in its audit lines."""
 
     def state(self, identity: str) -> IdentityState:
         """What is known of `identity` now. Call with its lock held."""
@@ -252,7 +254,7 @@ class Registrar:
         return IdentityState(identity, records, crl, problem, self.issuer, now)
 
     def _audit(self, action: str, outcome: str = "ok", **details: Any) -> None:
-        self.audit.record(action, outcome, actor=self.actor, **details)
+        self.audit.record(action, outcome, actor=self.actor, job=self.job, **details)
 
     def _audit_after_change(self, action: str, details: dict[str, Any], outcome: str = "ok") -> str | None:
         """An audit line once the CA has signed or revoked, or a folder moved: a failure to write it must
@@ -265,10 +267,13 @@ class Registrar:
 
     # -- issue ------------------------------------------------------------------------------------
 
-    def issue(self, request: IssueRequest, *, max_days: int, replacing: int | None = None) -> Issued:
+    def issue(
+        self, request: IssueRequest, *, max_days: int, replacing: int | None = None, warn_of_tokens: bool = True
+    ) -> Issued:
         """Validate, then under the identity's lock: refuse if it has a valid certificate (unless
         `replacing` names the live broker certificate being re-issued), make the key, have the CA sign,
-        file certs/{identity}/ and archive the previous live folder."""
+        file certs/{identity}/ and archive the previous live folder. `warn_of_tokens`: look for an unused
+        enrolment token of the identity afterwards (a bulk job looked once for all its sites)."""
         require(self.actor, Role.OPERATOR, "issue certificates")
         valid = validate_request(request, max_days)
         with self.store.locked(valid.cn):
@@ -282,7 +287,7 @@ class Registrar:
                 raise InvalidInput(f"certs/{valid.cn} exists but holds no {valid.cn}.crt. Move it away first.")
             issued = self._issue_locked(valid, labels, replacing is not None)
         try:
-            pending = self.unused_tokens(valid.cn)
+            pending = self.unused_tokens(valid.cn) if warn_of_tokens else ()
         except OSError:
             pending = ()  # the certificate is filed; the audit trail's trouble is reported where it is written
         if pending:
@@ -612,7 +617,9 @@ def _labels_for_previous(state: IdentityState, replacing: int | None) -> dict[st
 
 def _never_sent(exc: Exception) -> bool:
     """step connects before it sends anything: a refused connection means the CA got no request."""
-    return isinstance(exc, CAUnreachable) and "connection refused" in str(exc).lower()
+    return isinstance(exc, CANotReached) or (
+        isinstance(exc, CAUnreachable) and "connection refused" in str(exc).lower()
+    )
 
 
 def _unique(records: list[CertRecord]) -> list[CertRecord]:

@@ -76,22 +76,23 @@ def sign_token(key: ProvisionerKey, claims: dict[str, object]) -> str:
 
 
 class TokenMinter:
-    """Enrolment tokens for one provisioner, its key decrypted at the first token and kept (in memory)
+    """Tokens of the device provisioners, each key decrypted at its first token and kept (in memory)
     while the encrypted key and the password it was opened with stay the same."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._opened: tuple[str, bytes, ProvisionerKey] | None = None
+        self._opened: dict[str, tuple[str, bytes, ProvisionerKey]] = {}
         self.decryptions = 0
-        """How often a key was decrypted (once per process, unless the provisioner's key changes)."""
+        """How often a key was decrypted (once per provisioner and process, unless its key changes)."""
 
     def key(self, name: str, encrypted: str, password: bytes) -> ProvisionerKey:
         with self._lock:
-            if self._opened and self._opened[0] == encrypted and self._opened[1] == password:
-                return self._opened[2]
+            opened = self._opened.get(name)
+            if opened and opened[0] == encrypted and opened[1] == password:
+                return opened[2]
             key = decrypt_provisioner_key(name, encrypted, password)
             self.decryptions += 1
-            self._opened = (encrypted, password, key)
+            self._opened[name] = (encrypted, password, key)
             return key
 
     @staticmethod
@@ -102,6 +103,7 @@ class TokenMinter:
         audience: str,
         root_sha: str,
         lifetime_seconds: int,
+        sans: list[str] | None = None,
         now: int | None = None,
     ) -> str:
         issued = int(time.time()) if now is None else now
@@ -112,7 +114,7 @@ class TokenMinter:
             "iss": key.name,
             "jti": secrets.token_hex(32),
             "nbf": issued,
-            "sans": [subject],
+            "sans": sans or [subject],
             "sha": root_sha,
             "sub": subject,
         }

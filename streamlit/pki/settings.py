@@ -50,6 +50,8 @@ class Settings:
     site_scripts_dir: Path
     token_dir: Path
     inventory_cache: Path
+    bulk_dir: Path
+    """Bulk enrolment jobs: each one's plan and progress (pki.bulk)."""
     """The parsed certificates kept across restarts of the GUI (pki.inventory): a cache, safe to delete."""
     """Unused enrolment tokens, kept so that one can be cancelled (pki.tokens)."""
     """Where enroll-site.sh and refresh-crl.sh are: offered for download and put into bundles."""
@@ -157,5 +159,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         site_scripts_dir=Path(env.get("PKI_SITE_SCRIPTS_DIR") or REPO_DIR / "scripts"),
         token_dir=data_dir(env) / "tokens",
         inventory_cache=data_dir(env) / "cache" / "inventory.json",
+        bulk_dir=data_dir(env) / "bulk",
         gui_https_identity=(tls_hosts(env) or [""])[0] if env.get("PKI_TLS") == "ca" else "",
     )

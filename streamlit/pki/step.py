@@ -59,6 +59,10 @@ class CAUnreachable(StepError):
     """The CA could not be reached at all."""
 
 
+class CANotReached(CAUnreachable):
+    """The connection to the CA failed before the request was sent: the CA cannot have acted on it."""
+
+
 class CARefused(StepError):
     """The CA answered and refused the request (authorization, policy, lifetime, revoked...)."""
 
