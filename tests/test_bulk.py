@@ -244,3 +244,26 @@ def test_a_gui_killed_mid_job_resumes_without_a_duplicate(ca: RunningCA, tmp_pat
     assert [e["action"] for e in audit if e.get("job") == job_id and e["action"].startswith("bulk")] == [
         "bulk-start", "bulk-resume", "bulk-finish",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [Mode.TOKENS, Mode.CERTIFICATES])
+def test_two_operators_starting_the_same_file_at_once_give_each_site_one(
+    ca: RunningCA, tmp_path: Path, mode: Mode
+) -> None:
+    fleet = gui_fleet(ca, tmp_path)
+    prefix = f"b2{mode.value[0]}-"
+    names = [f"{prefix}{i:03}" for i in range(60)]
+    text = "\n".join(names)
+    plans = [fleet.bulk_plan(OPERATOR, text, source_name="x", mode=mode, lifetime=1, broker=BROKER) for _ in range(2)]
+    assert all(len(p.todo) == 60 for p in plans), "both checked before either started"
+    jobs = [fleet.bulk_start(OPERATOR, p) for p in plans]
+    statuses = [wait_finished(fleet, job) for job in jobs]
+    assert sum(s.counts[Outcome.DONE] for s in statuses) == 60
+    assert sum(s.counts[Outcome.SKIPPED] for s in statuses) == 60
+    assert all(s.counts[Outcome.FAILED] == 0 for s in statuses)
+    if mode is Mode.CERTIFICATES:
+        assert valid_per_identity(fleet, prefix) == Counter(dict.fromkeys(names, 1))
+    else:
+        audit = [json.loads(line) for line in fleet.settings.audit_log.read_text().splitlines()]
+        made = Counter(e["cn"] for e in audit if e["action"] == "token" and e.get("job") in jobs)
+        assert made == Counter(dict.fromkeys(names, 1))

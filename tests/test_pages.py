@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +34,7 @@ PAGES = [
     "views/certificates.py",
     "views/revoke.py",
     "views/enroll.py",
+    "views/bulk.py",
     "views/reconcile.py",
     "views/audit.py",
     "views/alerts.py",
@@ -546,3 +548,29 @@ def test_the_alerts_page_shows_runs_and_sends_a_test_alert(gui: Path, monkeypatc
         assert f"127.0.0.1:{server.server_address[1]}" not in " ".join(str(t.value) for t in at.table)
     finally:
         server.shutdown()
+
+
+def test_bulk_page_checks_every_row_then_runs_the_job(ca: RunningCA, gui: Path) -> None:
+    issue_here("site-bulk-1")
+    at = open_page("views/bulk.py")
+    assert not at.dataframe, "nothing to preview before a list is given"
+    next(b for b in at.button if b.label == "Check the list").click().run()
+    assert "Choose a CSV file or paste site names" in texts(at.warning)
+    at.text_area[0].input("site-bulk-1\nsite-bulk-2\nSITE-BULK-2\nbad name\nsite-bulk-3\n")
+    next(b for b in at.button if b.label == "Check the list").click().run()
+    assert not at.exception, at.exception
+    assert "**2** to enrol (tokens), **1** need nothing, **2** wrong as written" in texts(at.markdown)
+    table = at.dataframe[0].value
+    assert list(table["Check"]) == ["skip", "to enrol", "WRONG", "WRONG", "to enrol"]
+    assert not list(gui.parent.glob("data/bulk/*")), "a check starts nothing"
+    next(b for b in at.button if b.label == "Enrol 2 sites").click().run()
+    fleet = Fleet(load_settings())
+    job = fleet.bulk.job_ids()[0]
+    fleet.bulk.wait(job, timeout=60)
+    deadline = time.monotonic() + 30
+    while not fleet.bulk.status(job).finished:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    at.run()
+    assert f"Job {job}" in texts(at.markdown) and "2 done, 0 skipped, 0 failed of 2" in texts(at.markdown)
+    assert any(b.label.startswith("Prepare the commands") for b in at.button)

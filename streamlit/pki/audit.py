@@ -87,6 +87,7 @@ class AuditLog:
         self._tokens: dict[str, MadeToken] = {}
         """Enrolment tokens made, by id (older lines without one: by site and expiry)."""
         self._cancelled: set[str] = set()
+        self._by_site: dict[str, list[MadeToken]] = {}
         self._position = Position()
         """How far the indexes have read the trail."""
 
@@ -154,6 +155,12 @@ class AuditLog:
             self._read_new()
             return sorted(self._tokens.values(), key=lambda t: t.made), set(self._cancelled)
 
+    def tokens_of(self, site: str) -> list[MadeToken]:
+        """The enrolment tokens made here for `site` (a look-up, not a pass over every token)."""
+        with self._lock:
+            self._read_new()
+            return list(self._by_site.get(site, ()))
+
     def signed_here(self) -> dict[int, str]:
         """Serial -> CN of every certificate the CA signed for this GUI (its "sign" lines)."""
         with self._lock:
@@ -185,6 +192,7 @@ class AuditLog:
                     broker=str(entry.get("broker", "")),
                 )
                 self._tokens[token.token_ref or f"{token.site}@{entry['expires']}"] = token
+                self._by_site.setdefault(token.site, []).append(token)
             elif entry["action"] == "token-cancel":
                 self._cancelled.add(str(entry["token_ref"]))
         except (ValueError, KeyError, TypeError):

@@ -30,14 +30,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pki.enrollment import MAX_TOKEN_HOURS, Enrollment, create_enrollment
+from pki.enrollment import MAX_TOKEN_HOURS, Enrollment, TokenPending, create_enrollment
 from pki.issuing import ActiveCertificateExists, IssueRequest, IssueUncertain, Registrar, certificate_in_folder
 from pki.keys import DEFAULT_KEY_TYPE
 from pki.model import Kind
 from pki.roles import Actor, Role, require
 from pki.step import CAUnreachable, StepTimeout
 from pki.store import IdentityBusy
-from pki.tokens import TokenState, token_ref_of
+from pki.tokens import token_ref_of
 from pki.validate import InvalidInput, validate_cn, validate_days, validate_sans
 
 MAX_ROWS = 20_000
@@ -453,7 +453,6 @@ class _Run:
         rows = [PlannedRow(**{**r, "sans": tuple(r["sans"])}) for r in self.job["rows"]]
         todo = [r for r in rows if r.todo and r.line not in done]
         ours = _done_by_job(registrar, job_id, mode)
-        unused = _unused_tokens(registrar) if todo else {}
         audit = registrar.audit
         if not done:
             audit.record("bulk-start", actor=self.actor, job=job_id, mode=mode.value, rows=len(todo))
@@ -463,7 +462,7 @@ class _Run:
         def one(row: PlannedRow) -> None:
             if self.stopping.is_set():
                 return
-            result = self._row(registrar, mode, row, ours, unused)
+            result = self._row(registrar, mode, row, ours)
             if result is None:
                 return
             self.jobs._append(job_id, result)
@@ -488,13 +487,12 @@ class _Run:
         mode: Mode,
         row: PlannedRow,
         ours: dict[str, str],
-        unused: dict[str, tuple[dt.datetime, ...]],
     ) -> RowResult | None:
         """Do one row, waiting while the CA is down; None when the run is stopped first."""
         if row.identity in ours:  # done by this job before an interruption lost its progress line
             found = ours[row.identity]
             return RowResult(row.line, row.identity, Outcome.DONE, **_ref(mode, found))
-        if row.identity in unused:  # made since the plan was checked
+        if mode is Mode.CERTIFICATES and registrar.unused_tokens(row.identity):  # made since the plan was checked
             return RowResult(row.line, row.identity, Outcome.SKIPPED, why="Has an unused enrolment token.")
         while not self.stopping.is_set():
             try:
@@ -505,12 +503,16 @@ class _Run:
                     )  # fmt: skip
                     return RowResult(row.line, row.identity, Outcome.DONE, serial=issued.record.serial_hex)
                 enrollment: Enrollment = create_enrollment(
-                    registrar, row.identity, hours=self.job["lifetime"], broker=self.job["broker"],
-                    earlier=(), sans=row.sans,
+                    registrar, row.identity, hours=self.job["lifetime"], broker=self.job["broker"], sans=row.sans,
+                    only_token=True,
                 )  # fmt: skip
                 return RowResult(row.line, row.identity, Outcome.DONE, token_ref=token_ref_of(enrollment.token))
-            except ActiveCertificateExists as exc:
-                filed = _file_interrupted(registrar, row.identity) if mode is Mode.CERTIFICATES else ""
+            except (ActiveCertificateExists, TokenPending) as exc:
+                filed = (
+                    _file_interrupted(registrar, row.identity)
+                    if isinstance(exc, ActiveCertificateExists) and mode is Mode.CERTIFICATES
+                    else ""
+                )
                 if filed:
                     return RowResult(row.line, row.identity, Outcome.DONE, serial=filed)
                 return RowResult(row.line, row.identity, Outcome.SKIPPED, why=str(exc))
@@ -569,14 +571,6 @@ def _entries_of_job(path: Path, job_id: str) -> Iterator[dict[str, Any]]:
                         continue
     except FileNotFoundError:
         return
-
-
-def _unused_tokens(registrar: Registrar) -> dict[str, tuple[dt.datetime, ...]]:
-    unused: dict[str, list[dt.datetime]] = {}
-    for status in registrar.token_statuses():
-        if status.state is TokenState.UNUSED:
-            unused.setdefault(status.made.site, []).append(status.made.expires)
-    return {site: tuple(sorted(times)) for site, times in unused.items()}
 
 
 def csv_of(rows: Iterable[Iterable[str]]) -> bytes:

@@ -48,6 +48,10 @@ class Enrollment:
         return f"{shlex.join(args)} <<'TOKEN'\n{self.token}\nTOKEN"
 
 
+class TokenPending(InvalidInput):
+    """The site has an unused enrolment token, and the caller wants no second one."""
+
+
 def validate_broker(address: str) -> str:
     """host:port of the broker as the sites dial it (a name or address in its certificate)."""
     match = _BROKER.fullmatch(address.strip())
@@ -63,12 +67,11 @@ def create_enrollment(
     *,
     hours: int | float | str,
     broker: str,
-    earlier: tuple[dt.datetime, ...] | None = None,
     sans: tuple[str, ...] = (),
+    only_token: bool = False,
 ) -> Enrollment:
     """A token for `site`, minted under the site's lock once no valid certificate of it exists.
-    `earlier`: the expiry of the site's unused tokens, when the caller knows them (a bulk job looks once
-    for all its sites); else they are read from the audit trail and the CA's journal."""
+    `only_token`: refuse (TokenPending) when the site has an unused token already, instead of warning."""
     require(registrar.actor, Role.OPERATOR, "make enrolment tokens")
     cn = validate_cn(site)
     try:
@@ -81,8 +84,9 @@ def create_enrollment(
     ca, audit = registrar.ca, registrar.audit
     with registrar.store.locked(cn):
         refuse_if_active(registrar.state(cn))
-        if earlier is None:
-            earlier = registrar.unused_tokens(cn)
+        earlier = registrar.unused_tokens(cn)
+        if earlier and only_token:
+            raise TokenPending(f"{cn} has an unused enrolment token (until {earlier[-1]:%Y-%m-%d %H:%M} UTC).")
         lifetime = dt.timedelta(hours=lifetime_hours)
         token = ca.enrollment_token(cn, lifetime, sans)
         expires = dt.datetime.now(dt.UTC) + lifetime

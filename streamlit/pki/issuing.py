@@ -307,6 +307,9 @@ class Registrar:
     def unused_tokens(self, cn: str) -> tuple[dt.datetime, ...]:
         """Expiry times of the tokens made for `cn` that the CA has not spent and that have not expired:
         each one used would give the site another certificate."""
+        now = dt.datetime.now(dt.UTC)
+        if not any(t.expires > now for t in self.audit.tokens_of(cn)):
+            return ()  # no token of the site can be unused: the CA's journal need not be read
         statuses = self.token_statuses()
         return tuple(sorted(s.made.expires for s in statuses if s.made.site == cn and s.state is TokenState.UNUSED))
 
