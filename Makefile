@@ -21,7 +21,7 @@ help:
 	@echo "make test    run every test and check against a real step-ca"
 	@echo "make lint    ruff, mypy (strict, streamlit/pki) and shellcheck only"
 	@echo "make screenshots  refresh docs/screenshots/ with the browser test"
-	@echo "make bench   the inventory, one issue against raw step, the pages with 100,000 certificates"
+	@echo "make bench   the inventory, one issue against raw step, the pages with 100,000 certificates, bulk enrolment"
 	@echo "make reset   stop nothing, DELETE the local CA and data/ (asks first)"
 	@echo "make clean   remove .venv and the tool links (the cache outside the clone stays)"
 
@@ -68,6 +68,7 @@ bench: tools $(VENV)/.dev
 	$(VENV)/bin/python bench/issue_bench.py --count 20
 	$(VENV)/bin/python bench/issue_bench.py --count 20 --existing 10000
 	$(VENV)/bin/python bench/pages_bench.py --count 100000 --runs 3
+	$(VENV)/bin/python bench/bulk_bench.py --count 1000 --loop-count 100
 
 DATA_DIR := $(or $(PKI_DATA_DIR),$(CURDIR)/data)
 

@@ -1,9 +1,10 @@
 """What one issuance through the GUI's core costs next to the raw step CLI call, on a real step-ca.
 
 Sets up a throw-away CA with the project's own scripts (loopback ports), then alternates: one
-`Fleet.issue` (lock, fresh look at the identity, key and CSR, `step ca sign`, audit, ledger, filing)
-and one bare `step ca certificate` with the same provisioner, each for a new name. Prints the median
-seconds of each and the median of the pairwise ratios. Usage (after `make test` built the tools):
+`Fleet.issue` (lock, fresh look at the identity, key and CSR, the signing request to the CA made in-process
+by pki.ca, audit, ledger, filing) and one bare `step ca certificate` with the same provisioner, each for
+a new name. Prints the median seconds of each and the median of the pairwise ratios. Usage (after
+`make test` built the tools):
 
     PATH=$PWD/.tools/bin:$PATH .venv/bin/python bench/issue_bench.py [--count 20] [--existing 0]
 

@@ -13,6 +13,7 @@ from cryptography import x509
 
 from checks import check_bundle, expired_certificate
 from conftest import OPERATOR, REPO, RunningCA, free_port, gui_fleet
+from pki.bundle import site_bridge_config
 from pki.fleet import Fleet
 from pki.issuing import ActiveCertificateExists, IssueRequest
 from pki.model import Kind, Status
@@ -130,6 +131,12 @@ def test_bundle_has_four_files_a_verifying_chain_and_the_matching_key(fleet: Fle
     assert "bridge_certfile /etc/mosquitto/certs/site-207.crt" in readme
     assert "address mqtt.ak-sg.com:8883" in readme and "bridge_tls_version tlsv1.2" in readme
     assert f"--fingerprint {fleet.ca.root_fingerprint()}" in readme
+    for site in ("site_2.b-c", "x"):  # the script is asked once per broker: the text is still its own
+        own = subprocess.run(
+            ["bash", str(REPO / "scripts" / "enroll-site.sh"), "--print-bridge", "--site", site,
+             "--broker", "mqtt.ak-sg.com:8883"], capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert site_bridge_config(REPO / "scripts", site, "mqtt.ak-sg.com:8883") == own
     elsewhere = zipfile.ZipFile(io.BytesIO(fleet.bundle(OPERATOR, record.serial, broker="10.0.60.2:8884")[0]))
     assert "address 10.0.60.2:8884" in elsewhere.read("README.txt").decode()
     with pytest.raises(InvalidInput, match="is not like"):

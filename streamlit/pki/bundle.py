@@ -9,6 +9,7 @@ EMQX 5 equivalent.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import secrets
 import subprocess
@@ -48,14 +49,29 @@ def site_topic_prefix(cn: str) -> str:
     return f"sites/{cn}/"
 
 
+_SITE_MARKER = "app-pki-site-name-marker"
+"""A site name no real site has, substituted by the real one (site names are [a-z0-9._-], nothing to escape)."""
+
+
 def site_bridge_config(scripts_dir: Path, cn: str, broker_address: str) -> str:
-    """The bridge enroll-site.sh writes for site `cn`, in its own words: one text for both ways in."""
+    """The bridge enroll-site.sh writes for site `cn`, in its own words: one text for both ways in. The
+    script is asked once per broker address (and version of the script), not once per bundle."""
+    script = scripts_dir / "enroll-site.sh"
+    try:
+        stat = script.stat()
+    except OSError as exc:
+        raise InvalidInput(f"enroll-site.sh cannot write the bridge of {cn}: {exc}") from None
+    return _bridge_template(script, stat.st_mtime_ns, stat.st_size, broker_address).replace(_SITE_MARKER, cn)
+
+
+@functools.lru_cache(maxsize=16)
+def _bridge_template(script: Path, _mtime_ns: int, _size: int, broker_address: str) -> str:
     done = subprocess.run(
-        ["bash", str(scripts_dir / "enroll-site.sh"), "--print-bridge", "--site", cn, "--broker", broker_address],
+        ["bash", str(script), "--print-bridge", "--site", _SITE_MARKER, "--broker", broker_address],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     if done.returncode != 0:
-        raise InvalidInput(f"enroll-site.sh cannot write the bridge of {cn}: {done.stderr.strip()}")
+        raise InvalidInput(f"enroll-site.sh cannot write the bridge: {done.stderr.strip()}")
     return done.stdout
 
 
