@@ -28,6 +28,10 @@ with the same settings. Settings come from the environment:
   PKI_CERT_DEFAULT_DAYS  default certificate validity in days   (default 365)
   PKI_CERT_MAX_DAYS      maximum certificate validity in days   (default 730)
   PKI_CERT_MIN_DURATION  minimum certificate validity, Go syntax (default 1m)
+  PKI_STEPCA_DB_URL      step-ca's database in PostgreSQL instead of its own folder, for replicas that
+                         share it: postgresql://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=...
+                         (read from the environment only; the password goes into ca.json, never into
+                         the settings record; the database must exist, and hold no other CA)
 
 Provisioners: admin (super-admin, JWK; its password never leaves $STEPPATH/secrets),
 iot-devices (client certificates, clientAuth only), iot-servers (server certificates, serverAuth only).
@@ -78,6 +82,9 @@ public_host=${public_host%%,*}
 public_host=${public_host// /}
 public_ca_url=${PKI_PUBLIC_CA_URL:-https://$public_host:$ca_port}
 crl_url=${PKI_CRL_URL:-http://$public_host:$crl_port/1.0/crl}
+stepca_db=${PKI_STEPCA_DB_URL:-}
+# What the settings record keeps of it: everything but the password.
+stepca_db_shown=$(sed -E 's#^(postgres(ql)?://[^:@/]*):[^@/]*@#\1@#' <<< "$stepca_db")
 
 # --- validate every setting before anything is written ---
 is_port() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }
@@ -100,6 +107,8 @@ esac
 # The CRL is fetched over plain HTTP: a CRL behind TLS would need the trust it is there to check.
 [[ $crl_url =~ ^http://[^/\ ]+/(1\.0/)?crl$ ]] ||
   die "PKI_CRL_URL '$crl_url' is not like http://host:port/1.0/crl (step-ca serves the CRL at /crl and /1.0/crl)."
+[ -z "$stepca_db" ] || [[ $stepca_db =~ ^postgres(ql)?://[^/]+/[A-Za-z0-9_]+(\?.*)?$ ]] ||
+  die "PKI_STEPCA_DB_URL '$stepca_db_shown' is not like postgresql://user:password@host:5432/database."
 [[ $ca_name =~ ^[A-Za-z0-9][A-Za-z0-9\ ._-]{0,62}$ ]] || die "PKI_CA_NAME '$ca_name' must be 1-63 letters, digits, spaces, dots, dashes or underscores."
 
 mkdir -p "$PKI_GUI_DIR"
@@ -121,6 +130,7 @@ CERT_MIN_DURATION=$min_duration
 CLIENT_PROVISIONER=$client_provisioner
 SERVER_PROVISIONER=$server_provisioner
 EOF
+  if [ -n "$stepca_db" ]; then echo "STEPCA_DB=$stepca_db_shown"; fi
 }
 
 # export_gui_files: put what the GUI may read into PKI_GUI_DIR. Never replaces a file that differs.
@@ -205,9 +215,14 @@ echo "Creating the CA '$ca_name' in $STEPPATH (DNS names: $dns_names)..."
 dns_flags=()
 IFS=, read -r -a dns_list <<< "$dns_names"
 for name in "${dns_list[@]}"; do dns_flags+=(--dns "$name"); done
+# --remote-management writes the admin provisioner into the embedded database at once. With PostgreSQL,
+# ca.json holds it instead, with enableAdmin (below): step-ca's first start moves it into the shared
+# database and makes `step` its super-admin.
+management=(--admin-subject "$admin_subject" --remote-management)
+[ -z "$stepca_db" ] || management=()
 created_ca=true
 step ca init --deployment-type standalone --name "$ca_name" "${dns_flags[@]}" --address "$ca_address" \
-  --provisioner "$admin_provisioner" --admin-subject "$admin_subject" --remote-management \
+  --provisioner "$admin_provisioner" "${management[@]}" \
   --password-file "$work/password.pw" --provisioner-password-file "$work/admin.pw" \
   </dev/null >"$work/init.log" 2>&1 || { cat "$work/init.log" >&2; die "step ca init failed."; }
 
@@ -225,6 +240,12 @@ jq --arg crl_url "$crl_url" --arg crl_address "$crl_address" '
             idpURL: $crl_url}
 ' "$STEPPATH/config/ca.json" > "$work/ca.json"
 cat "$work/ca.json" > "$STEPPATH/config/ca.json"
+if [ -n "$stepca_db" ]; then
+  # The DSN holds a password: jq reads it from the environment, never from its command line.
+  jq '.db = {type: "postgresql", dataSource: env.PKI_STEPCA_DB_URL} | .authority.enableAdmin = true' \
+    "$STEPPATH/config/ca.json" > "$work/ca.json"
+  cat "$work/ca.json" > "$STEPPATH/config/ca.json"
+fi
 
 # Start the CA briefly on loopback only, to configure its provisioners through the admin API.
 jq --arg address "127.0.0.1:$ca_port" '.address = $address | .insecureAddress = ""' \
@@ -240,6 +261,12 @@ for _ in $(seq 1 100); do
 done
 STEPPATH="$work/cli" step ca health --ca-url "$ca_url" --root "$root" >/dev/null 2>&1 ||
   { cat "$work/step-ca.log" >&2; die "step-ca did not become healthy on $ca_url."; }
+
+# A shared database that already holds provisioners belongs to another CA (their keys are not ours).
+if STEPPATH="$work/cli" step ca provisioner list --ca-url "$ca_url" --root "$root" 2>/dev/null |
+  grep -q "\"name\": \"$client_provisioner\""; then
+  die "the database $stepca_db_shown already holds the provisioners of a CA: use the CA folder that goes with it, or an empty database."
+fi
 
 # leaf_template EKU: the X.509 template of one provisioner. step-ca's default template gives every
 # certificate both serverAuth and clientAuth; here each provisioner gives exactly one.

@@ -14,6 +14,10 @@ Starts step-ca with $STEPPATH/config/ca.json and the CA-key password in $STEPPAT
 Output goes to stdout; request lines with a certificate are also appended to $PKI_CA_LOG
 (default $STEPPATH/logs/step-ca.log). SIGTERM / SIGINT stop step-ca cleanly. SIGUSR1 pauses it
 for a backup: step-ca stops, $STEPPATH/.paused appears, and it starts again when that file is removed.
+
+PKI_CA_LISTEN / PKI_CRL_LISTEN (host:port) make it listen elsewhere than ca.json says: a second replica
+of a CA whose database is PostgreSQL, on the same host (needs jq). Its pid file is then
+$STEPPATH/start-ca.<port>.pid.
 USAGE
 }
 
@@ -28,6 +32,20 @@ journal=${PKI_CA_LOG:-$STEPPATH/logs/step-ca.log}
 [ -f "$STEPPATH/config/ca.json" ] || { echo "start-ca.sh: no CA in $STEPPATH (run scripts/init-ca.sh)" >&2; exit 1; }
 mkdir -p "$(dirname "$journal")"
 touch "$journal"  # present from the start: the GUI warns when it is missing
+
+# A replica listening elsewhere runs a copy of ca.json with its own addresses (removed when it stops).
+config="$STEPPATH/config/ca.json"
+pid_file="$STEPPATH/start-ca.pid"
+if [ -n "${PKI_CA_LISTEN:-}" ] || [ -n "${PKI_CRL_LISTEN:-}" ]; then
+  command -v jq >/dev/null 2>&1 || { echo "start-ca.sh: PKI_CA_LISTEN needs jq" >&2; exit 1; }
+  runtime=$(mktemp -d)
+  trap 'rm -rf "$runtime"' EXIT
+  jq --arg ca "${PKI_CA_LISTEN:-}" --arg crl "${PKI_CRL_LISTEN:-}" '
+    (if $ca != "" then .address = $ca else . end) | (if $crl != "" then .insecureAddress = $crl else . end)
+  ' "$config" > "$runtime/ca.json"
+  config="$runtime/ca.json"
+  pid_file="$STEPPATH/start-ca.${PKI_CA_LISTEN##*:}.pid"
+fi
 
 # The "ott" field as step-ca writes it: a JSON string, escapes included (fields are sorted: one follows).
 ott_field='^(.*)"ott":"(([^"\\]|\\.)*)",(.*)$'
@@ -68,12 +86,12 @@ splitter_pid=$!
 # flushed), $STEPPATH/.paused appears, and step-ca starts again once the file is removed (at most 120 s).
 paused_flag="$STEPPATH/.paused"
 rm -f "$paused_flag"
-echo $$ > "$STEPPATH/start-ca.pid"
+echo $$ > "$pid_file"
 stopping=0 pausing=0
 trap 'stopping=1; kill -TERM "$ca_pid" 2>/dev/null || true' TERM INT
 trap 'pausing=1; kill -TERM "$ca_pid" 2>/dev/null || true' USR1
 while true; do
-  step-ca "$STEPPATH/config/ca.json" --password-file "$STEPPATH/secrets/password" </dev/null >&"$log_fd" 2>&1 &
+  step-ca "$config" --password-file "$STEPPATH/secrets/password" </dev/null >&"$log_fd" 2>&1 &
   ca_pid=$!
   status=0
   # A trapped signal ends a wait early; wait again until step-ca itself has finished.
@@ -91,7 +109,7 @@ while true; do
   [ "$stopping" -eq 0 ] || { status=0; break; }
 done
 [ "$stopping" -eq 0 ] || status=0
-rm -f "$STEPPATH/start-ca.pid"
+rm -f "$pid_file"
 exec {log_fd}>&-
 wait "$splitter_pid" || true  # it ends at step-ca's last line: nothing outlives this script
 exit "$status"

@@ -25,6 +25,7 @@ from pki.audit import AuditLog
 from pki.bulk import BulkJobs, JobStatus, Mode, Plan, csv_of, plan, read_sites, source_digest
 from pki.bundle import BundleContext, make_bundle, new_passphrase, zip_files
 from pki.ca import CRLInfo, Provisioner, StepCA
+from pki.cadb import CADatabase
 from pki.enrollment import Enrollment, create_enrollment, validate_broker
 from pki.inventory import CertRecord, Inventory, IssuerId, gc_paused
 from pki.issuing import Issued, IssueRequest, Registrar, Revoked, certificate_in_folder, fetch_crl
@@ -164,7 +165,8 @@ class Fleet:
         certs/ afresh."""
         self.settings = settings
         self.ca = StepCA(settings)
-        self.ledger = Ledger(settings.ca_log, settings.ledger_dir)
+        database = CADatabase(settings.ca_db_url, settings.ca_db_password_file) if settings.ca_db_url else None
+        self.ledger = Ledger(settings.ca_log, settings.ledger_dir, database)
         self.inventory = Inventory(
             settings.certs_dir, self.ledger, cache_file=settings.inventory_cache if for_pages else None,
             sweep_in_background=for_pages,

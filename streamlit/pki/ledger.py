@@ -25,17 +25,23 @@ import json
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from pki.cadb import CADatabase
 from pki.tail import Position, read_appended
 
 _SIGNING_PATHS = ("/sign", "/renew", "/rekey", "/1.0/sign", "/1.0/renew", "/1.0/rekey")
 _TOKEN_PATHS = ("/sign", "/1.0/sign")
 _TOKEN_REF = re.compile(r"[0-9a-f]{32}")
+ENROLMENT_TOKEN_SECONDS = 3600
+"""Enrolment tokens live an hour or more; the signing tokens of single requests, minutes."""
+UNMATCHED_SECONDS = 10.0
+"""How long a spent enrolment token may wait for its certificate in the database (stored just after)."""
 UNPARSED = "unparsed"
 """start-ca.sh's reference for a token whose id it could not read."""
 
@@ -79,9 +85,18 @@ def _write_new(target: Path, data: bytes) -> None:
 
 
 class Ledger:
-    def __init__(self, ca_log: Path | None, ledger_dir: Path) -> None:
-        self.ca_log = ca_log
+    def __init__(self, ca_log: Path | None, ledger_dir: Path, database: CADatabase | None = None) -> None:
+        self.ca_log = None if database is not None else ca_log
         self.ledger_dir = ledger_dir
+        self.database = database
+        """The CA's shared PostgreSQL database (replicas): then the source instead of a journal."""
+        self._known: set[int] = set()
+        """Serials of the database known to be in the ledger folder (this process)."""
+        self._signed_by_cn: dict[str, list[tuple[float, str]]] = {}
+        """(not before, serial) of the certificates this process copied from the database, by CN."""
+        self._tokens_seen: set[str] = set()
+        self._unmatched: dict[str, float] = {}
+        """Spent enrolment tokens with no certificate found yet: ref -> when first seen."""
         self._state_file = ledger_dir / ".position.json"
         self._crl_file = ledger_dir / ".crl.der"
         self._lock = threading.Lock()
@@ -114,6 +129,8 @@ class Ledger:
 
     def sync(self) -> SyncResult:
         """Copy the certificates logged since the last sync into the ledger. Cheap when nothing is new."""
+        if self.database is not None:
+            return SyncResult(self._sync_database(self.database), 0)
         if self.ca_log is None:
             return SyncResult(0, 0)
         with self._lock:
@@ -174,8 +191,80 @@ class Ledger:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         _write_new(target, content.encode())
 
+    def _sync_database(self, database: CADatabase) -> int:
+        """Copy the certificates the CA's database has and the ledger has not (all replicas' alike)."""
+        with self._lock:
+            try:
+                serials = database.serials()
+                new = [s for s in serials if s not in self._known]
+                missing = [s for s in new if not (self.ledger_dir / f"{s:X}.crt").exists()]
+                self._known.update(set(new) - set(missing))
+                added = 0
+                for der in database.certificates(missing):
+                    try:
+                        cert = x509.load_der_x509_certificate(der)
+                    except ValueError:
+                        self.unreadable_lines += 1
+                        continue
+                    added += int(self.add(cert))
+                    self._known.add(cert.serial_number)
+                    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+                    if names:
+                        signed = (cert.not_valid_before_utc.timestamp(), f"{cert.serial_number:X}")
+                        self._signed_by_cn.setdefault(str(names[0].value), []).append(signed)
+            except OSError as exc:  # DatabaseError included
+                self._problem = str(exc)
+                return 0
+            self._problem = None
+            return added
+
+    def _spent_in_database(self, database: CADatabase) -> None:
+        """Enrolment tokens the CA's database shows spent, each with the certificate of its site signed
+        while it was valid (found among the certificates copied since this process started), or, when
+        none appears within UNMATCHED_SECONDS, as spent without a certificate (a cancelled token).
+        Tokens living under an hour are signing tokens, not enrolment tokens: left out."""
+        try:
+            spent = database.spent_tokens()
+        except OSError as exc:
+            self._problem = str(exc)
+            return
+        self._sync_database(database)  # the certificate of a token just spent, if it is stored by now
+        now = time.time()
+        for token in spent:
+            if token.token_id in self._tokens_seen:
+                continue
+            try:
+                claims = json.loads(base64.urlsafe_b64decode(token.claims + "=" * (-len(token.claims) % 4)))
+                site, issued, expires = str(claims["sub"]), float(claims["iat"]), float(claims["exp"])
+            except (ValueError, KeyError, TypeError):
+                self._tokens_seen.add(token.token_id)
+                continue
+            if expires - issued < ENROLMENT_TOKEN_SECONDS:
+                self._tokens_seen.add(token.token_id)
+                continue
+            ref = hashlib.sha256(token.token_id.encode()).hexdigest()[:32]
+            match = sorted(s for s in self._signed_by_cn.get(site, []) if issued - 60 <= s[0] <= expires + 60)
+            if match:
+                self._mark_spent(ref, match[0][1])
+            elif now - self._unmatched.setdefault(ref, now) >= UNMATCHED_SECONDS:
+                self._mark_spent(ref, "")
+            else:
+                continue
+            self._unmatched.pop(ref, None)
+            self._tokens_seen.add(token.token_id)
+
+    def _mark_spent(self, token_ref: str, serial: str) -> None:
+        target = self.ledger_dir / "tokens" / token_ref
+        with contextlib.suppress(OSError):
+            if target.read_text().strip() or not serial:
+                return
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_new(target, serial.encode())
+
     def spent_tokens(self) -> SpentTokens:
-        """Every enrolment token the CA's journal shows spent (see `_spend`)."""
+        """Every enrolment token the CA's journal (or database) shows spent (see `_spend`)."""
+        if self.database is not None:
+            self._spent_in_database(self.database)
         self.sync()
         folder = self.ledger_dir / "tokens"
         spent, unnamed = {}, []

@@ -48,13 +48,17 @@ class Settings:
     writes it), the source of the ledger."""
     ledger_dir: Path
     site_scripts_dir: Path
+    """Where enroll-site.sh and refresh-crl.sh are: offered for download and put into bundles."""
     token_dir: Path
+    """Unused enrolment tokens, kept so that one can be cancelled (pki.tokens)."""
     inventory_cache: Path
+    """The parsed certificates kept across restarts of the GUI (pki.inventory): a cache, safe to delete."""
     bulk_dir: Path
     """Bulk enrolment jobs: each one's plan and progress (pki.bulk)."""
-    """The parsed certificates kept across restarts of the GUI (pki.inventory): a cache, safe to delete."""
-    """Unused enrolment tokens, kept so that one can be cancelled (pki.tokens)."""
-    """Where enroll-site.sh and refresh-crl.sh are: offered for download and put into bundles."""
+    ca_db_url: str = ""
+    """The CA's PostgreSQL database (a read-only role), when step-ca runs as replicas sharing it: the
+    inventory and the spent tokens come from there instead of the journal."""
+    ca_db_password_file: Path | None = None
     gui_https_identity: str = ""
     """The GUI's own HTTPS certificate's identity with PKI_TLS=ca (pki.https): its key is never handed out."""
 
@@ -160,5 +164,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         token_dir=data_dir(env) / "tokens",
         inventory_cache=data_dir(env) / "cache" / "inventory.json",
         bulk_dir=data_dir(env) / "bulk",
+        ca_db_url=env.get("PKI_CA_DB_URL", "").strip(),
+        ca_db_password_file=Path(env["PKI_CA_DB_PASSWORD_FILE"]) if env.get("PKI_CA_DB_PASSWORD_FILE") else None,
         gui_https_identity=(tls_hosts(env) or [""])[0] if env.get("PKI_TLS") == "ca" else "",
     )
