@@ -7,6 +7,7 @@ set -euo pipefail
 usage() {
   cat <<'USAGE'
 Usage: scripts/backup.sh (--recipient AGE_PUBLIC_KEY | --recipients-file FILE) --out FILE [--compose]
+                        [--pg-url URL]
 
 Writes FILE (mode 0600): a tar of age-encrypted parts and a plain manifest. Works on a running system:
 step-ca is paused for the copy of its folder (a few seconds; issuing and revoking wait for it), so its
@@ -17,6 +18,10 @@ database is consistent. Nothing unencrypted is written to disk.
   --out FILE             the backup to write (refused if it exists)
   --compose              back up the docker compose deployment in this folder (volumes step-ca-data and
                          gui-data, ./certs); run it next to docker-compose.yml
+  --pg-url URL           also the CA's PostgreSQL database (replicas: README "High availability"), with
+                         pg_dump: postgresql://stepca@HOST:5432/stepca. The password comes from PGPASSWORD
+                         or PGPASSFILE, never from the URL (it would be on pg_dump's command line).
+                         step-ca is not paused for it: pg_dump reads one consistent snapshot.
 Without --compose: the make run data folder (PKI_DATA_DIR, default <repo>/data) and PKI_CERTS_DIR
 (default <repo>/certs).
 
@@ -27,7 +32,7 @@ USAGE
 
 die() { echo "backup.sh: $*" >&2; exit 1; }
 
-recipients=() out="" compose=0
+recipients=() out="" compose=0 pg_url=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -35,6 +40,7 @@ while [ $# -gt 0 ]; do
     --recipients-file) [ $# -ge 2 ] || die "--recipients-file needs a file"; recipients+=(-R "$2"); shift 2 ;;
     --out) [ $# -ge 2 ] || die "--out needs a file"; out=$2; shift 2 ;;
     --compose) compose=1; shift ;;
+    --pg-url) [ $# -ge 2 ] || die "--pg-url needs a URL"; pg_url=$2; shift 2 ;;
     *) echo "backup.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +48,12 @@ done
 [ -n "$out" ] || die "give --out FILE."
 [ ! -e "$out" ] || die "$out exists: choose a new name (a backup is never overwritten)."
 command -v age >/dev/null || die "age is missing: apt-get install age."
+if [ -n "$pg_url" ]; then
+  [[ $pg_url =~ ^postgres(ql)?://[^/]+/[A-Za-z0-9_]+ ]] || die "--pg-url is not like postgresql://stepca@host:5432/stepca."
+  [[ ! $pg_url =~ ^postgres(ql)?://[^/@]*:[^/@]*@ ]] ||
+    die "--pg-url holds a password: give it in PGPASSWORD or PGPASSFILE instead (a command line is public)."
+  command -v pg_dump >/dev/null || die "pg_dump is missing: apt-get install postgresql-client."
+fi
 
 repo_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 staging=$(mktemp -d "$(dirname "$out")/.app-pki-backup.XXXXXX")
@@ -111,11 +123,17 @@ else
   mode=local
 fi
 
+if [ -n "$pg_url" ]; then
+  pg_dump --format=custom --no-password "$pg_url" | part stepca-db ||
+    die "pg_dump of the CA's database failed (see above); no backup was written."
+fi
+
 cat > "$staging/manifest.txt" <<EOF
 app-pki backup
 mode=$mode
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 root_fingerprint=$fingerprint
+database=${pg_url:+postgresql}
 EOF
 tmp_out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out").partial"
 (cd "$staging" && umask 077 && tar -cf "$tmp_out" manifest.txt ./*.tar.age)

@@ -5,12 +5,15 @@ set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/restore.sh --identity KEYFILE [--compose] [--force] BACKUP
+Usage: scripts/restore.sh --identity KEYFILE [--compose] [--force] [--pg-url URL] BACKUP
 
 Decrypts BACKUP with the age identity (private key) in KEYFILE and restores it. The CA must be stopped
 (make run not running; docker compose down). A CA already there is refused unless --force, which moves it
 aside first (data.before-restore-DATE and certs.before-restore-DATE; with --compose, into a tar in the
 current folder). The backup's mode must match: --compose for one made with --compose.
+
+A backup that holds the CA's PostgreSQL database (backup.sh --pg-url) needs --pg-url URL: an empty
+database the CA's role owns (README "High availability"); the password comes from PGPASSWORD or PGPASSFILE.
 
 After a restore, start as usual (make run, or docker compose up -d) and check the root fingerprint that
 restore.sh prints against the one you know. Certificates issued after the backup are unknown to the
@@ -20,13 +23,14 @@ USAGE
 
 die() { echo "restore.sh: $*" >&2; exit 1; }
 
-identity="" compose=0 force=0 backup=""
+identity="" compose=0 force=0 backup="" pg_url=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --identity) [ $# -ge 2 ] || die "--identity needs a file"; identity=$2; shift 2 ;;
     --compose) compose=1; shift ;;
     --force) force=1; shift ;;
+    --pg-url) [ $# -ge 2 ] || die "--pg-url needs a URL"; pg_url=$2; shift 2 ;;
     -*) echo "restore.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     *) [ -z "$backup" ] || die "one backup at a time"; backup=$1; shift ;;
   esac
@@ -48,6 +52,18 @@ wanted=local
 # Check the key before anything is touched.
 age -d -i "$identity" -o /dev/null "$staging/certs.tar.age" 2>/dev/null ||
   die "$identity cannot decrypt $backup (wrong key?). Nothing was changed."
+
+if [ -f "$staging/stepca-db.tar.age" ]; then
+  [ -n "$pg_url" ] || die "$backup holds the CA's PostgreSQL database: give --pg-url (an empty database). Nothing was changed."
+  [[ ! $pg_url =~ ^postgres(ql)?://[^/@]*:[^/@]*@ ]] ||
+    die "--pg-url holds a password: give it in PGPASSWORD or PGPASSFILE instead. Nothing was changed."
+  command -v pg_restore >/dev/null || die "pg_restore is missing: apt-get install postgresql-client. Nothing was changed."
+  tables=$(psql --no-password -At -d "$pg_url" -c "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") ||
+    die "the database at --pg-url cannot be read (see above). Nothing was changed."
+  [ "$tables" = 0 ] || die "the database at --pg-url is not empty ($tables tables): restore into an empty one. Nothing was changed."
+elif [ -n "$pg_url" ]; then
+  die "$backup holds no database (it was made without --pg-url). Nothing was changed."
+fi
 
 # decrypted PART: the tar stream of a part.
 decrypted() { age -d -i "$identity" "$staging/$1.tar.age"; }
@@ -97,5 +113,9 @@ else
   decrypted data | tar -C "$data_dir" -xf -
   decrypted certs | tar -C "$certs_dir" -xf -
   rm -f "$data_dir/ca/.paused" "$data_dir/ca/start-ca.pid"
+fi
+if [ -n "$pg_url" ]; then
+  decrypted stepca-db | pg_restore --no-password --no-owner --exit-on-error -d "$pg_url" ||
+    die "pg_restore into the database failed (see above); the files are restored already."
 fi
 echo "restore.sh: restored the $mode backup of $(sed -n 's/^created=//p' "$staging/manifest.txt"); root fingerprint $fingerprint."

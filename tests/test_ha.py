@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from cryptography import x509
 
-from conftest import INIT_CA, OPERATOR, START_CA, TOOLS, free_port, tool_env
+from conftest import INIT_CA, OPERATOR, REPO, START_CA, TOOLS, free_port, tool_env
 from mqtt import HAPROXY, wait_for_port
 from pki.bulk import Mode, Outcome
 from pki.ca import StepCA
@@ -275,3 +275,40 @@ def test_a_certificate_signed_by_either_replica_is_in_the_inventory_without_a_jo
     with connection, pytest.raises(psycopg.errors.InsufficientPrivilege):
         connection.execute("DELETE FROM x509_certs")
     assert json.dumps(gui_env).count(STEPCA_PASSWORD) == 0
+
+
+def test_backup_and_restore_carry_the_shared_database(
+    replicas: dict[str, object], postgres: Postgres, tmp_path: Path
+) -> None:
+    base = replicas["base"]
+    assert isinstance(base, Path)
+    key = tmp_path / "backup.key"
+    made = subprocess.run(["age-keygen", "-o", str(key)], capture_output=True, text=True, check=True)
+    recipient = made.stderr.split("Public key: ")[1].strip()
+    env = tool_env(PKI_DATA_DIR=str(base), PKI_CERTS_DIR=str(base / "certs"), PGPASSWORD=STEPCA_PASSWORD)
+    out = tmp_path / "ha.backup"
+    with_password = postgres.url("stepca", STEPCA_PASSWORD)
+    refused = subprocess.run(["bash", "scripts/backup.sh", "--recipient", recipient, "--out", str(out), "--pg-url",
+                              with_password], env=env, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert refused.returncode == 1 and "holds a password" in refused.stderr and not out.exists()
+    done = subprocess.run(["bash", "scripts/backup.sh", "--recipient", recipient, "--out", str(out), "--pg-url",
+                           postgres.url("stepca")], env=env, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert STEPCA_PASSWORD.encode() not in out.read_bytes()
+
+    postgres.psql("CREATE DATABASE restored OWNER stepca;")
+    target = postgres.url("stepca").replace("/stepca?", "/restored?")
+    restore_env = env | {"PKI_DATA_DIR": str(tmp_path / "data"), "PKI_CERTS_DIR": str(tmp_path / "certs")}
+    without = subprocess.run(["bash", "scripts/restore.sh", "--identity", str(key), str(out)], env=restore_env,
+                             capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert without.returncode == 1 and "give --pg-url" in without.stderr and not (tmp_path / "data").exists()
+    restored = subprocess.run(["bash", "scripts/restore.sh", "--identity", str(key), "--pg-url", target, str(out)],
+                              env=restore_env, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    count = "SELECT count(*) FROM x509_certs"
+    assert postgres.psql(count, "restored") == postgres.psql(count, "stepca")
+    assert int(postgres.psql(count, "restored")) > 500
+    assert (tmp_path / "data" / "ca" / "config" / "ca.json").exists()
+    again = subprocess.run(["bash", "scripts/restore.sh", "--identity", str(key), "--force", "--pg-url", target,
+                            str(out)], env=restore_env, capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert again.returncode == 1 and "is not empty" in again.stderr
