@@ -17,7 +17,7 @@ case "${1:-}" in
   *) echo "test-packages.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 esac
 
-packages=(make jq curl unzip openssl ca-certificates procps shellcheck mosquitto mosquitto-clients haproxy chromium age prometheus)
+packages=(make jq curl unzip openssl ca-certificates procps shellcheck mosquitto mosquitto-clients haproxy chromium age prometheus postgresql)
 # Debian's own Python needs python3-venv for `python3 -m venv` (make test makes a .venv).
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 missing=()
