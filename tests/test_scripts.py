@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, TOOLS, free_port, tool_env
 
-SCRIPTS = sorted([*REPO.glob("scripts/*.sh"), REPO / ".ci" / "run"])
+SCRIPTS = sorted([*REPO.glob("scripts/*.sh"), *REPO.glob("ca/*.sh"), REPO / ".ci" / "run"])
 
 
 def test_shellcheck_passes_on_every_script() -> None:

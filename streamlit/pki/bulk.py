@@ -30,8 +30,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pki.enrollment import MAX_TOKEN_HOURS, Enrollment, TokenPending, create_enrollment
-from pki.issuing import ActiveCertificateExists, IssueRequest, IssueUncertain, Registrar, certificate_in_folder
+from pki.audit import rotated_files
+from pki.enrollment import MAX_TOKEN_HOURS, Enrollment, create_enrollment
+from pki.issuing import (
+    ActiveCertificateExists,
+    IssueRequest,
+    IssueUncertain,
+    Registrar,
+    TokenPending,
+    ValidityUnknown,
+    certificate_in_folder,
+)
 from pki.keys import DEFAULT_KEY_TYPE
 from pki.model import Kind
 from pki.roles import Actor, Role, require
@@ -41,6 +50,11 @@ from pki.tokens import token_ref_of
 from pki.validate import InvalidInput, validate_cn, validate_days, validate_sans
 
 MAX_ROWS = 20_000
+MAX_BYTES = 5_000_000
+"""The largest list read (20,000 rows of a site, SANs and a note fit in far less)."""
+UNCERTAIN_TRIES = 3
+"""Signing attempts of one row whose outcome the CA left open (its key kept in quarantine each time)
+before the row is given up as failed."""
 NOTE_MAX = 200
 WORKERS = 4
 """Rows done at once: the CA signs in a few ms, so most of a row is waiting on the network and the disk."""
@@ -144,6 +158,8 @@ class JobStatus:
     running: bool
     waiting: str = ""
     """Why the running job is waiting (the CA down), empty while it makes progress."""
+    problem: str = ""
+    """Why the last run here ended before the job did, or why the job cannot be read at all."""
     rate: float = 0.0
     """Rows per second in this run so far."""
     planned: tuple[PlannedRow, ...] = ()
@@ -165,17 +181,34 @@ class JobStatus:
 
 
 def read_sites(text: str) -> list[SourceRow]:
-    """The rows of a CSV file (a header naming `site`, optionally `sans` and `note`; or those three
-    columns in that order) or of a pasted list (one site per line). Blank lines and lines starting with
-    '#' are skipped."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
-    rows = [(n, cells) for n, cells in enumerate(reader, start=1) if cells and any(c.strip() for c in cells)]
-    rows = [(n, cells) for n, cells in rows if not cells[0].lstrip().startswith("#")]
+    """The rows of a CSV file (a header naming `site`, optionally `sans` and `note`, in any order; or
+    those three columns in that order) or of a pasted list (one site per line). Blank lines and lines
+    starting with '#' are skipped. At most MAX_BYTES and MAX_ROWS: anything larger is refused before it
+    is all read."""
+    if len(text) > MAX_BYTES:
+        raise InvalidInput(f"The list is {len(text) // 1_000_000} MB: at most {MAX_BYTES // 1_000_000} MB are read.")
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for number, cells in enumerate(csv.reader(io.StringIO(text.lstrip("\ufeff"))), start=1):
+            if not any(c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
+                continue
+            rows.append((number, cells))
+            if len(rows) > MAX_ROWS + 1:
+                raise InvalidInput(f"More than {MAX_ROWS} rows: at most {MAX_ROWS} sites are enrolled in one job.")
+    except csv.Error as exc:
+        raise InvalidInput(f"The file cannot be read as CSV (line {number}): {exc}.") from None
     columns = {"site": 0, "sans": 1, "note": 2}
-    if rows and rows[0][1][0].strip().lower() in _SITE_HEADERS:
-        header = [c.strip().lower() for c in rows.pop(0)[1]]
+    header = [c.strip().lower() for c in rows[0][1]] if rows else []
+    if any(h in (*_SITE_HEADERS, *_SAN_HEADERS, *_NOTE_HEADERS) for h in header):
+        rows.pop(0)
+        site_column = next((i for i, h in enumerate(header) if h in _SITE_HEADERS), None)
+        if site_column is None:
+            raise InvalidInput(
+                f"The first line looks like a header ({', '.join(header)}) but names no site column: call it "
+                "'site' (see the template)."
+            )
         columns = {
-            "site": next(i for i, h in enumerate(header) if h in _SITE_HEADERS),
+            "site": site_column,
             "sans": next((i for i, h in enumerate(header) if h in _SAN_HEADERS), -1),
             "note": next((i for i, h in enumerate(header) if h in _NOTE_HEADERS), -1),
         }
@@ -267,6 +300,7 @@ class BulkJobs:
         self.folder = folder
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
+        self._plans: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
 
     # -- files -------------------------------------------------------------------------------------
 
@@ -298,7 +332,21 @@ class BulkJobs:
         return job_id
 
     def _read_job(self, job_id: str) -> dict[str, Any]:
-        return dict(json.loads((self._job_dir(job_id) / "job.json").read_text()))
+        """The job's plan (kept while its file is unchanged); InvalidInput when it cannot be read."""
+        path = self._job_dir(job_id) / "job.json"
+        try:
+            stat = path.stat()
+            key = (stat.st_mtime_ns, stat.st_size)
+            cached = self._plans.get(job_id)
+            if cached and cached[0] == key:
+                return cached[1]
+            job = json.loads(path.read_bytes())
+            if not isinstance(job, dict) or not isinstance(job.get("rows"), list):
+                raise ValueError("not a job")
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"Bulk job {job_id} cannot be read ({exc}).") from None
+        self._plans[job_id] = (key, job)
+        return job
 
     def job_ids(self) -> list[str]:
         """Every job, newest first."""
@@ -322,12 +370,12 @@ class BulkJobs:
         """The rows finished so far, by line (a cut last line, from a stop mid-write, is ignored)."""
         results: dict[int, RowResult] = {}
         try:
-            with open(self._job_dir(job_id) / "progress.jsonl") as lines:
+            with open(self._job_dir(job_id) / "progress.jsonl", "rb") as lines:
                 for line in lines:
                     try:
                         entry = json.loads(line)
                         result = RowResult(**{**entry, "outcome": Outcome(entry["outcome"])})
-                    except (ValueError, TypeError, KeyError):
+                    except (ValueError, TypeError, KeyError):  # a damaged line: that row is done again
                         continue
                     results[result.line] = result
         except FileNotFoundError:
@@ -335,20 +383,27 @@ class BulkJobs:
         return results
 
     def status(self, job_id: str) -> JobStatus:
-        job = self._read_job(job_id)
-        planned = tuple(PlannedRow(**{**r, "sans": tuple(r["sans"])}) for r in job["rows"])
+        """What the job did so far; a job whose files cannot be read is one with `problem` and no rows."""
+        try:
+            job = self._read_job(job_id)
+            planned = tuple(PlannedRow(**{**r, "sans": tuple(r["sans"])}) for r in job["rows"])
+            mode, created = Mode(job["mode"]), dt.datetime.fromisoformat(job["created"])
+        except (InvalidInput, KeyError, TypeError, ValueError) as exc:
+            why = str(exc) if isinstance(exc, InvalidInput) else f"Bulk job {job_id} cannot be read ({exc})."
+            return JobStatus(job_id, Mode.TOKENS, dt.datetime.min.replace(tzinfo=dt.UTC), "", "", 0, {}, False,
+                             False, problem=why)  # fmt: skip
         results = self.results(job_id)
         with self._lock:
             run = self._runs.get(job_id)
             running = run is not None and run.thread.is_alive()
         running = running or self._locked_elsewhere(job_id)
         return JobStatus(
-            id=job_id, mode=Mode(job["mode"]), created=dt.datetime.fromisoformat(job["created"]),
+            id=job_id, mode=mode, created=created,
             created_by=str(job.get("created_by", "")), source_name=str(job.get("source_name", "")),
             total=sum(1 for r in planned if r.todo), results=results,
             finished=(self._job_dir(job_id) / "finished").exists(), running=running,
             waiting=run.waiting if run and running else "", rate=run.rate() if run and running else 0.0,
-            planned=planned,
+            planned=planned, problem=run.problem if run and not running else "",
         )  # fmt: skip
 
     def _locked_elsewhere(self, job_id: str) -> bool:
@@ -420,6 +475,8 @@ class _Run:
     max_days: int
     stopping: threading.Event = field(default_factory=threading.Event)
     waiting: str = ""
+    problem: str = ""
+    """Why the run ended before the job did (its progress could not be written, another process has it)."""
     started: float = field(default_factory=time.monotonic)
     finished_here: int = 0
     thread: threading.Thread = field(init=False)
@@ -435,13 +492,26 @@ class _Run:
     def _main(self) -> None:
         job_id = self.job["id"]
         lock_path = self.jobs._job_dir(job_id) / "run.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # another GUI process works on it
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            self.problem = f"its lock file cannot be made: {exc.strerror or exc}"
+            return
+        try:
+            # A page asking whether the job runs holds a shared lock for an instant: wait that out.
+            deadline = time.monotonic() + 2.0
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        self.problem = "another GUI process works on this job"
+                        return
+                    time.sleep(0.02)
             self._run(job_id)
+        except Exception as exc:  # the run's own trouble: shown on the page, the job resumable
+            self.problem = f"{type(exc).__name__}: {exc}"
         finally:
             os.close(fd)
 
@@ -465,7 +535,12 @@ class _Run:
             result = self._row(registrar, mode, row, ours)
             if result is None:
                 return
-            self.jobs._append(job_id, result)
+            try:
+                self.jobs._append(job_id, result)
+            except OSError as exc:  # the row is done; a resume learns it from the audit trail
+                self.problem = f"the progress file cannot be written: {exc.strerror or exc}"
+                self.stopping.set()
+                return
             self.waiting = ""  # rows are done again
             if result.outcome is not Outcome.DONE:
                 audit.record("bulk-row", result.outcome.value, actor=self.actor, job=job_id, line=row.line,
@@ -492,14 +567,13 @@ class _Run:
         if row.identity in ours:  # done by this job before an interruption lost its progress line
             found = ours[row.identity]
             return RowResult(row.line, row.identity, Outcome.DONE, **_ref(mode, found))
-        if mode is Mode.CERTIFICATES and registrar.unused_tokens(row.identity):  # made since the plan was checked
-            return RowResult(row.line, row.identity, Outcome.SKIPPED, why="Has an unused enrolment token.")
+        uncertain = 0
         while not self.stopping.is_set():
             try:
                 if mode is Mode.CERTIFICATES:
                     issued = registrar.issue(
                         IssueRequest(row.identity, Kind.CLIENT, list(row.sans), self.job["lifetime"], DEFAULT_KEY_TYPE),
-                        max_days=self.max_days, warn_of_tokens=False,
+                        max_days=self.max_days, refuse_if_token=True,
                     )  # fmt: skip
                     return RowResult(row.line, row.identity, Outcome.DONE, serial=issued.record.serial_hex)
                 enrollment: Enrollment = create_enrollment(
@@ -507,40 +581,55 @@ class _Run:
                     only_token=True,
                 )  # fmt: skip
                 return RowResult(row.line, row.identity, Outcome.DONE, token_ref=token_ref_of(enrollment.token))
+            except (CAUnreachable, StepTimeout, IdentityBusy, ValidityUnknown) as exc:
+                self.waiting = str(exc)  # the CA down (or a CRL it cannot give): try again
+                self.stopping.wait(RETRY_SECONDS)
+                continue
+            except IssueUncertain as exc:
+                # The CA went away while it had the request; the key is kept in quarantine. If the CA did sign,
+                # the next try finds that certificate and files it from there.
+                uncertain += 1
+                if uncertain >= UNCERTAIN_TRIES:
+                    why = f"The CA left open whether it signed, {uncertain} times: {exc}"
+                    return RowResult(row.line, row.identity, Outcome.FAILED, why=why)
+                self.waiting = str(exc)
+                self.stopping.wait(RETRY_SECONDS)
+                continue
             except (ActiveCertificateExists, TokenPending) as exc:
                 filed = (
-                    _file_interrupted(registrar, row.identity)
+                    _file_interrupted(registrar, row.identity, self.job["created"])
                     if isinstance(exc, ActiveCertificateExists) and mode is Mode.CERTIFICATES
                     else ""
                 )
                 if filed:
                     return RowResult(row.line, row.identity, Outcome.DONE, serial=filed)
                 return RowResult(row.line, row.identity, Outcome.SKIPPED, why=str(exc))
-            except (CAUnreachable, StepTimeout, IdentityBusy, IssueUncertain) as exc:
-                # The CA down, or gone while it had the request (its key is kept in quarantine: if the CA did
-                # sign, the next try finds the certificate and files it from there).
-                self.waiting = str(exc)
-                self.stopping.wait(RETRY_SECONDS)
-                continue
             except Exception as exc:  # every other answer is this row's alone: recorded, the job goes on
                 return RowResult(row.line, row.identity, Outcome.FAILED, why=str(exc) or type(exc).__name__)
         return None
 
 
-def _file_interrupted(registrar: Registrar, identity: str) -> str:
-    """The serial of the identity's certificate that an issue stopped before filing (the process ended
-    after the CA signed, before the audit trail heard of it; the CA stopped before its answer came), filed
-    now as Reconcile would; or ""."""
+def _file_interrupted(registrar: Registrar, identity: str, since: str) -> str:
+    """The serial of the identity's certificate that an issue of this job stopped before filing (the
+    process ended after the CA signed, before the audit trail heard of it; the CA stopped before its
+    answer came), filed now as Reconcile would; or "". Only a valid certificate signed since the job
+    began counts: an older quarantine is the operator's, left to Reconcile."""
+    began = dt.datetime.fromisoformat(since) - dt.timedelta(minutes=1)
     for folder, staged in registrar.store.stale_staging() + registrar.store.quarantined():
         if staged != identity:
             continue
+        record = certificate_in_folder(registrar.store, registrar.inventory, folder, identity)
+        if record is None or record.error or record.not_before < began:
+            continue
+        with registrar.store.locked(identity):
+            valid = {r.serial for r in registrar.state(identity).valid()}
+        if record.serial not in valid:
+            continue
         try:
-            filed, _ = registrar.file(folder)
+            registrar.file(folder)
         except InvalidInput:
             continue
-        record = certificate_in_folder(registrar.store, registrar.inventory, filed, identity)
-        if record is not None and not record.error:
-            return record.serial_hex
+        return record.serial_hex
     return ""
 
 
@@ -560,17 +649,19 @@ def _done_by_job(registrar: Registrar, job_id: str, mode: Mode) -> dict[str, str
 
 
 def _entries_of_job(path: Path, job_id: str) -> Iterator[dict[str, Any]]:
-    needle = f'"job": "{job_id}"'
-    try:
-        with open(path) as lines:
-            for line in lines:
-                if needle in line:
-                    try:
-                        yield json.loads(line)
-                    except ValueError:
-                        continue
-    except FileNotFoundError:
-        return
+    """The audit lines naming the job, in the trail and its rotated parts."""
+    needle = f'"job": "{job_id}"'.encode()
+    for part in [*rotated_files(path), path]:
+        try:
+            with open(part, "rb") as lines:
+                for line in lines:
+                    if needle in line:
+                        try:
+                            yield json.loads(line)
+                        except ValueError:
+                            continue
+        except FileNotFoundError:
+            continue
 
 
 def csv_of(rows: Iterable[Iterable[str]]) -> bytes:

@@ -11,7 +11,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from pki.issuing import Registrar, refuse_if_active
+from pki.issuing import Registrar, TokenPending, refuse_if_active
 from pki.roles import Role, require
 from pki.tokens import TokenVault, token_ref_of
 from pki.validate import InvalidInput, validate_cn, validate_san
@@ -46,10 +46,6 @@ class Enrollment:
             "--token-file", "-",
         ]  # fmt: skip
         return f"{shlex.join(args)} <<'TOKEN'\n{self.token}\nTOKEN"
-
-
-class TokenPending(InvalidInput):
-    """The site has an unused enrolment token, and the caller wants no second one."""
 
 
 def validate_broker(address: str) -> str:

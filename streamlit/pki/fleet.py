@@ -532,41 +532,50 @@ class Fleet:
         self.forget_ca_state()
         return started
 
+    def bulk_stop(self, actor: Actor, job_id: str) -> None:
+        """Stop a running job after the rows in hand (Resume goes on with it)."""
+        require(actor, Role.OPERATOR, "stop bulk enrolment jobs")
+        self.bulk.stop(job_id)
+        self.audit.record("bulk-stop", actor=actor, job=job_id)
+
     def bulk_jobs(self, actor: Actor) -> list[JobStatus]:
         require(actor, Role.OPERATOR, "see bulk enrolment jobs")
         return [self.bulk.status(job_id) for job_id in self.bulk.job_ids()]
 
-    def bulk_commands(self, actor: Actor, job_id: str) -> tuple[bytes, int]:
-        """A ZIP of the job's unused tokens as the commands to paste on each site (commands.csv, one
-        site-NAME.txt each, enroll-site.sh), and how many it holds. Tokens used, cancelled or expired
-        meanwhile are left out. Audited (the tokens never are)."""
-        require(actor, Role.OPERATOR, "download enrolment tokens")
+    def bulk_commands(self, actor: Actor, job_id: str) -> bytes:
+        """The job's unused tokens as CSV (site, token expiry, the command to paste on the site), to show
+        on the page: never a file, since Streamlit serves files at URLs anyone who has them may fetch.
+        Tokens used, cancelled or expired meanwhile are left out, and so are tokens of sites that have a
+        valid certificate meanwhile (using one would give the site a second: cancel those). Audited (the
+        tokens never are)."""
+        require(actor, Role.OPERATOR, "see enrolment tokens")
         statuses = {s.made.token_ref: s for s in self.registrar(actor).token_statuses()}
+        certified = {row.record.identity for row in self.table().rows if row.valid}
         vault = TokenVault(self.settings.token_dir)
-        fingerprint, job = self.ca.root_fingerprint(), self.bulk.status(job_id)
-        rows, files = [], {}
+        fingerprint = self.ca.root_fingerprint()
+        rows = []
         for result in self.bulk.done_rows(job_id):
             status = statuses.get(result.token_ref)
-            token = vault.get(result.token_ref) if status and status.state is TokenState.UNUSED else None
-            if status is None or token is None:
+            if status is None or status.state is not TokenState.UNUSED or status.made.site in certified:
+                continue
+            token = vault.get(result.token_ref)
+            if token is None:
                 continue
             command = Enrollment(
                 status.made.site, token, status.made.expires, self.settings.public_ca_url, fingerprint,
                 status.made.broker,
             ).command()  # fmt: skip
             rows.append((status.made.site, f"{status.made.expires:%Y-%m-%d %H:%M}", command))
-            files[f"sites/{status.made.site}.txt"] = (command.encode() + b"\n", 0o600)
         if not rows:
             raise InvalidInput(f"Job {job_id} has no unused token left to hand out.")
-        files["commands.csv"] = (csv_of([("site", "token_expires_utc", "command"), *rows]), 0o600)
-        files["enroll-site.sh"] = ((self.settings.site_scripts_dir / "enroll-site.sh").read_bytes(), 0o755)
-        self.audit.record("bulk-download", actor=actor, job=job_id, mode=job.mode.value, tokens=len(rows))
-        return zip_files(files), len(rows)
+        self.audit.record("bulk-commands", actor=actor, job=job_id, tokens=len(rows))
+        return csv_of([("site", "token_expires_utc", "command"), *rows])
 
     def bulk_bundles(self, actor: Actor, job_id: str, *, broker: str | None = None) -> tuple[bytes, bytes, int]:
-        """The job's certificates as one ZIP of per-site bundles (site-NAME.zip, each key under its own
-        passphrase) and, separately, the passphrases as CSV: the two travel apart. Sites whose
-        certificate is no longer valid or whose key is gone are left out. Audited (the passphrases never are)."""
+        """The job's certificates as one ZIP of per-site bundles (NAME.zip, each key under its own
+        passphrase) and, apart, the passphrases as CSV, for the page to show, never as a file: the ZIP
+        alone gives no usable key. Sites whose certificate is no longer valid or whose key is gone are
+        left out. Audited (the passphrases never are)."""
         require(actor, Role.OPERATOR, "make bundles with private keys")
         broker = validate_broker(broker or self.settings.broker_address)
         context, root_pem = self._bundle_context(broker), self.settings.root.read_bytes()

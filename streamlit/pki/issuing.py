@@ -46,6 +46,15 @@ class ActiveCertificateExists(InvalidInput):
     """The identity already has a valid certificate; it must be revoked before another is issued."""
 
 
+class ValidityUnknown(ActiveCertificateExists):
+    """The identity has an unexpired certificate and the CRL cannot be read to tell whether it is revoked:
+    the question is open until the CA answers again."""
+
+
+class TokenPending(InvalidInput):
+    """The site has an unused enrolment token, and the caller wants no second way in for it."""
+
+
 class NotIssued(Exception):
     """The disk refused the new key, before the CA was asked: nothing was signed, nothing changed."""
 
@@ -268,18 +277,22 @@ class Registrar:
     # -- issue ------------------------------------------------------------------------------------
 
     def issue(
-        self, request: IssueRequest, *, max_days: int, replacing: int | None = None, warn_of_tokens: bool = True
+        self, request: IssueRequest, *, max_days: int, replacing: int | None = None, refuse_if_token: bool = False
     ) -> Issued:
         """Validate, then under the identity's lock: refuse if it has a valid certificate (unless
         `replacing` names the live broker certificate being re-issued), make the key, have the CA sign,
-        file certs/{identity}/ and archive the previous live folder. `warn_of_tokens`: look for an unused
-        enrolment token of the identity afterwards (a bulk job looked once for all its sites)."""
+        file certs/{identity}/ and archive the previous live folder. An unused enrolment token of the
+        identity is a warning afterwards, or with `refuse_if_token` (bulk jobs) a refusal under the lock."""
         require(self.actor, Role.OPERATOR, "issue certificates")
         valid = validate_request(request, max_days)
         with self.store.locked(valid.cn):
             state = self.state(valid.cn)
             if replacing is None:
                 refuse_if_active(state)
+                if refuse_if_token and (pending := self.unused_tokens(valid.cn)):
+                    raise TokenPending(
+                        f"{valid.cn} has an unused enrolment token (until {pending[-1]:%Y-%m-%d %H:%M} UTC)."
+                    )
             else:
                 _check_replacing(state, replacing)
             labels = _labels_for_previous(state, replacing)
@@ -287,7 +300,7 @@ class Registrar:
                 raise InvalidInput(f"certs/{valid.cn} exists but holds no {valid.cn}.crt. Move it away first.")
             issued = self._issue_locked(valid, labels, replacing is not None)
         try:
-            pending = self.unused_tokens(valid.cn) if warn_of_tokens else ()
+            pending = () if refuse_if_token else self.unused_tokens(valid.cn)
         except OSError:
             pending = ()  # the certificate is filed; the audit trail's trouble is reported where it is written
         if pending:
@@ -586,7 +599,7 @@ def refuse_if_active(state: IdentityState) -> None:
         return
     newest = max(candidates, key=lambda r: r.not_after)
     if state.crl is None:
-        raise ActiveCertificateExists(
+        raise ValidityUnknown(
             f"{state.identity} has a certificate valid until {newest.not_after:%Y-%m-%d} and the CA's CRL cannot "
             f"be read to tell whether it was revoked ({state.crl_problem}). Try again when the CA is reachable."
         )

@@ -106,47 +106,56 @@ def _eta(job: JobStatus) -> str:
 
 
 def _downloads(job: JobStatus) -> None:
-    done = job.counts[Outcome.DONE]
-    if not done:
+    """What a job hands out. Tokens and passphrases are shown on the page, never offered as files: Streamlit
+    serves a file at a URL that anyone who has it may fetch, without a session."""
+    if not job.counts[Outcome.DONE]:
         return
-    key = f"bulk_files_{job.id}"
+    key = f"bulk_out_{job.id}"
     if job.mode is Mode.TOKENS:
-        label = "Prepare the commands (ZIP: commands.csv, one file per site, enroll-site.sh)"
+        label = "Show the commands for the sites (they hold the tokens)"
     else:
-        label = "Prepare the bundles (ZIP of per-site bundles, and the passphrases apart)"
+        label = "Prepare the bundles (a ZIP of per-site bundles; the passphrases shown here)"
     if st.button(label, key=f"prepare_{job.id}", icon=":material/inventory_2:"):
         try:
             if job.mode is Mode.TOKENS:
-                data, count = fleet.bulk_commands(common.actor(), job.id)
-                st.session_state[key] = (data, None, count)
+                st.session_state[key] = (None, fleet.bulk_commands(common.actor(), job.id).decode(), 0)
             else:
                 data, phrases, count = fleet.bulk_bundles(common.actor(), job.id)
-                st.session_state[key] = (data, phrases, count)
+                st.session_state[key] = (data, phrases.decode(), count)
         except common.FAILED as exc:
-            common.show_failure(exc, "Preparing the downloads")
+            common.show_failure(exc, "Preparing what the sites get")
     prepared = st.session_state.get(key)
-    if prepared:
-        data, phrases, count = prepared
-        name = "commands" if job.mode is Mode.TOKENS else "bundles"
-        st.download_button(
-            f"Download {count} {'commands' if phrases is None else 'bundles'} (ZIP)", data,
-            file_name=f"{name}-{job.id}.zip", mime="application/zip", key=f"zip_{job.id}",
-            icon=":material/download:", on_click="ignore",
-        )  # fmt: skip
-        if phrases is not None:
+    if not prepared:
+        return
+    data, text, count = prepared
+    if data is None:
+        st.caption(
+            "site, token expiry, command (CSV; the copy button is at the top right). Each command holds its "
+            "site's token, a secret until it is used: paste it on that site only. Tokens used, expired or "
+            "cancelled meanwhile, and those of sites that have a certificate meanwhile, are left out."
+        )
+        st.code(text, language=None)
+        if settings.enroll_script.is_file():
             st.download_button(
-                "Download the passphrases (CSV)", phrases, file_name=f"passphrases-{job.id}.csv", mime="text/csv",
-                key=f"phrases_{job.id}", icon=":material/password:", on_click="ignore",
+                "Download enroll-site.sh", settings.enroll_script.read_bytes(), file_name="enroll-site.sh",
+                mime="text/x-shellscript", key=f"script_{job.id}", icon=":material/download:", on_click="ignore",
             )  # fmt: skip
-            st.caption("Send the passphrases by another way than the bundles: each opens only its own site's key.")
-        else:
-            st.caption(
-                "The commands hold the tokens: each is a secret until it is used. Tokens used, expired or "
-                "cancelled meanwhile are left out."
-            )
+        return
+    st.download_button(
+        f"Download {count} bundles (ZIP)", data, file_name=f"bundles-{job.id}.zip", mime="application/zip",
+        key=f"zip_{job.id}", icon=":material/download:", on_click="ignore",
+    )  # fmt: skip
+    st.caption(
+        "Each bundle's key is encrypted with its own passphrase, below (site, serial, passphrase; CSV). Send "
+        "the passphrases by another way than the bundles: each opens only its own site's key."
+    )
+    st.code(text, language=None)
 
 
 def _job(job: JobStatus) -> None:
+    if job.problem and not job.total:
+        st.error(job.problem, icon=":material/error:")
+        return
     counts = job.counts
     finished = sum(counts.values())
     st.markdown(
@@ -155,6 +164,13 @@ def _job(job: JobStatus) -> None:
         f"{counts[Outcome.FAILED]} failed of {job.total}"
     )
     st.progress(finished / job.total if job.total else 1.0, text=_eta(job))
+    if job.problem:
+        st.error(f"The last run stopped: {job.problem}. Fix that, then Resume.", icon=":material/error:")
+    if job.running and st.button("Stop", key=f"stop_{job.id}", icon=":material/stop:"):
+        try:
+            fleet.bulk_stop(common.actor(), job.id)
+        except common.FAILED as exc:
+            common.show_failure(exc, "Stopping the job")
     if not job.finished and not job.running and st.button("Resume", key=f"resume_{job.id}", icon=":material/replay:"):
         try:
             fleet.bulk_resume(common.actor(), job.id)
