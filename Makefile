@@ -12,7 +12,7 @@ CRL_PORT ?= 9080
 GUI_PORT ?= 8502
 export CA_PORT CRL_PORT GUI_PORT
 
-SHELL_SCRIPTS := $(wildcard scripts/*.sh) .ci/run
+SHELL_SCRIPTS := $(wildcard scripts/*.sh) $(wildcard ca/*.sh) .ci/run
 
 .PHONY: help packages tools run test lint screenshots bench reset clean
 

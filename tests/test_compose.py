@@ -7,6 +7,7 @@ the containers it started. Needs root (a private dockerd); the images and the en
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ PASSWORD = "the compose test's bootstrap password"
 class Deployment:
     """A copy of the repository with a test .env on free ports, driven with docker compose."""
 
-    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+    def __init__(self, folder: Path, env: dict[str, str], extra: str = "") -> None:
         self.folder = folder
         self.env = env
         self.ca_port, self.crl_port, self.gui_port = free_port(), free_port(), free_port()
@@ -44,7 +45,7 @@ class Deployment:
             f"PKI_CRL_URL=http://localhost:{self.crl_port}/1.0/crl\n"
             f"PKI_PASSWORD={PASSWORD}\n"
             f"CA_PORT={self.ca_port}\nCRL_PORT={self.crl_port}\nGUI_PORT={self.gui_port}\n"
-            f"METRICS_PORT={self.metrics_port}\n"
+            f"METRICS_PORT={self.metrics_port}\n" + extra
         )
 
     def dc(self, *args: str, check: bool = True, stdin: bytes | None = None, timeout: float = 900) -> bytes:
@@ -131,7 +132,8 @@ print(e.token)
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def engine() -> Iterator[dict[str, str]]:
+    """The private Docker engine with the stand-in images; yields the environment docker compose runs in."""
     if os.geteuid() != 0:
         pytest.fail("the compose test starts a private dockerd and needs root (CI runs as root)")
     started = subprocess.run(["bash", str(ENGINE), "start"], capture_output=True, text=True, timeout=900)
@@ -144,16 +146,28 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         if not k.startswith(("STEP", "PKI_", "DOCKER", "COMPOSE_"))
         and k not in ("CA_PORT", "CRL_PORT", "GUI_PORT", "METRICS_PORT")
     }
-    # The project's name for compose and for the scripts that call it (backup.sh, restore.sh).
-    env.update(
-        DOCKER_HOST=lines["DOCKER_HOST"], DOCKER_CONFIG=lines["DOCKER_CONFIG"], COMPOSE_PROJECT_NAME="apppki-test"
-    )
+    env.update(DOCKER_HOST=lines["DOCKER_HOST"], DOCKER_CONFIG=lines["DOCKER_CONFIG"])
     env["PATH"] = f"{Path(lines['DOCKER']).parent}{os.pathsep}{TOOLS}{os.pathsep}{env['PATH']}"
-    folder = tmp_path_factory.mktemp("compose") / "app-pki"
     try:
         built = subprocess.run(["bash", str(STANDINS)], env=env, capture_output=True, text=True, timeout=1800)
         assert built.returncode == 0, built.stderr[-3000:]
-        # The repository as a fresh clone has it (tracked and new files, nothing git ignores).
+        yield env
+    finally:
+        stopped = subprocess.run(["bash", str(ENGINE), "stop"], capture_output=True, text=True, timeout=300)
+        assert stopped.returncode == 0, stopped.stderr[-2000:]
+
+
+@contextlib.contextmanager
+def deployed(
+    engine: dict[str, str], folder: Path, project: str, *, extra_env: str = "", profiles: tuple[str, ...] = ()
+) -> Iterator[Deployment]:
+    """The repository as a fresh clone has it (tracked and new files, nothing git ignores), built and up
+    as project `project`; `down -v` afterwards."""
+    # The project's name for compose and for the scripts that call it (backup.sh, restore.sh).
+    env = engine | {"COMPOSE_PROJECT_NAME": project}
+    if profiles:
+        env["COMPOSE_PROFILES"] = ",".join(profiles)
+    try:
         files = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True,
             check=True,
@@ -164,17 +178,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 shutil.copy2(REPO / name, folder / name)
         (folder / "certs").mkdir(exist_ok=True)
         os.chown(folder / "certs", 1000, 1000)  # README: sudo chown 1000:1000 certs
-        deployed = Deployment(folder, env)
-        deployed.dc("build", timeout=1800)
-        deployed.dc("up", "-d", timeout=600)
-        deployed.wait_healthy()
-        yield deployed
+        deployment = Deployment(folder, env, extra_env)
+        deployment.dc("build", timeout=1800)
+        deployment.dc("up", "-d", timeout=600)
+        deployment.wait_healthy()
+        yield deployment
     finally:
         if folder.exists():
             subprocess.run(["docker", "compose", "down", "-v", "--remove-orphans"], cwd=folder,
                            env=env, capture_output=True, timeout=300)  # fmt: skip
-        stopped = subprocess.run(["bash", str(ENGINE), "stop"], capture_output=True, text=True, timeout=300)
-        assert stopped.returncode == 0, stopped.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def deployment(engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with deployed(engine, tmp_path_factory.mktemp("compose") / "app-pki", "apppki-test") as running:
+        yield running
 
 
 def test_init_succeeds_and_the_gui_serves_https_from_our_root(deployment: Deployment) -> None:
@@ -340,3 +358,78 @@ def test_stop_ends_every_service_without_sigkill(deployment: Deployment) -> None
     deployment.dc("stop", timeout=120)
     codes = {name: state["ExitCode"] for name, state in deployment.states().items()}
     assert 137 not in codes.values(), codes
+
+
+TABLE = """
+from pki.fleet import Fleet
+from pki.settings import load_settings
+fleet = Fleet(load_settings())
+print(fleet.ledger.ca_log, fleet.ledger.database is not None)
+for row in fleet.table().rows:
+    if row.valid:
+        print(row.record.identity, row.record.serial)
+"""
+
+
+def test_two_replicas_on_postgresql_behind_haproxy(
+    engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """`docker compose --profile ha up -d` with .env.example's replica settings: the GUI and the sites go
+    through ca-proxy; with one replica stopped, issuing and enrolling go on; the GUI knows every
+    certificate from the shared database; it never sees the CA's database password."""
+    replica_settings = (
+        "PKI_CA_DNS_NAMES=localhost,step-ca,ca-proxy\n"
+        "PKI_STEPCA_DB_URL=postgresql://stepca@step-ca-db:5432/stepca?sslmode=disable\n"
+        "PKI_CA_DB_URL=postgresql://pki_gui@step-ca-db:5432/stepca?sslmode=disable\n"
+        "PKI_CA_INTERNAL_URL=https://ca-proxy:9000\n"
+        f"STEP_CA_BIND=127.0.0.1\nSTEP_CA_PORT={free_port()}\nSTEP_CRL_PORT={free_port()}\n"
+    )
+    folder = tmp_path_factory.mktemp("compose-ha") / "app-pki"
+    with deployed(engine, folder, "apppki-ha", extra_env=replica_settings, profiles=("ha",)) as ha:
+        deadline = time.monotonic() + 180
+        while ha.states().get("step-ca-2", {}).get("Health") != "healthy":
+            assert time.monotonic() < deadline, ha.states()
+            time.sleep(2)
+        assert {s for s, state in ha.states().items() if state["State"] == "running"} >= {
+            "ca-proxy", "step-ca", "step-ca-2", "step-ca-db", "pki-gui",
+        }  # fmt: skip
+        first = int(ha.gui_python(ISSUE.format(cn="ha-site-1")))
+
+        ha.dc("stop", "step-ca")  # one replica down: ca-proxy sends everything to the other
+        try:
+            second = int(ha.gui_python(ISSUE.format(cn="ha-site-2")))
+            fingerprint, token = ha.gui_python(TOKEN.format(site="ha-site-3")).split()
+            enrolled = subprocess.run(
+                ["bash", str(REPO / "scripts" / "enroll-site.sh"), "--site", "ha-site-3",
+                 "--ca-url", f"https://localhost:{ha.ca_port}", "--fingerprint", fingerprint,
+                 "--broker", "127.0.0.1:8883", "--token-file", "-", "--prefix", str(tmp_path), "--schedule", "none",
+                 "--reload-cmd", "true"],
+                input=token + "\n", capture_output=True, text=True, timeout=180, env=ha.env,
+            )  # fmt: skip
+            assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
+            third = x509.load_pem_x509_certificates(
+                (tmp_path / "etc" / "mosquitto" / "certs" / "ha-site-3.crt").read_bytes()
+            )[0].serial_number
+            assert str(first) in ha.gui_python(REVOKE.format(cn="ha-site-1"))
+            assert ha.crl().get_revoked_certificate_by_serial_number(first) is not None
+        finally:
+            ha.dc("start", "step-ca")
+
+        lines = ha.gui_python(TABLE).splitlines()
+        assert lines[0] == "None True", "the GUI reads the database, not a journal"
+        valid = dict(line.split() for line in lines[1:])
+        assert valid.get("ha-site-2") == str(second) and valid.get("ha-site-3") == str(third)
+        assert "ha-site-1" not in valid
+        # The GUI has the read-only role's password; the CA's own is nowhere in its container.
+        assert ha.dc("exec", "-T", "pki-gui", "sh", "-c", "ls /app/ca; ls / /run").decode().count("pgpass") == 0
+        denied = ha.run("exec", "-T", "pki-gui", "python", "-c", (
+            "import psycopg; from pathlib import Path; c = psycopg.connect("
+            "'postgresql://pki_gui@step-ca-db:5432/stepca?sslmode=disable', "
+            "password=Path('/app/ca/ca-db.password').read_text().strip(), autocommit=True); "
+            "c.execute('DELETE FROM x509_certs')"
+        ))  # fmt: skip
+        assert denied.returncode != 0 and b"permission denied" in denied.stderr
+        # A second `up` sets up nothing again.
+        ha.dc("up", "-d", timeout=600)
+        ha.wait_healthy()
+        assert ha.states()["step-ca-init"]["ExitCode"] == 0

@@ -49,7 +49,16 @@ def test_dclint_passes_on_the_compose_file() -> None:
 
 def test_services_images_and_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"step-ca-init", "step-ca", "pki-gui", "pki-alerts"}
+    assert set(services) == {
+        "step-ca-init", "step-ca", "pki-gui", "pki-alerts",
+        "step-ca-2", "step-ca-db", "step-ca-db-secrets", "ca-proxy",
+    }  # fmt: skip
+    # Replicas only with `--profile ha`: the default is one step-ca with its embedded database.
+    assert {name for name, service in services.items() if service.get("profiles") == ["ha"]} == {
+        "step-ca-2", "step-ca-db", "step-ca-db-secrets", "ca-proxy",
+    }  # fmt: skip
+    assert services["step-ca-2"]["image"] == services["step-ca"]["image"]
+    assert services["step-ca-init"]["depends_on"]["step-ca-db"]["required"] is False
     # The alerts run the GUI's image and see exactly what the GUI sees.
     assert services["pki-alerts"]["build"] == services["pki-gui"]["build"]
     assert services["pki-alerts"]["volumes"] == services["pki-gui"]["volumes"]
@@ -96,7 +105,8 @@ def test_what_the_gui_container_can_and_cannot_see(compose: dict[str, Any]) -> N
     assert not any(isinstance(v, str) and v.startswith("step-ca-data") for v in gui["volumes"])
     assert "./certs:/app/certs" in gui["volumes"]
     env = gui["environment"]
-    assert env["STEP_CA_URL"] == "https://step-ca:9000"
+    assert env["STEP_CA_URL"] == "${PKI_CA_INTERNAL_URL:-https://step-ca:9000}"
+    assert env["PKI_CA_DB_PASSWORD_FILE"].startswith("/app/ca/")  # the read-only role's, in the gui subpath
     assert env["STEP_CA_ROOT"].startswith("/app/ca/") and env["PKI_GUI_DIR"] == "/app/ca"
     assert env["PKI_CA_LOG"].startswith("/app/ca-log/")
     assert compose["services"]["step-ca"]["environment"]["PKI_CA_LOG"] == "/home/step/logs/step-ca.log"

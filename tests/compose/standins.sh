@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# TEST INFRASTRUCTURE: builds TEST-ONLY stand-ins for the three base images the project's Dockerfiles
+# TEST INFRASTRUCTURE: builds TEST-ONLY stand-ins for the base images the project's Dockerfiles
 # and docker-compose.yml name, because no container registry is reachable on the test machines:
 #
 #   golang:1.26-bookworm        standin-golang.Dockerfile   (host Go tree + file GOPROXY of the modules)
 #   python:3.11-slim-bookworm   standin-python.Dockerfile   (Debian python3 + pre-downloaded wheels)
 #   smallstep/step-ca:0.30.2    standin-step-ca.Dockerfile  (pinned step/step-ca from install-step.sh)
+#   postgres:15-bookworm        standin-postgres.Dockerfile (Debian postgresql-15; the `ha` profile)
+#   haproxy:2.6-bookworm        standin-haproxy.Dockerfile  (Debian haproxy 2.6; the `ha` profile)
 #
 # Each is labelled org.app-pki.test-fixture=true and built only when missing from the engine (or when
 # its inputs changed: label org.app-pki.test-fixture.inputs). An image under the same tag WITHOUT the
@@ -25,12 +27,16 @@ inputs_label=org.app-pki.test-fixture.inputs
 golang_tag=golang:1.26-bookworm
 python_tag=python:3.11-slim-bookworm
 stepca_tag=smallstep/step-ca:0.30.2
+postgres_tag=postgres:15-bookworm
+haproxy_tag=haproxy:2.6-bookworm
 
 # The Debian root file systems: image name -> packages debootstrap adds to minbase.
 declare -A rootfs_includes=(
   [bookworm]=""
   [bookworm-python]="python3,python3-pip,python-is-python3"
   [bookworm-step-ca]="curl,ca-certificates"
+  [bookworm-postgres]="postgresql-15"
+  [bookworm-haproxy]="haproxy"
 )
 
 usage() {
@@ -45,6 +51,9 @@ DOCKER_HOST names (start it with tests/compose/engine.sh start), only when missi
                               streamlit/requirements.txt (PIP_NO_INDEX=1, PIP_FIND_LINKS=/wheels)
   $stepca_tag    Debian bookworm + curl + the pinned step and step-ca of scripts/install-step.sh
                               (run first when .tools/bin lacks them), laid out like the official image
+  $postgres_tag        Debian bookworm + postgresql-15, with an entrypoint doing what app-pki needs of
+                              the official one (POSTGRES_PASSWORD_FILE, docker-entrypoint-initdb.d)
+  $haproxy_tag        Debian bookworm + haproxy 2.6, run like the official image
 Base root file systems come from debootstrap --variant=minbase (tarballs cached), imported as
 local/bookworm, local/bookworm-python and local/bookworm-step-ca.
 
@@ -117,6 +126,14 @@ fingerprint_stepca() {
   { cat "$here/standin-step-ca.Dockerfile" "$here/standin-step-ca-entrypoint.sh"
     sha256sum "$(step_binary step)" "$(step_binary step-ca)" | cut -d' ' -f1
     echo "${rootfs_includes[bookworm-step-ca]}"; } | sha
+}
+
+fingerprint_postgres() {
+  { cat "$here/standin-postgres.Dockerfile" "$here/standin-postgres-entrypoint.sh"
+    echo "${rootfs_includes[bookworm-postgres]}"; } | sha
+}
+fingerprint_haproxy() {
+  { cat "$here/standin-haproxy.Dockerfile"; echo "${rootfs_includes[bookworm-haproxy]}"; } | sha
 }
 
 # needs_build TAG FINGERPRINT: 0 when the image must be built.
@@ -240,15 +257,22 @@ fp_python=$(fingerprint_python)
 ensure_step_tools
 fp_stepca=$(fingerprint_stepca)
 
-build_golang=false build_python=false build_stepca=false
+fp_postgres=$(fingerprint_postgres)
+fp_haproxy=$(fingerprint_haproxy)
+
+build_golang=false build_python=false build_stepca=false build_postgres=false build_haproxy=false
 needs_build "$golang_tag" "$fp_golang" && build_golang=true
 needs_build "$python_tag" "$fp_python" && build_python=true
 needs_build "$stepca_tag" "$fp_stepca" && build_stepca=true
+needs_build "$postgres_tag" "$fp_postgres" && build_postgres=true
+needs_build "$haproxy_tag" "$fp_haproxy" && build_haproxy=true
 
 bases=()
 $build_golang && bases+=(bookworm)
 $build_python && bases+=(bookworm-python)
 $build_stepca && bases+=(bookworm-step-ca)
+$build_postgres && bases+=(bookworm-postgres)
+$build_haproxy && bases+=(bookworm-haproxy)
 for name in "${bases[@]}"; do
   if ! image_exists "local/$name" && [ ! -f "$rootfs_dir/$name.tar" ]; then start_debootstrap "$name"; fi
 done
@@ -300,4 +324,25 @@ if $build_stepca; then
 else
   reused "$stepca_tag" "$(( $(now) - started ))"
 fi
+started=$(now)
+if $build_postgres; then
+  context="$context_root/postgres"
+  rm -rf "$context"; mkdir -p "$context"
+  cp "$here/standin-postgres-entrypoint.sh" "$context/entrypoint.sh"
+  build "$postgres_tag" "$here/standin-postgres.Dockerfile" "$context" "$fp_postgres"
+  report "$postgres_tag" "built in $(( $(now) - started )) s"
+else
+  reused "$postgres_tag" "$(( $(now) - started ))"
+fi
+
+started=$(now)
+if $build_haproxy; then
+  context="$context_root/haproxy"
+  rm -rf "$context"; mkdir -p "$context"
+  build "$haproxy_tag" "$here/standin-haproxy.Dockerfile" "$context" "$fp_haproxy"
+  report "$haproxy_tag" "built in $(( $(now) - started )) s"
+else
+  reused "$haproxy_tag" "$(( $(now) - started ))"
+fi
+
 report "all stand-ins" "ready in $(( $(now) - script_started )) s"
