@@ -17,9 +17,11 @@ database is consistent. Nothing unencrypted is written to disk.
   --recipients-file F    a file of age public keys
   --out FILE             the backup to write (refused if it exists)
   --compose              back up the docker compose deployment in this folder (volumes step-ca-data and
-                         gui-data, ./certs); run it next to docker-compose.yml
-  --pg-url URL           also the CA's PostgreSQL database (replicas: README "High availability"), with
-                         pg_dump: postgresql://stepca@HOST:5432/stepca. The password comes from PGPASSWORD
+                         gui-data, ./certs; with replicas (--profile ha) also the database, by pg_dump in
+                         step-ca-db, and its passwords); run it next to docker-compose.yml
+  --pg-url URL           (without --compose) also the CA's PostgreSQL database (replicas: README "High
+                         availability"), with pg_dump: postgresql://stepca@HOST:5432/stepca. The password
+                         comes from PGPASSWORD
                          or PGPASSFILE, never from the URL (it would be on pg_dump's command line).
                          step-ca is not paused for it: pg_dump reads one consistent snapshot.
 Without --compose: the make run data folder (PKI_DATA_DIR, default <repo>/data) and PKI_CERTS_DIR
@@ -32,7 +34,7 @@ USAGE
 
 die() { echo "backup.sh: $*" >&2; exit 1; }
 
-recipients=() out="" compose=0 pg_url=""
+recipients=() out="" compose=0 pg_url="" database=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -97,6 +99,13 @@ if [ "$compose" -eq 1 ]; then
     dc run --rm --no-deps -T --entrypoint tar pki-gui -C /app/data -cf - . | part gui-data
   fi
   tar -C . -cf - certs | part certs
+  if grep -qx step-ca-db <<<"$running"; then
+    # Replicas: the shared database (one consistent snapshot) and the passwords it was made with.
+    dc exec -T step-ca-db pg_dump --username postgres --format custom stepca | part stepca-db ||
+      die "pg_dump in step-ca-db failed (see above); no backup was written."
+    dc exec -T step-ca-db tar -C /run/app-pki-db -cf - . | part ca-db-secrets
+    database=postgresql
+  fi
   mode=compose
 else
   data_dir=${PKI_DATA_DIR:-$repo_dir/data}
@@ -126,6 +135,7 @@ fi
 if [ -n "$pg_url" ]; then
   pg_dump --format=custom --no-password "$pg_url" | part stepca-db ||
     die "pg_dump of the CA's database failed (see above); no backup was written."
+  database=postgresql
 fi
 
 cat > "$staging/manifest.txt" <<EOF
@@ -133,7 +143,7 @@ app-pki backup
 mode=$mode
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 root_fingerprint=$fingerprint
-database=${pg_url:+postgresql}
+database=$database
 EOF
 tmp_out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out").partial"
 (cd "$staging" && umask 077 && tar -cf "$tmp_out" manifest.txt ./*.tar.age)

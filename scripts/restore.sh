@@ -53,7 +53,7 @@ wanted=local
 age -d -i "$identity" -o /dev/null "$staging/certs.tar.age" 2>/dev/null ||
   die "$identity cannot decrypt $backup (wrong key?). Nothing was changed."
 
-if [ -f "$staging/stepca-db.tar.age" ]; then
+if [ -f "$staging/stepca-db.tar.age" ] && [ "$compose" -eq 0 ]; then
   [ -n "$pg_url" ] || die "$backup holds the CA's PostgreSQL database: give --pg-url (an empty database). Nothing was changed."
   [[ ! $pg_url =~ ^postgres(ql)?://[^/@]*:[^/@]*@ ]] ||
     die "--pg-url holds a password: give it in PGPASSWORD or PGPASSFILE instead. Nothing was changed."
@@ -92,6 +92,18 @@ if [ "$compose" -eq 1 ]; then
   mkdir -p certs
   decrypted certs | tar -C . -xf -
   [ "$(id -u)" -ne 0 ] || chown -R 1000:1000 certs
+  if [ -f "$staging/stepca-db.tar.age" ]; then
+    # Replicas: the database's passwords first, then a new database made with them, then its contents.
+    has_db=$(dc --profile ha run --rm --no-deps -T --entrypoint sh step-ca-db -c \
+      'test -s /var/lib/postgresql/data/PG_VERSION && echo yes || true')
+    [ "$has_db" != yes ] ||
+      die "the step-ca-pg volume holds a database: remove it first (docker volume rm), the files are restored already."
+    decrypted ca-db-secrets | dc --profile ha run --rm --no-deps -T --entrypoint tar step-ca-db-secrets -C /run/app-pki-db -xf -
+    dc --profile ha up -d --wait step-ca-db
+    decrypted stepca-db | dc --profile ha exec -T step-ca-db pg_restore --username postgres --no-owner --role stepca \
+      --exit-on-error --dbname stepca || die "pg_restore in step-ca-db failed (see above)."
+    dc --profile ha stop step-ca-db >/dev/null
+  fi
 else
   data_dir=${PKI_DATA_DIR:-$repo_dir/data}
   certs_dir=${PKI_CERTS_DIR:-$repo_dir/certs}

@@ -433,3 +433,19 @@ def test_two_replicas_on_postgresql_behind_haproxy(
         ha.dc("up", "-d", timeout=600)
         ha.wait_healthy()
         assert ha.states()["step-ca-init"]["ExitCode"] == 0
+
+        # backup.sh --compose takes the database too; restored after `down -v`, the GUI knows the same fleet.
+        key = tmp_path / "backup.key"
+        made = subprocess.run(["age-keygen", "-o", str(key)], capture_output=True, text=True, check=True)
+        recipient = made.stderr.split("Public key: ")[1].strip()
+        backup = tmp_path / "ha.backup"
+        command = ["bash", "scripts/backup.sh", "--compose", "--recipient", recipient, "--out", str(backup)]
+        done = subprocess.run(command, cwd=ha.folder, env=ha.env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        ha.dc("down", "-v", timeout=300)
+        command = ["bash", "scripts/restore.sh", "--compose", "--force", "--identity", str(key), str(backup)]
+        restored = subprocess.run(command, cwd=ha.folder, env=ha.env, capture_output=True, text=True, timeout=900)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        ha.dc("up", "-d", timeout=600)
+        ha.wait_healthy()
+        assert dict(line.split() for line in ha.gui_python(TABLE).splitlines()[1:]) == valid
