@@ -31,7 +31,10 @@ class ThrowawayCA:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.ca_port, self.crl_port = free_port(), free_port()
+        self.ca_port = free_port()
+        self.crl_port = free_port()
+        while self.crl_port == self.ca_port:  # the kernel may hand out one ephemeral port twice in a row
+            self.crl_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STEP", "PKI_"))}
         env |= {"STEPPATH": str(base / "ca"), "PKI_GUI_DIR": str(base / "gui")}
         env |= {"PKI_CA_ADDRESS": f"127.0.0.1:{self.ca_port}", "PKI_CRL_ADDRESS": f"127.0.0.1:{self.crl_port}"}

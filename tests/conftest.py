@@ -35,10 +35,19 @@ OPERATOR = Actor("test-operator", Role.OPERATOR, "127.0.0.1")
 """Who the tests act as: the least role that may change the fleet."""
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now and not given before in this test run: the kernel may hand out the same
+    ephemeral port twice in a row (a CA and its CRL port once got the same one)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def tool_env(**extra: str) -> dict[str, str]:
