@@ -83,8 +83,18 @@ public_host=${public_host// /}
 public_ca_url=${PKI_PUBLIC_CA_URL:-https://$public_host:$ca_port}
 crl_url=${PKI_CRL_URL:-http://$public_host:$crl_port/1.0/crl}
 stepca_db=${PKI_STEPCA_DB_URL:-}
-# What the settings record keeps of it: everything but the password.
-stepca_db_shown=$(sed -E 's#^(postgres(ql)?://[^:@/]*):[^@/]*@#\1@#' <<< "$stepca_db")
+# What the settings record keeps of it: everything but the password (which may itself hold '@').
+stepca_db_shown=""
+if [ -n "$stepca_db" ]; then
+  db_rest=${stepca_db#*://} db_query=""
+  db_authority=${db_rest%%/*}
+  [[ $db_rest == */* ]] && db_query=/${db_rest#*/}
+  if [[ $db_authority == *@* ]]; then
+    db_user=${db_authority%@*}
+    db_authority="${db_user%%:*}@${db_authority##*@}"
+  fi
+  stepca_db_shown="${stepca_db%%://*}://$db_authority$db_query"
+fi
 
 # --- validate every setting before anything is written ---
 is_port() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }
@@ -108,7 +118,9 @@ esac
 [[ $crl_url =~ ^http://[^/\ ]+/(1\.0/)?crl$ ]] ||
   die "PKI_CRL_URL '$crl_url' is not like http://host:port/1.0/crl (step-ca serves the CRL at /crl and /1.0/crl)."
 [ -z "$stepca_db" ] || [[ $stepca_db =~ ^postgres(ql)?://[^/]+/[A-Za-z0-9_]+(\?.*)?$ ]] ||
-  die "PKI_STEPCA_DB_URL '$stepca_db_shown' is not like postgresql://user:password@host:5432/database."
+  die "PKI_STEPCA_DB_URL is not like postgresql://user:password@host:5432/database (not shown: it may hold a password)."
+[[ ! ${stepca_db,,} =~ [?\&](ssl)?password= ]] ||
+  die "PKI_STEPCA_DB_URL has a password in its query: put it after the user (user:password@host) or in a PGPASSFILE."
 [[ $ca_name =~ ^[A-Za-z0-9][A-Za-z0-9\ ._-]{0,62}$ ]] || die "PKI_CA_NAME '$ca_name' must be 1-63 letters, digits, spaces, dots, dashes or underscores."
 
 mkdir -p "$PKI_GUI_DIR"
@@ -248,7 +260,8 @@ if [ -n "$stepca_db" ]; then
 fi
 
 # Start the CA briefly on loopback only, to configure its provisioners through the admin API.
-jq --arg address "127.0.0.1:$ca_port" '.address = $address | .insecureAddress = ""' \
+# No CRL from this throw-away start: with a shared database it would be stored for the replicas to serve.
+jq --arg address "127.0.0.1:$ca_port" '.address = $address | .insecureAddress = "" | .crl.enabled = false' \
   "$work/ca.json" > "$work/ca-loopback.json"
 step-ca "$work/ca-loopback.json" --password-file "$work/password.pw" </dev/null >"$work/step-ca.log" 2>&1 &
 ca_pid=$!
@@ -262,10 +275,15 @@ done
 STEPPATH="$work/cli" step ca health --ca-url "$ca_url" --root "$root" >/dev/null 2>&1 ||
   { cat "$work/step-ca.log" >&2; die "step-ca did not become healthy on $ca_url."; }
 
-# A shared database that already holds provisioners belongs to another CA (their keys are not ours).
-if STEPPATH="$work/cli" step ca provisioner list --ca-url "$ca_url" --root "$root" 2>/dev/null |
-  grep -q "\"name\": \"$client_provisioner\""; then
-  die "the database $stepca_db_shown already holds the provisioners of a CA: use the CA folder that goes with it, or an empty database."
+# A shared database that held provisioners before this start belongs to another CA (or to a set-up that
+# failed half-way): its admin is not the one of this ca.json, or it has more than the admin.
+if [ -n "$stepca_db" ]; then
+  listed=$(STEPPATH="$work/cli" step ca provisioner list --ca-url "$ca_url" --root "$root" 2>/dev/null) ||
+    die "the provisioners of the new CA cannot be listed."
+  ours=$(jq -r --arg name "$admin_provisioner" '.authority.provisioners[]? | select(.name == $name) | .key.kid' "$work/ca.json")
+  theirs=$(jq -r '[.[] | .name + "=" + (.key.kid // "")] | sort | join(",")' <<< "$listed")
+  [ "$theirs" = "$admin_provisioner=$ours" ] ||
+    die "the database $stepca_db_shown already holds the provisioners of another CA (or of a set-up that failed): use the CA folder that goes with it, or an empty database (DROP and CREATE it again)."
 fi
 
 # leaf_template EKU: the X.509 template of one provisioner. step-ca's default template gives every

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,20 +27,23 @@ from mqtt import HAPROXY, wait_for_port
 from pki.bulk import Mode, Outcome
 from pki.ca import StepCA
 from pki.fleet import Fleet
+from pki.keys import new_private_key, signing_request
 from pki.settings import load_settings
-from pki.step import run_step
+from pki.step import StepError, run_step
 
 PG_BIN = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]) if glob.glob("/usr/lib/postgresql/*/bin") else None
 AS_POSTGRES = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 STEPCA_PASSWORD = "stepca-password-for-the-test"
 GUI_PASSWORD = "gui-reader-password-for-the-test"
+# README "High availability", step 1: the roles, the database, then ca/stepca-db.sql as the stepca role.
 ROLES = f"""
 CREATE ROLE stepca LOGIN PASSWORD '{STEPCA_PASSWORD}';
 CREATE ROLE pki_gui LOGIN PASSWORD '{GUI_PASSWORD}';
 CREATE DATABASE stepca OWNER stepca;
 \\c stepca
 GRANT USAGE ON SCHEMA public TO pki_gui;
-ALTER DEFAULT PRIVILEGES FOR ROLE stepca IN SCHEMA public GRANT SELECT ON TABLES TO pki_gui;
+SET ROLE stepca;
+{(REPO / "ca" / "stepca-db.sql").read_text()}
 """
 
 
@@ -137,8 +141,17 @@ def replicas(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> It
     other = base / "other-ca"
     elsewhere = init_env | {"STEPPATH": str(other), "PKI_GUI_DIR": str(base / "og")}
     refused = subprocess.run(["bash", str(INIT_CA)], env=elsewhere, capture_output=True, text=True, timeout=180)
-    assert refused.returncode == 1 and "already holds the provisioners of a CA" in refused.stderr
+    assert refused.returncode == 1 and "already holds the provisioners of another CA" in refused.stderr
     assert not (other / "config").exists()
+    # A password in the query is refused before anything happens, and never shown.
+    third = base / "third-ca"
+    in_query = elsewhere | {
+        "STEPPATH": str(third),
+        "PKI_STEPCA_DB_URL": f"{postgres.url('stepca')}&password={STEPCA_PASSWORD}",
+    }
+    refused = subprocess.run(["bash", str(INIT_CA)], env=in_query, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "password in its query" in refused.stderr
+    assert STEPCA_PASSWORD not in refused.stderr + refused.stdout and not third.exists()
 
     one = Replica(steppath, base, "replica-1", free_port(), free_port())
     two = Replica(steppath, base, "replica-2", free_port(), free_port())
@@ -161,12 +174,11 @@ frontend crl
   bind 127.0.0.1:{crl_front}
   default_backend crls
 backend replicas
-  balance roundrobin
   server one 127.0.0.1:{one.port} check inter 300ms fall 1 rise 1
-  server two 127.0.0.1:{two.port} check inter 300ms fall 1 rise 1
+  server two 127.0.0.1:{two.port} check inter 300ms fall 1 rise 1 backup
 backend crls
   server one 127.0.0.1:{one.crl_port} check inter 300ms fall 1 rise 1
-  server two 127.0.0.1:{two.crl_port} check inter 300ms fall 1 rise 1
+  server two 127.0.0.1:{two.crl_port} check inter 300ms fall 1 rise 1 backup
 """)
     haproxy = subprocess.Popen([HAPROXY, "-f", str(haproxy_cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     wait_for_port(front)
@@ -312,3 +324,74 @@ def test_backup_and_restore_carry_the_shared_database(
     again = subprocess.run(["bash", "scripts/restore.sh", "--identity", str(key), "--force", "--pg-url", target,
                             str(out)], env=restore_env, capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert again.returncode == 1 and "is not empty" in again.stderr
+
+
+def test_two_spends_of_one_token_at_one_moment_cannot_both_succeed(postgres: Postgres) -> None:
+    """What step-ca's PostgreSQL driver does to spend a token (nosql's CmpAndSwap): SELECT ... FOR UPDATE
+    of the missing row, then an upsert. Interleaved in two transactions, without ca/stepca-db.sql's trigger
+    both would succeed; with it the second fails."""
+    url = postgres.url("stepca")
+    first = psycopg.connect(url, password=STEPCA_PASSWORD)
+    second = psycopg.connect(url, password=STEPCA_PASSWORD)
+    select = "SELECT nvalue FROM used_ott WHERE nkey = %s FOR UPDATE"
+    upsert = ("INSERT INTO used_ott (nkey, nvalue) VALUES (%s, %s) "
+              "ON CONFLICT (nkey) DO UPDATE SET nvalue = excluded.nvalue")  # fmt: skip
+    key = b"test-jti-raced"
+    with first, second:
+        assert first.execute(select, (key,)).fetchone() is None
+        assert second.execute(select, (key,)).fetchone() is None  # both saw no spent token
+        first.execute(upsert, (key, b"first"))
+        outcome: list[str] = []
+
+        def second_spend() -> None:
+            try:
+                second.execute(upsert, (key, b"second"))  # waits for the first to commit
+                second.commit()
+                outcome.append("spent twice")
+            except psycopg.Error as exc:
+                second.rollback()
+                outcome.append(str(exc))
+
+        waiting = threading.Thread(target=second_spend)
+        waiting.start()
+        time.sleep(0.5)
+        first.commit()
+        waiting.join(10)
+    assert outcome and "spent already" in outcome[0], outcome
+
+
+def test_one_token_sent_to_both_replicas_at_once_signs_once(replicas: dict[str, object], postgres: Postgres) -> None:
+    """step-ca spends a token with SELECT ... FOR UPDATE of a missing row and an upsert: on PostgreSQL two
+    requests at one moment would both pass. ca/stepca-db.sql's trigger refuses the second."""
+    one, two, gui_env = replicas["one"], replicas["two"], replicas["gui_env"]
+    assert isinstance(one, Replica) and isinstance(two, Replica) and isinstance(gui_env, dict)
+    fleet = Fleet(load_settings(gui_env))
+    for attempt in range(3):
+        site = f"ha-race-{attempt}"
+        token = fleet.enroll(OPERATOR, site, hours=1, broker="mqtt.example.test:8883").token
+        csr = signing_request(site, [], new_private_key("EC P-256")).decode()
+        targets = [StepCA(load_settings(replica_settings(gui_env, r))) for r in (one, two) * 4]
+        start = threading.Barrier(len(targets))
+        answers: list[str] = []
+
+        def send(ca: StepCA, start: threading.Barrier, body: dict[str, str], answers: list[str]) -> None:
+            start.wait()
+            try:
+                ca._post_json(f"{ca.settings.ca_url}/1.0/sign", body)
+                answers.append("signed")
+            except StepError as exc:
+                answers.append(f"refused {exc.returncode}")
+
+        body = {"csr": csr, "ott": token}
+        threads = [threading.Thread(target=send, args=(ca, start, body, answers)) for ca in targets]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert answers.count("signed") == 1, answers
+        rows = postgres.psql("SELECT encode(nvalue, 'hex') FROM x509_certs", "stepca").split()
+        names = [
+            x509.load_der_x509_certificate(bytes.fromhex(r)).subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            for r in rows
+        ]
+        assert sum(1 for n in names if n and n[0].value == site) == 1
