@@ -32,6 +32,13 @@ Make a key pair once, on a machine other than the CA's: age-keygen -o app-pki-ba
 USAGE
 }
 
+# url_has_password URL: whether a PostgreSQL URL carries a password (user:password@host, or ?password=).
+url_has_password() {
+  local authority=${1#*://}
+  authority=${authority%%/*}
+  [[ $authority == *@* && ${authority%@*} == *:* ]] || [[ ${1,,} =~ [?\&](ssl)?password= ]]
+}
+
 die() { echo "backup.sh: $*" >&2; exit 1; }
 
 recipients=() out="" compose=0 pg_url="" database=""
@@ -52,7 +59,7 @@ done
 command -v age >/dev/null || die "age is missing: apt-get install age."
 if [ -n "$pg_url" ]; then
   [[ $pg_url =~ ^postgres(ql)?://[^/]+/[A-Za-z0-9_]+ ]] || die "--pg-url is not like postgresql://stepca@host:5432/stepca."
-  [[ ! $pg_url =~ ^postgres(ql)?://[^/@]*:[^/@]*@ ]] ||
+  ! url_has_password "$pg_url" ||
     die "--pg-url holds a password: give it in PGPASSWORD or PGPASSFILE instead (a command line is public)."
   command -v pg_dump >/dev/null || die "pg_dump is missing: apt-get install postgresql-client."
 fi
@@ -82,6 +89,11 @@ if [ "$compose" -eq 1 ]; then
   dc() { docker compose "$@"; }
   running=$(dc ps --status running --services 2>/dev/null || true)
   grep -qx step-ca <<<"$running" || die "the step-ca service is not running: start it (docker compose up -d)."
+  # A CA whose records are in PostgreSQL (replicas) is backed up with its database, or not at all.
+  if [ -n "$(dc exec -T step-ca sh -c 'grep -s "^STEPCA_DB=" /home/step/config/app-pki.env || true')" ] &&
+     ! grep -qx step-ca-db <<<"$running"; then
+    die "the CA keeps its records in PostgreSQL but step-ca-db is not running: start it (docker compose --profile ha up -d)."
+  fi
   fingerprint=$(dc exec -T step-ca step certificate fingerprint /home/step/certs/root_ca.crt)
   # shellcheck disable=SC2317  # called through $paused
   resume() { dc exec -T step-ca rm -f /home/step/.paused; }
@@ -112,6 +124,9 @@ else
   certs_dir=${PKI_CERTS_DIR:-$repo_dir/certs}
   steppath="$data_dir/ca"
   [ -f "$steppath/config/ca.json" ] || die "no CA in $steppath: nothing to back up."
+  if grep -qs "^STEPCA_DB=" "$steppath/config/app-pki.env" && [ -z "$pg_url" ]; then
+    die "the CA keeps its records in PostgreSQL ($(sed -n 's/^STEPCA_DB=//p' "$steppath/config/app-pki.env")): give --pg-url."
+  fi
   fingerprint=$(step certificate fingerprint "$data_dir/gui/root_ca.crt")
   pid=$(cat "$steppath/start-ca.pid" 2>/dev/null || true)
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then

@@ -21,6 +21,13 @@ restored CA: revoke any you do not trust by serial (python -m pki.revoke SERIAL;
 USAGE
 }
 
+# url_has_password URL: whether a PostgreSQL URL carries a password (user:password@host, or ?password=).
+url_has_password() {
+  local authority=${1#*://}
+  authority=${authority%%/*}
+  [[ $authority == *@* && ${authority%@*} == *:* ]] || [[ ${1,,} =~ [?\&](ssl)?password= ]]
+}
+
 die() { echo "restore.sh: $*" >&2; exit 1; }
 
 identity="" compose=0 force=0 backup="" pg_url=""
@@ -55,7 +62,7 @@ age -d -i "$identity" -o /dev/null "$staging/certs.tar.age" 2>/dev/null ||
 
 if [ -f "$staging/stepca-db.tar.age" ] && [ "$compose" -eq 0 ]; then
   [ -n "$pg_url" ] || die "$backup holds the CA's PostgreSQL database: give --pg-url (an empty database). Nothing was changed."
-  [[ ! $pg_url =~ ^postgres(ql)?://[^/@]*:[^/@]*@ ]] ||
+  ! url_has_password "$pg_url" ||
     die "--pg-url holds a password: give it in PGPASSWORD or PGPASSFILE instead. Nothing was changed."
   command -v pg_restore >/dev/null || die "pg_restore is missing: apt-get install postgresql-client. Nothing was changed."
   tables=$(psql --no-password -At -d "$pg_url" -c "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") ||
@@ -73,6 +80,14 @@ if [ "$compose" -eq 1 ]; then
   [ -f docker-compose.yml ] || die "run it next to docker-compose.yml."
   dc() { docker compose "$@"; }
   [ -z "$(dc ps -q 2>/dev/null)" ] || die "the deployment is running: docker compose down first (volumes stay)."
+  if [ -f "$staging/stepca-db.tar.age" ]; then
+    # Replicas: checked before anything changes. The database is made anew from the backup's passwords.
+    age -d -i "$identity" -o /dev/null "$staging/stepca-db.tar.age" || die "the database part cannot be decrypted."
+    has_db=$(dc --profile ha run --rm --no-deps -T --entrypoint sh step-ca-db -c \
+      'test -s /var/lib/postgresql/data/PG_VERSION && echo yes || true')
+    [ "$has_db" != yes ] ||
+      die "the step-ca-pg volume holds a database: remove it first (docker volume rm <project>_step-ca-pg). Nothing was changed."
+  fi
   has_ca=$(dc run --rm --no-deps -T --entrypoint sh step-ca-init -c 'test -f /home/step/config/ca.json && echo yes || true')
   if [ "$has_ca" = yes ]; then
     [ "$force" -eq 1 ] || die "the step-ca-data volume holds a CA: give --force to replace it (it is saved first)."
@@ -93,15 +108,12 @@ if [ "$compose" -eq 1 ]; then
   decrypted certs | tar -C . -xf -
   [ "$(id -u)" -ne 0 ] || chown -R 1000:1000 certs
   if [ -f "$staging/stepca-db.tar.age" ]; then
-    # Replicas: the database's passwords first, then a new database made with them, then its contents.
-    has_db=$(dc --profile ha run --rm --no-deps -T --entrypoint sh step-ca-db -c \
-      'test -s /var/lib/postgresql/data/PG_VERSION && echo yes || true')
-    [ "$has_db" != yes ] ||
-      die "the step-ca-pg volume holds a database: remove it first (docker volume rm), the files are restored already."
+    # Replicas: the database's passwords first, then a new database made with them, then its contents
+    # (in place of the empty tables its first start made).
     decrypted ca-db-secrets | dc --profile ha run --rm --no-deps -T --entrypoint tar step-ca-db-secrets -C /run/app-pki-db -xf -
     dc --profile ha up -d --wait step-ca-db
     decrypted stepca-db | dc --profile ha exec -T step-ca-db pg_restore --username postgres --no-owner --role stepca \
-      --exit-on-error --dbname stepca || die "pg_restore in step-ca-db failed (see above)."
+      --clean --if-exists --exit-on-error --dbname stepca || die "pg_restore in step-ca-db failed (see above)."
     dc --profile ha stop step-ca-db >/dev/null
   fi
 else

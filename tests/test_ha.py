@@ -272,6 +272,8 @@ def test_a_certificate_signed_by_either_replica_is_in_the_inventory_without_a_jo
         step_path=tmp_path / "step", timeout=20, step_bin=direct.step_bin, extra_env={"STEP_TOKEN": enrollment.token},
     )  # fmt: skip
     serial = x509.load_pem_x509_certificates((tmp_path / "s.crt").read_bytes())[0].serial_number
+    # Another process (the alerts runner, a metrics scrape) copies the certificate into the ledger first.
+    Fleet(load_settings(gui_env)).table()
     fresh = Fleet(load_settings(gui_env))
     rows = [r for r in fresh.table().rows if r.record.serial == serial]
     assert rows and rows[0].valid and rows[0].record.identity == "ha-token-site"
@@ -282,6 +284,16 @@ def test_a_certificate_signed_by_either_replica_is_in_the_inventory_without_a_jo
             break
         time.sleep(1)
     assert (state.state.value, state.serial) == ("used", f"{serial:X}")
+    # A cancel is confirmed from the database at once: spent, without a certificate.
+    fleet.enroll(OPERATOR, "ha-cancelled", hours=1, broker="mqtt.example.test:8883")
+    ref = next(s.made.token_ref for s in fleet.tokens(OPERATOR) if s.made.site == "ha-cancelled")
+    started = time.monotonic()
+    assert "is cancelled" in fleet.cancel_token(OPERATOR, ref)
+    assert time.monotonic() - started < 5
+    assert next(s for s in fleet.tokens(OPERATOR) if s.made.site == "ha-cancelled").state.value == "cancelled"
+    # Without PKI_CA_DB_URL the GUI says that one replica's journal is not all.
+    blind = Fleet(load_settings({k: v for k, v in gui_env.items() if k != "PKI_CA_DB_URL"}))
+    assert "PKI_CA_DB_URL is not set" in (blind.ledger.problem or "")
     # The GUI's role may read, never write.
     connection = psycopg.connect(gui_env["PKI_CA_DB_URL"], password=GUI_PASSWORD, autocommit=True)
     with connection, pytest.raises(psycopg.errors.InsufficientPrivilege):

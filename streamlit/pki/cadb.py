@@ -9,6 +9,7 @@ claims are read, never its signature).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import psycopg
 
 CONNECT_SECONDS = 5
+STATEMENT_MS = 10_000
 BATCH = 500
 
 
@@ -34,17 +36,35 @@ class CADatabase:
     def __init__(self, url: str, password_file: Path | None = None) -> None:
         self.url = url
         self.password_file = password_file
+        self._lock = threading.Lock()
+        self._connection: psycopg.Connection[tuple[object, ...]] | None = None
+        """One connection, kept (a new one costs a TCP and a SCRAM round trip), made again after an error."""
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        options = f"-c statement_timeout={STATEMENT_MS}"
         try:
             password = self.password_file.read_text().strip() if self.password_file is not None else None
             if password is None:
-                return psycopg.connect(self.url, connect_timeout=CONNECT_SECONDS, autocommit=True)
-            return psycopg.connect(self.url, connect_timeout=CONNECT_SECONDS, autocommit=True, password=password)
+                return psycopg.connect(self.url, connect_timeout=CONNECT_SECONDS, autocommit=True, options=options)
+            return psycopg.connect(
+                self.url, connect_timeout=CONNECT_SECONDS, autocommit=True, options=options, password=password
+            )
         except OSError as exc:
             raise DatabaseError(f"The password file of the CA's database cannot be read: {exc}") from None
         except psycopg.Error as exc:
             raise DatabaseError(f"The CA's database cannot be reached: {_first_line(exc)}") from None
+
+    def count(self, table: str) -> int:
+        """How many rows `table` (x509_certs or used_ott) holds: step-ca never deletes from either, so an
+        unchanged count means nothing new."""
+        if table not in ("x509_certs", "used_ott"):
+            raise ValueError(table)
+        rows = self._query(f"SELECT count(*) FROM {table}")  # noqa: S608 (one of two table names)
+        return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+
+    def token_spent(self, token_id: str) -> bool:
+        """Whether the CA spent the token with this id (a look-up by its key)."""
+        return bool(self._query("SELECT 1 FROM used_ott WHERE nkey = %s", (token_id.encode(),)))
 
     def serials(self) -> list[int]:
         """The serial of every certificate the CA signed."""
@@ -68,12 +88,16 @@ class CADatabase:
         return [SpentToken(str(token_id), str(claims)) for token_id, claims in rows]
 
     def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._connect() as connection:
+        with self._lock:
+            if self._connection is None or self._connection.closed:
+                self._connection = self._connect()
             try:
-                return list(connection.execute(sql, params).fetchall())
+                return list(self._connection.execute(sql, params).fetchall())
             except psycopg.errors.UndefinedTable:
                 return []  # step-ca makes its tables when it first needs them
             except psycopg.Error as exc:
+                self._connection.close()  # made again by the next question
+                self._connection = None
                 raise DatabaseError(f"The CA's database cannot be read: {_first_line(exc)}") from None
 
 

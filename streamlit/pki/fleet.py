@@ -166,7 +166,7 @@ class Fleet:
         self.settings = settings
         self.ca = StepCA(settings)
         database = CADatabase(settings.ca_db_url, settings.ca_db_password_file) if settings.ca_db_url else None
-        self.ledger = Ledger(settings.ca_log, settings.ledger_dir, database)
+        self.ledger = Ledger(settings.ca_log, settings.ledger_dir, database, expect_database=settings.ca_db_expected)
         self.inventory = Inventory(
             settings.certs_dir, self.ledger, cache_file=settings.inventory_cache if for_pages else None,
             sweep_in_background=for_pages,
@@ -467,7 +467,7 @@ class Fleet:
         self.forget_ca_state()
         # The CA's answer is not the record: its journal must show the token spent before it counts as cancelled.
         deadline = time.monotonic() + SPENT_TIMEOUT
-        while token_ref not in self.ledger.spent_tokens().by_ref:
+        while not self.ledger.confirm_spent(token, token_ref, revoked or ""):
             if time.monotonic() > deadline:
                 self.audit.record("token-cancel", "unconfirmed", actor=actor, cn=site, token_ref=token_ref)
                 raise InvalidInput(

@@ -25,14 +25,13 @@ import json
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pki.cadb import CADatabase
+from pki.cadb import CADatabase, SpentToken
 from pki.tail import Position, read_appended
 
 _SIGNING_PATHS = ("/sign", "/renew", "/rekey", "/1.0/sign", "/1.0/renew", "/1.0/rekey")
@@ -40,10 +39,18 @@ _TOKEN_PATHS = ("/sign", "/1.0/sign")
 _TOKEN_REF = re.compile(r"[0-9a-f]{32}")
 ENROLMENT_TOKEN_SECONDS = 3600
 """Enrolment tokens live an hour or more; the signing tokens of single requests, minutes."""
-UNMATCHED_SECONDS = 10.0
-"""How long a spent enrolment token may wait for its certificate in the database (stored just after)."""
 UNPARSED = "unparsed"
 """start-ca.sh's reference for a token whose id it could not read."""
+
+
+def token_id_of(token: str) -> str:
+    """The "jti" claim of a token (read, not verified: a token this GUI made), or ""."""
+    try:
+        payload = "".join(token.split()).split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return str(claims["jti"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def token_ref_of(token: str) -> str:
@@ -51,12 +58,7 @@ def token_ref_of(token: str) -> str:
     not verified: the token is one this GUI just made). Not the id itself: step-ca spends a token by its
     id before it checks the signature, so whoever knows an unused token's id can burn it. scripts/start-ca.sh
     names the tokens the CA spent the same way (from their claims in the journal)."""
-    try:
-        payload = "".join(token.split()).split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        token_id = str(claims["jti"])
-    except (IndexError, ValueError, KeyError, TypeError):
-        return ""
+    token_id = token_id_of(token)
     return hashlib.sha256(token_id.encode()).hexdigest()[:32] if token_id else ""
 
 
@@ -85,18 +87,31 @@ def _write_new(target: Path, data: bytes) -> None:
 
 
 class Ledger:
-    def __init__(self, ca_log: Path | None, ledger_dir: Path, database: CADatabase | None = None) -> None:
+    def __init__(
+        self,
+        ca_log: Path | None,
+        ledger_dir: Path,
+        database: CADatabase | None = None,
+        *,
+        expect_database: bool = False,
+    ) -> None:
         self.ca_log = None if database is not None else ca_log
+        self._no_database = expect_database and database is None
+        """The CA keeps its records in PostgreSQL but this was given none: one replica's journal is not all."""
         self.ledger_dir = ledger_dir
         self.database = database
         """The CA's shared PostgreSQL database (replicas): then the source instead of a journal."""
         self._known: set[int] = set()
         """Serials of the database known to be in the ledger folder (this process)."""
-        self._signed_by_cn: dict[str, list[tuple[float, str]]] = {}
-        """(not before, serial) of the certificates this process copied from the database, by CN."""
+        self._counted: dict[str, int] = {}
+        """Rows of x509_certs / used_ott at the last full look: the same count means nothing new."""
         self._tokens_seen: set[str] = set()
-        self._unmatched: dict[str, float] = {}
-        """Spent enrolment tokens with no certificate found yet: ref -> when first seen."""
+        """Ids of the spent tokens this process looked at."""
+        self._waiting: dict[str, tuple[str, str, float, float]] = {}
+        """Spent enrolment tokens whose certificate is not in .by-cn yet: id -> (ref, site, iat, exp)."""
+        self._by_cn_file = ledger_dir / ".by-cn"
+        """With a database: "CN NOT-BEFORE SERIAL" per certificate the ledger got, whichever process
+        copied it (the GUI, the alerts runner), to match spent enrolment tokens with."""
         self._state_file = ledger_dir / ".position.json"
         self._crl_file = ledger_dir / ".crl.der"
         self._lock = threading.Lock()
@@ -109,6 +124,11 @@ class Ledger:
         """Why certificates known only from the journal may be missing: it cannot be read, or lines of it."""
         if self._problem:
             return self._problem
+        if self._no_database:
+            return (
+                "The CA keeps its records in PostgreSQL (replicas), but PKI_CA_DB_URL is not set: certificates "
+                "another replica signed are missing here. Set PKI_CA_DB_URL and PKI_CA_DB_PASSWORD_FILE."
+            )
         if self.unreadable_lines:
             return (
                 f"{self.unreadable_lines} line(s) of the CA's issuance journal {self.ca_log} carry a certificate "
@@ -195,6 +215,9 @@ class Ledger:
         """Copy the certificates the CA's database has and the ledger has not (all replicas' alike)."""
         with self._lock:
             try:
+                count = database.count("x509_certs")
+                if count == self._counted.get("x509_certs"):
+                    return 0
                 serials = database.serials()
                 new = [s for s in serials if s not in self._known]
                 missing = [s for s in new if not (self.ledger_dir / f"{s:X}.crt").exists()]
@@ -208,10 +231,7 @@ class Ledger:
                         continue
                     added += int(self.add(cert))
                     self._known.add(cert.serial_number)
-                    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-                    if names:
-                        signed = (cert.not_valid_before_utc.timestamp(), f"{cert.serial_number:X}")
-                        self._signed_by_cn.setdefault(str(names[0].value), []).append(signed)
+                self._counted["x509_certs"] = count
             except OSError as exc:  # DatabaseError included
                 self._problem = str(exc)
                 return 0
@@ -220,38 +240,71 @@ class Ledger:
 
     def _spent_in_database(self, database: CADatabase) -> None:
         """Enrolment tokens the CA's database shows spent, each with the certificate of its site signed
-        while it was valid (found among the certificates copied since this process started), or, when
-        none appears within UNMATCHED_SECONDS, as spent without a certificate (a cancelled token).
-        Tokens living under an hour are signing tokens, not enrolment tokens: left out."""
+        while it was valid (from .by-cn, which every process fills). A spent token with no such
+        certificate waits (in this process) for it; only the GUI's own cancel (confirm_spent) marks one
+        spent without a certificate. Tokens living under an hour are signing tokens: left out."""
         try:
-            spent = database.spent_tokens()
+            count = database.count("used_ott")
+            if count != self._counted.get("used_ott"):
+                for token in database.spent_tokens():
+                    if token.token_id not in self._tokens_seen:
+                        self._tokens_seen.add(token.token_id)
+                        self._wait_for_certificate(token)
+                self._counted["used_ott"] = count
         except OSError as exc:
             self._problem = str(exc)
             return
+        if not self._waiting:
+            return
         self._sync_database(database)  # the certificate of a token just spent, if it is stored by now
-        now = time.time()
-        for token in spent:
-            if token.token_id in self._tokens_seen:
-                continue
-            try:
-                claims = json.loads(base64.urlsafe_b64decode(token.claims + "=" * (-len(token.claims) % 4)))
-                site, issued, expires = str(claims["sub"]), float(claims["iat"]), float(claims["exp"])
-            except (ValueError, KeyError, TypeError):
-                self._tokens_seen.add(token.token_id)
-                continue
-            if expires - issued < ENROLMENT_TOKEN_SECONDS:
-                self._tokens_seen.add(token.token_id)
-                continue
-            ref = hashlib.sha256(token.token_id.encode()).hexdigest()[:32]
-            match = sorted(s for s in self._signed_by_cn.get(site, []) if issued - 60 <= s[0] <= expires + 60)
+        signed = self._signed_by_cn()
+        for token_id, (ref, site, issued, expires) in list(self._waiting.items()):
+            match = sorted(s for s in signed.get(site, []) if issued - 60 <= s[0] <= expires + 60)
             if match:
                 self._mark_spent(ref, match[0][1])
-            elif now - self._unmatched.setdefault(ref, now) >= UNMATCHED_SECONDS:
-                self._mark_spent(ref, "")
-            else:
-                continue
-            self._unmatched.pop(ref, None)
-            self._tokens_seen.add(token.token_id)
+            if match or (self.ledger_dir / "tokens" / ref).exists():
+                del self._waiting[token_id]
+
+    def _wait_for_certificate(self, token: SpentToken) -> None:
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(token.claims + "=" * (-len(token.claims) % 4)))
+            site, issued, expires = str(claims["sub"]), float(claims["iat"]), float(claims["exp"])
+        except (ValueError, KeyError, TypeError):
+            return
+        ref = hashlib.sha256(token.token_id.encode()).hexdigest()[:32]
+        if expires - issued >= ENROLMENT_TOKEN_SECONDS and not (self.ledger_dir / "tokens" / ref).exists():
+            self._waiting[token.token_id] = (ref, site, issued, expires)
+
+    def _signed_by_cn(self) -> dict[str, list[tuple[float, str]]]:
+        signed: dict[str, list[tuple[float, str]]] = {}
+        try:
+            lines = self._by_cn_file.read_text().splitlines()
+        except OSError:
+            return signed
+        for line in lines:
+            parts = line.split(" ")
+            if len(parts) == 3:
+                with contextlib.suppress(ValueError):
+                    signed.setdefault(parts[0], []).append((float(parts[1]), parts[2]))
+        return signed
+
+    def confirm_spent(self, token: str, token_ref: str, serial: str = "") -> bool:
+        """Whether the CA's records show the GUI's own `token` spent (a cancel): with a database the token
+        is looked up by its id and marked spent at once (with `serial` if the CA signed); with a journal,
+        its line must have arrived."""
+        if self.database is None:
+            return token_ref in self.spent_tokens().by_ref
+        token_id = token_id_of(token)
+        try:
+            if not token_id or not self.database.token_spent(token_id):
+                return False
+        except OSError as exc:
+            self._problem = str(exc)
+            return False
+        target = self.ledger_dir / "tokens" / token_ref
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_new(target, serial.encode())
+        return True
 
     def _mark_spent(self, token_ref: str, serial: str) -> None:
         target = self.ledger_dir / "tokens" / token_ref
@@ -291,6 +344,16 @@ class Ledger:
             return False
         self.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         _write_new(target, cert.public_bytes(serialization.Encoding.PEM))
+        if self.database is not None:
+            names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            if names:  # one short line, appended whole (O_APPEND): processes never mix theirs up
+                cn = str(names[0].value).replace(" ", "_")  # a site's CN has no blank; keep the line's three fields
+                line = f"{cn} {cert.not_valid_before_utc.timestamp():.0f} {cert.serial_number:X}\n"
+                fd = os.open(self._by_cn_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line.encode())
+                finally:
+                    os.close(fd)
         return True
 
     def keep_crl(self, der: bytes) -> None:

@@ -59,6 +59,8 @@ class Settings:
     """The CA's PostgreSQL database (a read-only role), when step-ca runs as replicas sharing it: the
     inventory and the spent tokens come from there instead of the journal."""
     ca_db_password_file: Path | None = None
+    ca_db_expected: bool = False
+    """The CA was set up with its records in PostgreSQL (ca-settings.env says so)."""
     gui_https_identity: str = ""
     """The GUI's own HTTPS certificate's identity with PKI_TLS=ca (pki.https): its key is never handed out."""
 
@@ -166,5 +168,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         bulk_dir=data_dir(env) / "bulk",
         ca_db_url=env.get("PKI_CA_DB_URL", "").strip(),
         ca_db_password_file=Path(env["PKI_CA_DB_PASSWORD_FILE"]) if env.get("PKI_CA_DB_PASSWORD_FILE") else None,
+        ca_db_expected=bool(ca.get("STEPCA_DB")),
         gui_https_identity=(tls_hosts(env) or [""])[0] if env.get("PKI_TLS") == "ca" else "",
     )
