@@ -16,8 +16,8 @@ Output goes to stdout; request lines with a certificate are also appended to $PK
 for a backup: step-ca stops, $STEPPATH/.paused appears, and it starts again when that file is removed.
 
 PKI_CA_LISTEN / PKI_CRL_LISTEN (host:port) make it listen elsewhere than ca.json says: a second replica
-of a CA whose database is PostgreSQL, on the same host (needs jq). Its pid file is then
-$STEPPATH/start-ca.<port>.pid.
+of a CA whose database is PostgreSQL, on the same host (needs jq). It runs a copy of ca.json in
+$STEPPATH/config/.replica.*/ (removed when it stops); its pid file is $STEPPATH/start-ca.<port>.pid.
 USAGE
 }
 
@@ -38,13 +38,15 @@ config="$STEPPATH/config/ca.json"
 pid_file="$STEPPATH/start-ca.pid"
 if [ -n "${PKI_CA_LISTEN:-}" ] || [ -n "${PKI_CRL_LISTEN:-}" ]; then
   command -v jq >/dev/null 2>&1 || { echo "start-ca.sh: PKI_CA_LISTEN needs jq" >&2; exit 1; }
-  runtime=$(mktemp -d)
+  # Next to ca.json (it holds the database's password, if any), not in a shared temporary folder.
+  runtime=$(mktemp -d "$STEPPATH/config/.replica.XXXXXX")
   trap 'rm -rf "$runtime"' EXIT
   jq --arg ca "${PKI_CA_LISTEN:-}" --arg crl "${PKI_CRL_LISTEN:-}" '
     (if $ca != "" then .address = $ca else . end) | (if $crl != "" then .insecureAddress = $crl else . end)
   ' "$config" > "$runtime/ca.json"
   config="$runtime/ca.json"
-  pid_file="$STEPPATH/start-ca.${PKI_CA_LISTEN##*:}.pid"
+  listen=${PKI_CA_LISTEN:-${PKI_CRL_LISTEN:-}}
+  pid_file="$STEPPATH/start-ca.${listen##*:}.pid"
 fi
 
 # The "ott" field as step-ca writes it: a JSON string, escapes included (fields are sorted: one follows).
