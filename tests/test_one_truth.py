@@ -451,7 +451,7 @@ def test_a_staging_folder_left_by_a_crash_is_shown_and_filed(ca: RunningCA, tmp_
     assert disagreements(fleet, "site-crash") == []
 
 
-# -- what an attacker of this change found ------------------------------------------------------------
+# -- odd folders, lost answers, an audit trail that cannot be written ----------------------------------
 
 
 def test_a_live_folder_without_its_certificate_stops_an_issue_before_signing(ca: RunningCA, tmp_path: Path) -> None:
