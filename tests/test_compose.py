@@ -222,17 +222,23 @@ def test_issue_and_revoke_through_the_gui_container_and_the_crl_from_the_host(de
     assert deployment.crl().get_revoked_certificate_by_serial_number(serial) is not None
 
 
-def test_a_site_enrols_with_enroll_site_against_the_published_port(deployment: Deployment, tmp_path: Path) -> None:
-    fingerprint, token = deployment.gui_python(TOKEN.format(site="compose-site-2")).split()
+def enrol_site(deployment: Deployment, site: str, prefix: Path) -> Path:
+    """A token from the GUI container, then enroll-site.sh on the host against the published CA port, into
+    `prefix`; returns the site's certificate file."""
+    fingerprint, token = deployment.gui_python(TOKEN.format(site=site)).split()
     done = subprocess.run(
-        ["bash", str(REPO / "scripts" / "enroll-site.sh"), "--site", "compose-site-2",
+        ["bash", str(REPO / "scripts" / "enroll-site.sh"), "--site", site,
          "--ca-url", f"https://localhost:{deployment.ca_port}", "--fingerprint", fingerprint,
-         "--broker", "127.0.0.1:8883", "--token-file", "-", "--prefix", str(tmp_path), "--schedule", "none",
+         "--broker", "127.0.0.1:8883", "--token-file", "-", "--prefix", str(prefix), "--schedule", "none",
          "--reload-cmd", "true"],
         input=token + "\n", capture_output=True, text=True, timeout=180, env=deployment.env,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    site_crt = tmp_path / "etc" / "mosquitto" / "certs" / "compose-site-2.crt"
+    return prefix / "etc" / "mosquitto" / "certs" / f"{site}.crt"
+
+
+def test_a_site_enrols_with_enroll_site_against_the_published_port(deployment: Deployment, tmp_path: Path) -> None:
+    site_crt = enrol_site(deployment, "compose-site-2", tmp_path)
     leaf = x509.load_pem_x509_certificates(site_crt.read_bytes())[0]
     verified = subprocess.run(
         [str(TOOLS / "step"), "certificate", "verify", str(site_crt), "--roots", str(deployment.root())],
@@ -398,18 +404,7 @@ def test_two_replicas_on_postgresql_behind_haproxy(
         ha.dc("stop", "step-ca")  # one replica down: ca-proxy sends everything to the other
         try:
             second = int(ha.gui_python(ISSUE.format(cn="ha-site-2")))
-            fingerprint, token = ha.gui_python(TOKEN.format(site="ha-site-3")).split()
-            enrolled = subprocess.run(
-                ["bash", str(REPO / "scripts" / "enroll-site.sh"), "--site", "ha-site-3",
-                 "--ca-url", f"https://localhost:{ha.ca_port}", "--fingerprint", fingerprint,
-                 "--broker", "127.0.0.1:8883", "--token-file", "-", "--prefix", str(tmp_path), "--schedule", "none",
-                 "--reload-cmd", "true"],
-                input=token + "\n", capture_output=True, text=True, timeout=180, env=ha.env,
-            )  # fmt: skip
-            assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
-            third = x509.load_pem_x509_certificates(
-                (tmp_path / "etc" / "mosquitto" / "certs" / "ha-site-3.crt").read_bytes()
-            )[0].serial_number
+            third = x509.load_pem_x509_certificates(enrol_site(ha, "ha-site-3", tmp_path).read_bytes())[0].serial_number
             assert str(first) in ha.gui_python(REVOKE.format(cn="ha-site-1"))
             assert ha.crl().get_revoked_certificate_by_serial_number(first) is not None
         finally:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pki.audit import rotated_files
-from pki.enrollment import MAX_TOKEN_HOURS, Enrollment, create_enrollment
+from pki.enrollment import Enrollment, create_enrollment, validate_token_hours
 from pki.issuing import (
     ActiveCertificateExists,
     IssueRequest,
@@ -45,7 +45,7 @@ from pki.keys import DEFAULT_KEY_TYPE
 from pki.model import Kind
 from pki.roles import Actor, Role, require
 from pki.step import CAUnreachable, StepTimeout
-from pki.store import IdentityBusy
+from pki.store import IdentityBusy, lock_within
 from pki.tokens import token_ref_of
 from pki.validate import InvalidInput, validate_cn, validate_days, validate_sans
 
@@ -278,15 +278,7 @@ def _fields(row: PlannedRow) -> tuple[int, str, str, tuple[str, ...], str]:
 
 
 def _lifetime(mode: Mode, value: int | str, max_days: int) -> int:
-    if mode is Mode.CERTIFICATES:
-        return validate_days(value, max_days)
-    try:
-        hours = int(str(value).strip())
-    except ValueError:
-        raise InvalidInput(f"The token lifetime {value!r} is not a whole number of hours.") from None
-    if not 1 <= hours <= MAX_TOKEN_HOURS:
-        raise InvalidInput(f"The token must live from 1 to {MAX_TOKEN_HOURS} hours (got {hours}).")
-    return hours
+    return validate_days(value, max_days) if mode is Mode.CERTIFICATES else validate_token_hours(value)
 
 
 def source_digest(text: str) -> str:
@@ -499,16 +491,9 @@ class _Run:
             return
         try:
             # A page asking whether the job runs holds a shared lock for an instant: wait that out.
-            deadline = time.monotonic() + 2.0
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        self.problem = "another GUI process works on this job"
-                        return
-                    time.sleep(0.02)
+            if not lock_within(fd, 2.0):
+                self.problem = "another GUI process works on this job"
+                return
             self._run(job_id)
         except Exception as exc:  # the run's own trouble: shown on the page, the job resumable
             self.problem = f"{type(exc).__name__}: {exc}"

@@ -57,6 +57,17 @@ def validate_broker(address: str) -> str:
     return address.strip()
 
 
+def validate_token_hours(hours: int | float | str) -> int:
+    """How long a token may wait, in whole hours from 1 to MAX_TOKEN_HOURS."""
+    try:
+        lifetime_hours = int(str(hours).strip())
+    except ValueError:
+        raise InvalidInput(f"The token lifetime {hours!r} is not a whole number of hours.") from None
+    if not 1 <= lifetime_hours <= MAX_TOKEN_HOURS:
+        raise InvalidInput(f"The token must live from 1 to {MAX_TOKEN_HOURS} hours (got {lifetime_hours}).")
+    return lifetime_hours
+
+
 def create_enrollment(
     registrar: Registrar,
     site: str,
@@ -70,12 +81,7 @@ def create_enrollment(
     `only_token`: refuse (TokenPending) when the site has an unused token already, instead of warning."""
     require(registrar.actor, Role.OPERATOR, "make enrolment tokens")
     cn = validate_cn(site)
-    try:
-        lifetime_hours = int(str(hours).strip())
-    except ValueError:
-        raise InvalidInput(f"The token lifetime {hours!r} is not a whole number of hours.") from None
-    if not 1 <= lifetime_hours <= MAX_TOKEN_HOURS:
-        raise InvalidInput(f"The token must live from 1 to {MAX_TOKEN_HOURS} hours (got {lifetime_hours}).")
+    lifetime_hours = validate_token_hours(hours)
     broker = validate_broker(broker)
     ca, audit = registrar.ca, registrar.audit
     with registrar.store.locked(cn):

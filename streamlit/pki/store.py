@@ -38,6 +38,19 @@ def is_staging(name: str) -> bool:
     return name.startswith(_STAGING)
 
 
+def lock_within(fd: int, seconds: float) -> bool:
+    """Take an exclusive flock on `fd`, waiting up to `seconds` for its holder; False if it stayed held."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
+
 class IdentityBusy(InvalidInput):
     """Another session is changing this identity and did not finish in time."""
 
@@ -57,18 +70,11 @@ class CertStore:
         """Hold the identity's lock, waiting up to lock_wait seconds for another holder to finish."""
         fd = self._lock_file(identity)
         try:
-            deadline = time.monotonic() + self.lock_wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise IdentityBusy(
-                            f"{identity} is being changed by another session right now (issue, revoke or token). "
-                            "Try again in a moment."
-                        ) from None
-                    time.sleep(0.05)
+            if not lock_within(fd, self.lock_wait):
+                raise IdentityBusy(
+                    f"{identity} is being changed by another session right now (issue, revoke or token). "
+                    "Try again in a moment."
+                )
             try:
                 yield
             finally:
