@@ -104,6 +104,12 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def go(page: Page, title: str) -> None:
     page.get_by_test_id("stSidebarNavItems").get_by_role("link", name=title, exact=True).click()
     expect(page.get_by_role("heading", name=title)).to_be_visible(timeout=WAIT_MS)
+    settled(page)
+
+
+def settled(page: Page) -> None:
+    """Wait until the page's script run is over: its heading comes first, the form it draws later."""
+    expect(page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]')).to_be_attached(timeout=WAIT_MS)
 
 
 def issue(page: Page, cn: str, server: bool = False, sans: str = "") -> None:
@@ -213,6 +219,8 @@ def test_two_tabs_racing_on_one_cn_one_wins_and_neither_shows_the_others_key(
         go(tab, "Issue Certificate")
         tab.get_by_label("Common name (CN)").fill("site-e2e-race")
         tabs.append(tab)
+    for tab in tabs:
+        settled(tab)
     for tab in tabs:  # both presses reach the server before either issuance is done
         tab.get_by_role("button", name="Issue certificate").click(no_wait_after=True)
 
@@ -398,9 +406,11 @@ def test_bulk_enrolment_goes_on_without_the_browser_and_resumes_after_the_ca_and
         go(page, "Bulk Enrollment")
         wait_text(page, rf"Job {job} .*: {stopped_at} done, 0 skipped, 0 failed of 1000")
         wait_text(page, "interrupted")
+        settled(page)
         page.get_by_role("button", name="Resume").click()
         wait_text(page, rf"Job {job} .*: 1000 done, 0 skipped, 0 failed of 1000", timeout=180_000)
         wait_text(page, "finished")
+        settled(page)  # the job's end reruns the whole page: a click during that run may be lost
         page.get_by_role("button", name=re.compile("Prepare the bundles")).click()
         with page.expect_download(timeout=120_000) as download:
             page.get_by_role("button", name="Download 1000 bundles (ZIP)").click(timeout=120_000)

@@ -26,7 +26,9 @@ from playwright.sync_api import expect, sync_playwright
 from conftest import REPO, TOOLS, free_port
 from pki.bundle import mosquitto_acl, mosquitto_broker_config
 
-pytestmark = pytest.mark.compose
+# On a new machine the first test also pays for the stand-in images (five debootstraps and builds, many
+# minutes): the module fixture's setup counts towards that test's timeout, so the usual 300 s would kill it.
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(2700)]
 ENGINE, STANDINS = REPO / "tests" / "compose" / "engine.sh", REPO / "tests" / "compose" / "standins.sh"
 PASSWORD = "the compose test's bootstrap password"
 

@@ -237,9 +237,31 @@ def test_what_a_decision_reads_reaches_the_next_snapshot(tmp_path: Path) -> None
     assert after.records[0].not_after > now + dt.timedelta(days=80)
 
 
-@pytest.mark.parametrize("damage", ["[]", "null", '{"version": 1, "entries": [[1e400]]}', "{not json"])
+@pytest.mark.parametrize("damage", ["empty", "text", "cut short", "a byte changed", "no end"])
 def test_a_damaged_cache_of_any_shape_is_only_a_slower_start(tmp_path: Path, damage: str) -> None:
-    write_certificate(tmp_path / "certs", "site-1", "site-1", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
-    cache = tmp_path / "inventory.json"
-    cache.write_text(damage)
-    assert len(Inventory(tmp_path / "certs", cache_file=cache).snapshot().records) == 1
+    now = dt.datetime.now(dt.UTC)
+    for i in range(30):
+        write_certificate(tmp_path / "certs", f"site-{i}", f"site-{i}", not_after=now + dt.timedelta(days=3 + i))
+    cache = tmp_path / "inventory.bin"
+    kept = Inventory(tmp_path / "certs", cache_file=cache)
+    expected = kept.snapshot().records
+    for _ in range(100):  # kept in the background
+        if cache.exists():
+            break
+        time.sleep(0.05)
+    assert Inventory(tmp_path / "certs", cache_file=cache).snapshot().records == expected  # as kept: read back
+
+    whole = cache.read_bytes()
+    middle = len(whole) // 2
+    cache.write_bytes(
+        {
+            "empty": b"",
+            "text": b'{"version": 2}\n["e", "x", [1], []]\n',
+            "cut short": whole[:middle],
+            "a byte changed": whole[:middle] + bytes([whole[middle] ^ 0x55]) + whole[middle + 1 :],
+            "no end": whole[:-1],
+        }[damage]
+    )
+    again = Inventory(tmp_path / "certs", cache_file=cache)
+    assert again.snapshot().records == expected
+    assert again.parse_count == 30, "nothing of a damaged file is used: every certificate is parsed again"

@@ -79,12 +79,12 @@ class FleetTable:
     @cached_property
     def current(self) -> list[Row]:
         """The valid certificates a renewal or re-issue has not replaced, soonest expiry first."""
-        return sorted((r for r in self.rows if r.valid and not r.superseded), key=lambda r: r.record.not_after)
+        return sorted((r for r in self.rows if r.valid and not r.superseded), key=lambda r: r.record.not_after_ts)
 
     def expiring_within(self, days: int) -> list[Row]:
         """Like report.expiring_within, from `current` by bisection."""
-        limit = self.now + dt.timedelta(days=days)
-        return self.current[: bisect.bisect_right(self.current, limit, key=lambda r: r.record.not_after)]
+        limit = self.now.timestamp() + days * 86400
+        return self.current[: bisect.bisect_right(self.current, limit, key=lambda r: r.record.not_after_ts)]
 
     memo: dict[tuple[object, ...], object] = field(default_factory=dict, compare=False, repr=False)
 
@@ -112,16 +112,13 @@ class FleetTable:
     def weeks(self) -> list[tuple[dt.date, int]]:
         return report.expiries_per_week(self.current, self.now)
 
-    @cached_property
     def columns(self) -> dict[str, list[object]]:
-        """The View's table column by column (report.COLUMNS), one entry per row of `rows`, in its order."""
-        columns: dict[str, list[object]] = {name: [] for name in report.COLUMNS}
-        appends = [columns[name].append for name in report.COLUMNS]
-        with gc_paused():
-            for row in self.rows:  # no dict per row: 100,000 of them at once cost more than the table
-                for append, value in zip(appends, row.as_dict(self.now).values(), strict=True):
-                    append(value)
-        return columns
+        """The View's table column by column (report.COLUMNS), one entry per row of `rows`, in its order.
+        Made anew each call: the View keeps the DataFrame made of them, not these lists as well."""
+        now_ts = self.now.timestamp()
+        with gc_paused():  # no dict per row: 100,000 of them at once cost more than the table
+            cells = list(zip(*(row.values(now_ts) for row in self.rows), strict=True)) or [() for _ in report.COLUMNS]
+        return {name: list(column) for name, column in zip(report.COLUMNS, cells, strict=True)}
 
     @cached_property
     def haystack(self) -> list[str]:
@@ -149,13 +146,15 @@ class FleetTable:
 def _next_status_change(records: Collection[CertRecord], now: dt.datetime, expiring_days: int) -> dt.datetime:
     """The first moment after `now` at which the clock alone changes a status: an expiry, or the start of
     the expiring window; at most an hour away (days left move too)."""
-    soonest = now + dt.timedelta(hours=1)
-    window = dt.timedelta(days=expiring_days)
+    now_ts = now.timestamp()
+    soonest = now_ts + 3600
+    window = expiring_days * 86400
     for record in records:
-        for moment in (record.not_after - window, record.not_after):
-            if now < moment < soonest:
-                soonest = moment
-    return soonest
+        if record.not_after_ts - window < soonest:  # most records are far from both moments
+            for moment in (record.not_after_ts - window, record.not_after_ts):
+                if now_ts < moment < soonest:
+                    soonest = moment
+    return dt.datetime.fromtimestamp(soonest, dt.UTC)
 
 
 class Fleet:

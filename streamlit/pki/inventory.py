@@ -17,16 +17,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
-import json
+import marshal
 import os
+import struct
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -56,8 +58,11 @@ class IssuerId:
         return cls(ski, intermediate.subject.rfc4514_string())
 
 
-@dataclass(frozen=True, slots=True)
-class CertRecord:
+class CertRecord(NamedTuple):
+    """One certificate. A named tuple: a restart makes 100,000 of them from the kept records, and a frozen
+    dataclass costs ten times as much to make. Strings equal to one another (the CN, its identity, the live
+    folder, a SAN naming the CN, the path) are one object, which the kept records preserve."""
+
     folder: str
     """Folder name under certs/ (e.g. 'site-001' or 'site-001.revoked.2'); '' if only the ledger has it."""
     path_text: str
@@ -67,9 +72,10 @@ class CertRecord:
     kind: Kind
     serial: int
     sans: tuple[str, ...]
-    not_before: dt.datetime
-    not_after: dt.datetime
-    fingerprint: str
+    not_before_ts: float
+    not_after_ts: float
+    """The dates as POSIX seconds: comparing floats is what a table of 100,000 rows can afford (and two
+    datetimes per record cost 10 MB); `not_before` and `not_after` make the datetimes when asked."""
     issuer: str
     has_key: bool
     error: str | None = None
@@ -84,13 +90,14 @@ class CertRecord:
     label: Label | None = None
     """What its folder's name says became of it ('revoked', 'replaced'...); None for a live folder or
     the ledger. Only informative: the status comes from the CA."""
-    not_before_ts: float = field(init=False, compare=False, repr=False)
-    not_after_ts: float = field(init=False, compare=False, repr=False)
-    """The dates as POSIX seconds: comparing floats is what a table of 100,000 rows can afford."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "not_before_ts", self.not_before.timestamp())
-        object.__setattr__(self, "not_after_ts", self.not_after.timestamp())
+    @property
+    def not_before(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.not_before_ts, dt.UTC)
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.not_after_ts, dt.UTC)
 
     @property
     def path(self) -> Path:
@@ -110,7 +117,7 @@ class CertRecord:
         return f"{self.serial:X}"
 
     def days_left(self, now: dt.datetime) -> int:
-        return (self.not_after - now).days
+        return int((self.not_after_ts - now.timestamp()) // 86400)
 
     def issued_by(self, issuer: IssuerId) -> bool:
         if self.authority_key_id and issuer.key_id:
@@ -126,13 +133,23 @@ class CertRecord:
     ) -> Status:
         """Foreign if another CA signed it, revoked if this CA's CRL lists it, then expired, expiring,
         active. Where it is filed plays no part. With no CRL (None) nothing can be called revoked."""
+        return self.status_at(now.timestamp(), revoked_serials, expiring_days, issuer)
+
+    def status_at(
+        self,
+        now_ts: float,
+        revoked_serials: frozenset[int] | None,
+        expiring_days: int,
+        issuer: IssuerId | None = None,
+    ) -> Status:
+        """`status` with the time as POSIX seconds: what a table of 100,000 rows calls."""
         if self.error:
             return Status.INVALID
         if issuer is not None and not self.issued_by(issuer):
             return Status.FOREIGN
         if revoked_serials is not None and self.serial in revoked_serials:
             return Status.REVOKED
-        left = self.not_after_ts - now.timestamp()
+        left = self.not_after_ts - now_ts
         if left <= 0:
             return Status.EXPIRED
         if left <= expiring_days * 86400:
@@ -141,6 +158,15 @@ class CertRecord:
 
     def pem(self) -> str:
         return self.path.read_text(encoding="ascii", errors="replace")
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the certificate (DER, hex), read from its file when shown: not kept for 100,000
+        records. '' when the file no longer holds this certificate."""
+        try:
+            cert = x509.load_pem_x509_certificates(self.path.read_bytes())[0]
+        except (ValueError, OSError, IndexError):
+            return ""
+        return cert.fingerprint(hashes.SHA256()).hex() if cert.serial_number == self.serial else ""
 
 
 def kind_of(cert: x509.Certificate) -> Kind:
@@ -177,49 +203,62 @@ def common_name(cert: x509.Certificate) -> str:
     return value if isinstance(value, str) else value.decode(errors="replace")
 
 
-def record_of(cert: x509.Certificate, path: Path, folder: str, has_key: bool) -> CertRecord:
+def record_of(cert: x509.Certificate, path: str, folder: str, has_key: bool) -> CertRecord:
     cn = common_name(cert)
+    identity = _same(identity_of(cn), cn)
     return CertRecord(
-        folder=folder,
-        path_text=str(path),
+        folder=_same(folder, identity),
+        path_text=path,
         cn=cn,
         kind=kind_of(cert),
         serial=cert.serial_number,
-        sans=sans_of(cert),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+        sans=tuple(_same(name, cn) for name in sans_of(cert)),
+        not_before_ts=cert.not_valid_before_utc.timestamp(),
+        not_after_ts=cert.not_valid_after_utc.timestamp(),
         issuer=sys.intern(cert.issuer.rfc4514_string()),  # shared by every record of this CA: one copy
         has_key=has_key,
         key_type=key_type_of(cert.public_key()),
         key_id=key_id(cert.public_key()),
         authority_key_id=sys.intern(authority_key_id_of(cert)),
-        identity=identity_of(cn),
+        identity=identity,
         label=split_folder(folder)[1] if folder else None,
     )
 
 
-def parse_certificate_file(path: Path, folder: str) -> CertRecord:
+def _same(text: str, other: str) -> str:
+    """`other` when the two are equal: one string object where there would be two."""
+    return other if text == other else text
+
+
+def parse_certificate_file(path: str | Path, folder: str) -> CertRecord:
     """One record from a PEM file whose first certificate is the leaf; an unreadable one is an INVALID
     record, never an exception (one bad file must not break every page)."""
+    path_text = os.fspath(path)
     try:
-        has_key = path.with_suffix(".key").exists()
+        has_key = os.path.exists(f"{os.path.splitext(path_text)[0]}.key")
     except OSError:
         has_key = False
     try:
-        return record_of(x509.load_pem_x509_certificates(path.read_bytes())[0], path, folder, has_key)
+        with open(path_text, "rb") as source:
+            return record_of(x509.load_pem_x509_certificates(source.read())[0], path_text, folder, has_key)
     except (ValueError, OSError, IndexError, UnsupportedAlgorithm) as exc:
-        epoch = dt.datetime.fromtimestamp(0, dt.UTC)
-        identity = split_folder(folder)[0] if folder else identity_of(path.stem)
+        stem = Path(path_text).stem
+        identity = split_folder(folder)[0] if folder else identity_of(stem)
         return CertRecord(
-            folder, str(path), path.stem, Kind.OTHER, 0, (), epoch, epoch, "", "", has_key, str(exc),
+            folder, path_text, stem, Kind.OTHER, 0, (), 0.0, 0.0, "", has_key, str(exc),
             identity=identity, label=split_folder(folder)[1] if folder else None,
         )  # fmt: skip
 
 
-_Signature = tuple[int, ...]
+_Signature = bytes
+"""What identifies an unchanged file or folder: its stat fields packed (bytes are a fifth of a tuple of ints)."""
 _Entry = tuple[_Signature, CertRecord]
-_Listings = dict[str, tuple[_Signature, list[str]]]
+_Listings = dict[str, tuple[_Signature, tuple[str, ...]]]
+_Tops = tuple[tuple[int, ...], tuple[int, ...]]
+_FOLDER = struct.Struct("<Qq")
+"""A folder's inode and mtime (ns)."""
+_FILE = struct.Struct("<qQQ")
+"""A file's mtime (ns), size and inode; its folder's signature follows."""
 
 
 SWEEP_SECONDS = 60.0
@@ -234,7 +273,7 @@ class Snapshot:
 
     generation: int
     records: tuple[CertRecord, ...]
-    tops: tuple[_Signature, _Signature]
+    tops: _Tops
     swept_at: float
 
     @cached_property
@@ -260,7 +299,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _signature(path: str) -> _Signature:
+def _signature(path: str) -> tuple[int, ...]:
     try:
         stat = os.stat(path)
     except OSError:
@@ -295,16 +334,20 @@ class Inventory:
         self._dirty = False
         """of_identity() changed the entries: the next snapshot is built again, whatever else changed."""
         self._snapshot: Snapshot | None = None
-        self._saved_generation = 0
+        self._kept = (0, len(self._entries)) if self._entries else None
+        """(parses, records) when the cache file was last written or read: a start that parsed nothing
+        new does not write the same 100,000 records again."""
         self._saved_at = 0.0
 
-    def _crt_paths(self, folder: str, listings: _Listings, *, relist: bool = False) -> tuple[_Signature, list[str]]:
+    def _crt_paths(
+        self, folder: str, listings: _Listings, *, relist: bool = False
+    ) -> tuple[_Signature, tuple[str, ...]]:
         """The folder's signature (inode, mtime) and its .crt files, listed again only when that changed."""
         try:
             stat = os.stat(folder)
         except FileNotFoundError:
-            return (), []
-        signature = (stat.st_ino, stat.st_mtime_ns)
+            return b"", ()
+        signature = _FOLDER.pack(stat.st_ino, stat.st_mtime_ns)
         known = self._listings.get(folder)
         paths = known[1] if known and known[0] == signature and not relist else _crt_files(folder)
         listings[folder] = (signature, paths)
@@ -323,14 +366,14 @@ class Inventory:
             return  # renamed or removed since the folder was listed: the next rerun sees it
         except OSError:  # cannot be looked at: an INVALID record that says why, every time
             self.parse_count += 1
-            fresh[path] = ((), parse_certificate_file(Path(path), folder))
+            fresh[path] = (b"", parse_certificate_file(path, folder))
             return
-        signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, *folder_signature)
+        signature = _FILE.pack(stat.st_mtime_ns, stat.st_size, stat.st_ino) + folder_signature
         if known and known[0] == signature:
             fresh[path] = known
         else:
             self.parse_count += 1
-            fresh[path] = (signature, parse_certificate_file(Path(path), folder))
+            fresh[path] = (signature, parse_certificate_file(path, folder))
 
     def records(self) -> list[CertRecord]:
         """Every certificate, newest first within an identity, looked at now: every folder and file is
@@ -376,7 +419,7 @@ class Inventory:
         timer.name, timer.daemon = "inventory-sweep", True
         timer.start()
 
-    def _tops(self) -> tuple[_Signature, _Signature]:
+    def _tops(self) -> _Tops:
         """certs/ and the ledger's folder: a folder added, removed or renamed changes the first."""
         return _signature(str(self.certs_dir)), _signature(str(self.ledger.ledger_dir)) if self.ledger else ()
 
@@ -392,7 +435,7 @@ class Inventory:
                 listed = self._listings.get(folder.path)
                 # The inode comes with the listing of certs/ for free: a folder renamed away and another
                 # made under its name (a re-issue) is a new folder.
-                if sweep or listed is None or listed[0][:1] != (folder.inode(),):
+                if sweep or listed is None or listed[0][:8] != folder.inode().to_bytes(8, "little"):
                     signature, paths = self._crt_paths(folder.path, listings)
                     for path in paths:
                         self._take(path, folder.name, fresh, signature)
@@ -402,7 +445,7 @@ class Inventory:
             if self.ledger:
                 _, paths = self._crt_paths(str(self.ledger.ledger_dir), listings)
                 for path in paths:
-                    self._take(path, "", fresh, ())
+                    self._take(path, "", fresh, b"")
             known = self._snapshot
             unchanged = (
                 known is not None
@@ -425,12 +468,12 @@ class Inventory:
     def _save_later(self) -> None:
         """Keep the parsed records for the next start (called with the lock held): in the background, at
         most every SAVE_SECONDS, and only when something was parsed since the last save."""
-        snapshot = self._snapshot
-        if not self.cache_file or snapshot is None or snapshot.generation == self._saved_generation:
+        state = (self.parse_count, len(self._entries))
+        if not self.cache_file or state == self._kept:
             return
-        if time.monotonic() - self._saved_at < SAVE_SECONDS and self._saved_generation:
+        if self._saved_at and time.monotonic() - self._saved_at < SAVE_SECONDS:
             return
-        self._saved_generation, self._saved_at = snapshot.generation, time.monotonic()
+        self._kept, self._saved_at = state, time.monotonic()
         entries, listings, target = dict(self._entries), dict(self._listings), self.cache_file
         threading.Thread(target=_save_cache, args=(target, entries, listings), daemon=True).start()
 
@@ -450,7 +493,7 @@ class Inventory:
             if self.ledger:
                 _, paths = self._crt_paths(str(self.ledger.ledger_dir), self._listings, relist=True)
                 for path in paths:
-                    self._take(path, "", found, ())
+                    self._take(path, "", found, b"")
             self._entries.update(found)
             self._dirty = True  # what a decision just read may be new to the pages: rebuild the snapshot
             records = _merged(record for _, record in found.values())
@@ -468,45 +511,58 @@ class Inventory:
 
 
 SAVE_SECONDS = 60.0
-_CACHE_VERSION = 2
+_CACHE_MAGIC = b"app-pki inventory 3\n"
+_CACHE_CHUNK = 1000
+"""Files per frame of the kept records: a frame is read whole, a fleet never is."""
+_KINDS = {kind.value: kind for kind in Kind}
+_LABELS: dict[str | None, Label | None] = {label.value: label for label in Label} | {None: None}
 
 
-def _record_as_json(record: CertRecord) -> list[object]:
-    return [
-        record.folder, record.path_text, record.cn, record.kind.value, str(record.serial), list(record.sans),
-        record.not_before.timestamp(), record.not_after.timestamp(), record.fingerprint, record.issuer,
-        record.has_key, record.error, record.key_type, record.key_id, record.authority_key_id, record.identity,
-        record.label.value if record.label else None,
-    ]  # fmt: skip
+def _saved(record: CertRecord) -> tuple[object, ...]:
+    """A record as marshal can keep it: plain values, the enums by their value."""
+    return (*record[:3], record.kind.value, *record[4:15], record.label.value if record.label else None)
 
 
-def _record_of_json(item: list[Any]) -> CertRecord:
-    (folder, path, cn, kind, serial, sans, not_before, not_after, fingerprint, issuer, has_key, error, key_type,
-     key_id_, authority_key_id, identity, label) = item  # fmt: skip
+def _record_of_saved(item: tuple[Any, ...]) -> CertRecord:
+    (folder, path, cn, kind, serial, sans, not_before, not_after, issuer, has_key, error, key_type, key_id_,
+     authority_key_id, identity, label) = item  # fmt: skip
     return CertRecord(
-        folder, path, cn, Kind(kind), int(serial), tuple(sans), dt.datetime.fromtimestamp(not_before, dt.UTC),
-        dt.datetime.fromtimestamp(not_after, dt.UTC), fingerprint, sys.intern(issuer), bool(has_key), error,
-        sys.intern(key_type), key_id_, sys.intern(authority_key_id), identity, Label(label) if label else None,
+        folder, path, cn, _KINDS[kind], serial, sans, not_before, not_after, sys.intern(issuer), has_key, error,
+        sys.intern(key_type), key_id_, sys.intern(authority_key_id), identity, _LABELS[label],
     )  # fmt: skip
 
 
 def _save_cache(target: Path, entries: dict[str, _Entry], listings: _Listings) -> None:
-    """Write the parsed records with the signatures they were parsed at, and the folders' listings, one
-    JSON line each (read back line by line: a large fleet never sits in memory twice). Atomic; a failure
-    only costs a slower next start."""
+    """Write the folders' listings and the parsed records with the signatures they were parsed at, in
+    frames of marshal data (each with its CRC-32, read back one at a time: a large fleet never sits in
+    memory twice). marshal, not JSON: a restart reads 100,000 records four times faster. Strings shared in
+    memory stay shared in a frame. Atomic; a failure only costs a slower next start."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tmp.open("w", encoding="utf-8") as out:
-            out.write(json.dumps({"version": _CACHE_VERSION}) + "\n")
-            for path, (signature, record) in entries.items():
-                out.write(json.dumps(["e", path, list(signature), _record_as_json(record)], separators=(",", ":")))
-                out.write("\n")
+        with tmp.open("wb") as out:
+            out.write(_CACHE_MAGIC)
+            frame: list[tuple[object, ...]] = []
+            size = 0
             for folder, (signature, paths) in listings.items():
-                out.write(json.dumps(["l", folder, list(signature), paths], separators=(",", ":")) + "\n")
+                for start in range(0, max(len(paths), 1), _CACHE_CHUNK):
+                    part = paths[start : start + _CACHE_CHUNK]
+                    files = [(path, entries[path][0], _saved(entries[path][1])) for path in part if path in entries]
+                    frame.append((folder, signature, part, files))
+                    size += len(part) + 1
+                    if size >= _CACHE_CHUNK:
+                        _write_frame(out, frame)
+                        frame, size = [], 0
+            _write_frame(out, frame)
+            marshal.dump(None, out)  # the end: a file without it is not used
         os.replace(tmp, target)
-    except OSError:
+    except (OSError, ValueError):
         tmp.unlink(missing_ok=True)
+
+
+def _write_frame(out: Any, frame: list[tuple[object, ...]]) -> None:
+    blob = marshal.dumps(frame)
+    marshal.dump((zlib.crc32(blob), blob), out)
 
 
 def _load_cache(source: Path) -> tuple[dict[str, _Entry], _Listings]:
@@ -515,15 +571,20 @@ def _load_cache(source: Path) -> tuple[dict[str, _Entry], _Listings]:
     entries: dict[str, _Entry] = {}
     listings: _Listings = {}
     try:
-        with gc_paused(), source.open(encoding="utf-8") as lines:
-            if json.loads(next(lines)) != {"version": _CACHE_VERSION}:
+        with gc_paused(), source.open("rb") as saved:
+            if saved.read(len(_CACHE_MAGIC)) != _CACHE_MAGIC:
                 return {}, {}
-            for line in lines:
-                kind, name, signature, value = json.loads(line)
-                if kind == "e":
-                    entries[name] = (tuple(signature), _record_of_json(value))
-                elif kind == "l":
-                    listings[name] = (tuple(signature), [str(path) for path in value])
+            # The file is this GUI's own, in its private data folder, written whole or not at all: marshal
+            # reads back only what _save_cache wrote, and a frame whose CRC does not match is not used.
+            while (framed := marshal.load(saved)) is not None:  # noqa: S302
+                checksum, blob = framed
+                if zlib.crc32(blob) != checksum:
+                    return {}, {}
+                for folder, signature, paths, files in marshal.loads(blob):  # noqa: S302
+                    known = listings.get(folder)
+                    listings[folder] = (signature, known[1] + paths if known else paths)
+                    for path, file_signature, record in files:
+                        entries[path] = (file_signature, _record_of_saved(record))
     except Exception:  # any damage, of any kind, only costs a slower start
         return {}, {}
     return entries, listings
@@ -539,7 +600,7 @@ def _merged(records: Iterable[CertRecord]) -> list[CertRecord]:
     everything = list(records)
     filed = {r.serial for r in everything if r.folder and not r.error}
     kept = [r for r in everything if r.folder or r.serial not in filed]
-    return sorted(kept, key=lambda r: (r.identity, -r.not_after.timestamp(), r.folder))
+    return sorted(kept, key=lambda r: (r.identity, -r.not_after_ts, r.folder))
 
 
 def _subfolders(certs_dir: Path, *, starting_with: str = "") -> list[os.DirEntry[str]]:
@@ -558,15 +619,15 @@ def _subfolders(certs_dir: Path, *, starting_with: str = "") -> list[os.DirEntry
         return []
 
 
-def _crt_files(folder: str) -> list[str]:
+def _crt_files(folder: str) -> tuple[str, ...]:
     """The certificate files of a folder. A folder that cannot be listed (permissions) stands for itself
     with its expected file name, which then reads as an INVALID record saying why: never a silent gap."""
     try:
         entries = os.scandir(folder)
     except (FileNotFoundError, NotADirectoryError):
-        return []
+        return ()
     except OSError:
-        return [os.path.join(folder, f"{split_folder(os.path.basename(folder))[0]}.crt")]
+        return (os.path.join(folder, f"{split_folder(os.path.basename(folder))[0]}.crt"),)
     with entries:
         # ca.crt is the root that a bundle may carry next to the certificate, not a certificate of the fleet.
-        return [e.path for e in entries if e.name.endswith(".crt") and e.name != "ca.crt" and e.is_file()]
+        return tuple(e.path for e in entries if e.name.endswith(".crt") and e.name != "ca.crt" and e.is_file())

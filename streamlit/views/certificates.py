@@ -14,7 +14,7 @@ from views import common
 @st.cache_resource(max_entries=2, show_spinner=False)
 def frame_of(key: tuple[int, object], _table: FleetTable) -> pd.DataFrame:
     """The whole table as a DataFrame, made once per fleet table (`key`; a search only picks rows of it)."""
-    return pd.DataFrame(_table.columns, columns=report.COLUMNS)
+    return pd.DataFrame(_table.columns(), columns=report.COLUMNS)
 
 
 st.title("View Certificates")
@@ -85,7 +85,7 @@ if chosen:
         )
         right.markdown(
             f"**Issuer** {record.issuer}  \n**SANs** {', '.join(record.sans) or 'none'}  \n"
-            f"**SHA-256 fingerprint**  \n`{record.fingerprint}`"
+            f"**SHA-256 fingerprint**  \n`{record.fingerprint()}`"
         )
         pem = record.pem()
         st.download_button(
