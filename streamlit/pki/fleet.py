@@ -32,7 +32,7 @@ from pki.issuing import Issued, IssueRequest, Registrar, Revoked, certificate_in
 from pki.keys import DEFAULT_KEY_TYPE, KEY_TYPES
 from pki.ledger import Ledger
 from pki.model import CANARY_PREFIX, ISSUABLE_KINDS, VALID_STATUSES, Kind, Status
-from pki.reconcile import Action, Disagreement, Interrupted, disagreements
+from pki.reconcile import Action, Disagreement, Interrupted, of_interrupted, of_rows, serials_of
 from pki.report import Row, rows
 from pki.roles import Actor, Role, require
 from pki.settings import Settings
@@ -94,11 +94,17 @@ class FleetTable:
         return self.memo[key]  # type: ignore[return-value]
 
     def counts(self, expiring_days: int, server_days: int) -> report.FleetCounts:
-        return self._once(("counts", expiring_days, server_days),
-                          lambda: report.fleet_counts(self.rows, self.now, expiring_days, server_days))  # fmt: skip
+        """report.fleet_counts, from `current` and the per-status counts."""
+        return self._once(
+            ("counts", expiring_days, server_days),
+            lambda: report.counts_of(
+                self.current, self.expiring_within(expiring_days), self.server_warnings(server_days),
+                sum(self.by_type[Status.REVOKED].values()),
+            ),
+        )  # fmt: skip
 
     def server_warnings(self, days: int) -> list[Row]:
-        return self._once(("server", days), lambda: report.server_expiry_warnings(self.current, self.now, days))
+        return self._once(("server", days), lambda: report.broker_warnings(self.expiring_within(days), self.now))
 
     @cached_property
     def revocable(self) -> dict[str, list[Row]]:
@@ -112,14 +118,6 @@ class FleetTable:
     def weeks(self) -> list[tuple[dt.date, int]]:
         return report.expiries_per_week(self.current, self.now)
 
-    def columns(self) -> dict[str, list[object]]:
-        """The View's table column by column (report.COLUMNS), one entry per row of `rows`, in its order.
-        Made anew each call: the View keeps the DataFrame made of them, not these lists as well."""
-        now_ts = self.now.timestamp()
-        with gc_paused():  # no dict per row: 100,000 of them at once cost more than the table
-            cells = list(zip(*(row.values(now_ts) for row in self.rows), strict=True)) or [() for _ in report.COLUMNS]
-        return {name: list(column) for name, column in zip(report.COLUMNS, cells, strict=True)}
-
     @cached_property
     def haystack(self) -> list[str]:
         """What a search looks in, per row, lower case: CN, serial (hex and decimal), folder, SANs."""
@@ -129,7 +127,7 @@ class FleetTable:
         ]
 
     def search(self, text: str, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> list[int]:
-        """Positions in `rows` (and `columns`) of the certificates whose CN, serial (hex or decimal), folder or
+        """Positions in `rows` of the certificates whose CN, serial (hex or decimal), folder or
         SAN contains `text` (case aside), of the given statuses and types."""
         needle = text.strip().lower()
         wanted_status, wanted_kind = set(statuses), set(kinds)
@@ -286,23 +284,31 @@ class Fleet:
         return table
 
     def reconcile(self, table: FleetTable) -> list[Disagreement]:
-        """Every disagreement between certs/, the ledger and the CRL (see pki.reconcile): worked out again
-        when the table, certs/ (an interrupted issue, a quarantine) or the audit trail changed, or after
-        RECONCILE_TTL seconds (a staging folder becomes stale with time)."""
+        """Every disagreement between certs/, the ledger and the CRL (see pki.reconcile). The table's part is
+        worked out once per table and audit trail; the interrupted folders again when certs/ changed, or
+        after RECONCILE_TTL seconds (a staging folder becomes stale with time)."""
         try:
             audit_size = self.settings.audit_log.stat().st_size
         except OSError:
             audit_size = -1
-        key = (id(table), self.inventory.snapshot().tops, audit_size, int(time.monotonic() // RECONCILE_TTL))
-        return table._once(("reconcile", *key), lambda: self._reconcile(table))
+        key = (self.inventory.snapshot().tops, audit_size, int(time.monotonic() // RECONCILE_TTL))
+        interrupted = table._once(("interrupted", *key), lambda: self._interrupted(table))
+        skip = serials_of(interrupted)
+        found = table._once(
+            ("reconcile", audit_size, skip), lambda: of_rows(table.rows, self.audit.signed_here(), skip)
+        )
+        return of_interrupted(interrupted) + found
 
-    def _reconcile(self, table: FleetTable) -> list[Disagreement]:
+    def _interrupted(self, table: FleetTable) -> list[Interrupted]:
+        folders = self.store.stale_staging() + self.store.quarantined()
+        if not folders:
+            return []
         valid = {row.record.serial for row in table.rows if row.valid}
         interrupted = []
-        for folder, identity in self.store.stale_staging() + self.store.quarantined():
+        for folder, identity in folders:
             record = certificate_in_folder(self.store, self.inventory, folder, identity)
             interrupted.append(Interrupted(folder, identity, record, bool(record and record.serial in valid)))
-        return disagreements(table.rows, interrupted, self.audit.signed_here())
+        return interrupted
 
     def record(self, serial: int) -> CertRecord | None:
         """The certificate with this serial as its files are now: looked up in the pages' snapshot (or, if

@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -263,7 +264,7 @@ _FILE = struct.Struct("<qQQ")
 
 SWEEP_SECONDS = 60.0
 """How often a snapshot looks into every folder again (for files changed by hand inside one)."""
-FIRST_SWEEP_DELAY = 10.0
+FIRST_SWEEP_DELAY = 30.0
 """After a start with the records the last run kept: when the first sweep checks them."""
 
 
@@ -431,17 +432,21 @@ class Inventory:
             parses = self.parse_count
             fresh: dict[str, _Entry] = {}
             listings: _Listings = {}
+            known_listings, known_entries = self._listings, self._entries
             for folder in _subfolders(self.certs_dir):
-                listed = self._listings.get(folder.path)
+                listed = known_listings.get(folder.path)
                 # The inode comes with the listing of certs/ for free: a folder renamed away and another
                 # made under its name (a re-issue) is a new folder.
-                if sweep or listed is None or listed[0][:8] != folder.inode().to_bytes(8, "little"):
+                if sweep or listed is None or not listed[0].startswith(folder.inode().to_bytes(8, "little")):
                     signature, paths = self._crt_paths(folder.path, listings)
                     for path in paths:
                         self._take(path, folder.name, fresh, signature)
                 else:  # a folder seen before, not looked into between sweeps: its records carry over
                     listings[folder.path] = listed
-                    fresh.update((path, self._entries[path]) for path in listed[1] if path in self._entries)
+                    for path in listed[1]:
+                        entry = known_entries.get(path)
+                        if entry is not None:
+                            fresh[path] = entry
             if self.ledger:
                 _, paths = self._crt_paths(str(self.ledger.ledger_dir), listings)
                 for path in paths:
@@ -524,12 +529,9 @@ def _saved(record: CertRecord) -> tuple[object, ...]:
 
 
 def _record_of_saved(item: tuple[Any, ...]) -> CertRecord:
-    (folder, path, cn, kind, serial, sans, not_before, not_after, issuer, has_key, error, key_type, key_id_,
-     authority_key_id, identity, label) = item  # fmt: skip
-    return CertRecord(
-        folder, path, cn, _KINDS[kind], serial, sans, not_before, not_after, sys.intern(issuer), has_key, error,
-        sys.intern(key_type), key_id_, sys.intern(authority_key_id), identity, _LABELS[label],
-    )  # fmt: skip
+    # tuple.__new__ straight away: the named tuple's own __new__ is a Python call per field list, and a
+    # restart makes 100,000 of these. The strings a frame shares (issuer, key type) stay shared.
+    return tuple.__new__(CertRecord, (*item[:3], _KINDS[item[3]], *item[4:15], _LABELS[item[15]]))
 
 
 def _save_cache(target: Path, entries: dict[str, _Entry], listings: _Listings) -> None:
@@ -600,7 +602,11 @@ def _merged(records: Iterable[CertRecord]) -> list[CertRecord]:
     everything = list(records)
     filed = {r.serial for r in everything if r.folder and not r.error}
     kept = [r for r in everything if r.folder or r.serial not in filed]
-    return sorted(kept, key=lambda r: (r.identity, -r.not_after_ts, r.folder))
+    # Three stable sorts by one field each: a third of the time of one sort by a tuple made per record.
+    kept.sort(key=attrgetter("folder"))
+    kept.sort(key=attrgetter("not_after_ts"), reverse=True)
+    kept.sort(key=attrgetter("identity"))
+    return kept
 
 
 def _subfolders(certs_dir: Path, *, starting_with: str = "") -> list[os.DirEntry[str]]:

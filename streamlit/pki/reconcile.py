@@ -27,7 +27,7 @@ from enum import StrEnum
 
 from pki.folders import Label, named_for
 from pki.inventory import CertRecord
-from pki.model import Status
+from pki.model import VALID_STATUSES, Status
 from pki.report import Row
 
 
@@ -75,26 +75,42 @@ class Interrupted:
 def disagreements(
     table: Sequence[Row], interrupted: Sequence[Interrupted], signed_here: Mapping[int, str]
 ) -> list[Disagreement]:
+    """Every disagreement: the interrupted folders', then the table's (the certificates of those left out)."""
+    return of_interrupted(interrupted) + of_rows(table, signed_here, serials_of(interrupted))
+
+
+def serials_of(interrupted: Sequence[Interrupted]) -> frozenset[int]:
+    return frozenset(item.record.serial for item in interrupted if item.record)
+
+
+def of_interrupted(interrupted: Sequence[Interrupted]) -> list[Disagreement]:
     found: list[Disagreement] = []
-    seen: set[int] = set()
-
-    def add(problem: Problem, row: Row, detail: str, *actions: Action) -> None:
-        found.append(Disagreement(problem, row.identity, row.record, row.record.folder, detail, actions))
-        seen.add(row.record.serial)
-
     for item in interrupted:
         if item.record is None:
             detail = "holds a key the CA never certified, as far as its journal shows: nothing to do"
             found.append(Disagreement(Problem.QUARANTINED, item.identity, None, item.folder, detail, ()))
             continue
-        seen.add(item.record.serial)
         state = "valid at the CA" if item.valid else "no longer valid"
         actions = (Action.FILE, Action.REVOKE) if item.valid else (Action.FILE,)
         detail = f"signed by the CA but not filed ({state}); file it, or revoke it"
         found.append(Disagreement(Problem.QUARANTINED, item.identity, item.record, item.folder, detail, actions))
+    return found
+
+
+def of_rows(table: Sequence[Row], signed_here: Mapping[int, str], skip: frozenset[int]) -> list[Disagreement]:
+    """The table's disagreements, leaving out the serials in `skip` (those of interrupted folders). Depends
+    on the table and the audit trail only: the pages work it out once per table, not every 30 s."""
+    found: list[Disagreement] = []
+    seen: set[int] = set(skip)
+
+    def add(problem: Problem, row: Row, detail: str, *actions: Action) -> None:
+        found.append(Disagreement(problem, row.identity, row.record, row.record.folder, detail, actions))
+        seen.add(row.record.serial)
 
     for row in table:
         record = row.record
+        if record.folder == record.identity and row.status is not Status.FOREIGN:
+            continue  # this CA's, in its live folder (the fleet's usual case): none of the four below applies
         if record.serial in seen or record.error:
             continue
         if row.status is Status.FOREIGN and record.folder and record.label is not Label.FOREIGN:
@@ -113,7 +129,11 @@ def disagreements(
             # The inventory shows a ledger copy only when no folder holds the serial.
             add(Problem.NOT_FILED, row, "signed for this GUI, valid, but in no folder (no key here)", Action.REVOKE)
 
-    candidates = [r for r in table if r.valid and r.record.serial not in seen and r.record.label is not Label.REPLACED]
+    candidates = [
+        r
+        for r in table
+        if r.status in VALID_STATUSES and r.record.serial not in seen and r.record.label is not Label.REPLACED
+    ]
     several = Counter(r.record.identity for r in candidates)
     keys: dict[str, dict[str, list[Row]]] = {}
     for row in candidates:

@@ -91,19 +91,24 @@ def rows(
         return (record.not_before_ts, record.folder == record.identity, record.not_after_ts)
 
     newest: dict[tuple[str, Kind], tuple[float, bool, float]] = {}
+    several: set[tuple[str, Kind]] = set()
     for row in table:
-        if row.valid:
+        if row.status in VALID_STATUSES:
             key = (row.record.identity, row.record.kind)
-            mine = recency(row.record)
             known = newest.get(key)
-            if known is None or known < mine:
-                newest[key] = mine
-    return [
-        Row(row.record, row.status, True)
-        if row.valid and recency(row.record) < newest[(row.record.identity, row.record.kind)]
-        else row
-        for row in table
-    ]
+            if known is None:
+                newest[key] = recency(row.record)
+            else:
+                several.add(key)
+                newest[key] = max(known, recency(row.record))
+    if not several:  # one valid certificate per identity and type: nothing is superseded
+        return table
+    for i, row in enumerate(table):
+        if row.status in VALID_STATUSES:
+            key = (row.record.identity, row.record.kind)
+            if key in several and recency(row.record) < newest[key]:
+                table[i] = Row(row.record, row.status, True)
+    return table
 
 
 def status_counts(table: Sequence[Row]) -> dict[Status, int]:
@@ -169,10 +174,15 @@ def server_expiry_warnings(table: Sequence[Row], now: dt.datetime, days: int) ->
     """Current broker certificates that cannot renew and will soon need a re-issue: those expiring within
     `days`, or within the last third of their lifetime when that is shorter (else a 30-day certificate
     would warn from the day it is issued)."""
+    return broker_warnings(expiring_within(table, now, days), now)
+
+
+def broker_warnings(soon: Sequence[Row], now: dt.datetime) -> list[Row]:
+    """Of the current certificates that expire soon, the brokers' within the last third of their lifetime."""
     now_ts = now.timestamp()
     return [
         row
-        for row in expiring_within(table, now, days)
+        for row in soon
         if row.record.kind is Kind.SERVER
         and row.record.not_after_ts - now_ts <= (row.record.not_after_ts - row.record.not_before_ts) / 3
     ]
@@ -195,11 +205,20 @@ class FleetCounts:
 
 def fleet_counts(table: Sequence[Row], now: dt.datetime, expiring_days: int, server_days: int) -> FleetCounts:
     current = [r for r in table if r.valid and not r.superseded]
-    sites = {r.identity for r in current if r.record.kind is Kind.CLIENT}
-    brokers = {r.identity for r in current if r.record.kind is Kind.SERVER}
-    soon_sites = {r.identity for r in expiring_within(table, now, expiring_days) if r.record.kind is Kind.CLIENT}
-    soon_brokers = {r.identity for r in server_expiry_warnings(table, now, server_days)}
-    revoked = sum(1 for r in table if r.status is Status.REVOKED)
+    return counts_of(
+        current,
+        expiring_within(current, now, expiring_days),
+        server_expiry_warnings(current, now, server_days),
+        sum(1 for r in table if r.status is Status.REVOKED),
+    )
+
+
+def counts_of(current: Sequence[Row], soon: Sequence[Row], broker_warned: Sequence[Row], revoked: int) -> FleetCounts:
+    """The counts from the current certificates, those of them expiring soon, the brokers warned about."""
+    sites = {r.record.identity for r in current if r.record.kind is Kind.CLIENT}
+    brokers = {r.record.identity for r in current if r.record.kind is Kind.SERVER}
+    soon_sites = {r.record.identity for r in soon if r.record.kind is Kind.CLIENT}
+    soon_brokers = {r.record.identity for r in broker_warned}
     return FleetCounts(len(sites), len(brokers), len(soon_sites) + len(soon_brokers), revoked)
 
 

@@ -5,16 +5,13 @@ import pandas as pd
 import streamlit as st
 
 from pki import report
-from pki.fleet import FleetTable
 from pki.model import Kind, Status
 from pki.roles import Role
 from views import common
 
-
-@st.cache_resource(max_entries=2, show_spinner=False)
-def frame_of(key: tuple[int, object], _table: FleetTable) -> pd.DataFrame:
-    """The whole table as a DataFrame, made once per fleet table (`key`; a search only picks rows of it)."""
-    return pd.DataFrame(_table.columns(), columns=report.COLUMNS)
+PAGE_ROWS = 1000
+"""Rows sent to the browser at once. A fleet of 100,000 is searched, not scrolled: the whole table would cost
+the server a DataFrame and its Arrow copy (about 100 MB) and the browser 16 MB on every visit."""
 
 
 st.title("View Certificates")
@@ -46,11 +43,16 @@ text = search_col.text_input("Search certificates", placeholder="CN, serial, SAN
 statuses = status_col.multiselect("Status", [s.value for s in Status])
 kinds = type_col.multiselect("Type", [k.value for k in Kind])
 positions = fleet_table.search(text, statuses, kinds)
-shown = [table[i] for i in positions]
+pages = max(1, -(-len(positions) // PAGE_ROWS))
+# The label names the count: another count (a new search) is another widget, which starts at page 1.
+page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1) if pages > 1 else 1
+start = (int(page) - 1) * PAGE_ROWS
+shown = [table[i] for i in positions[start : start + PAGE_ROWS]]
 
-st.caption(f"{len(shown)} of {len(table)} certificates. Select a row for its details.")
+rows_shown = f", rows {start + 1} to {start + len(shown)} shown (search or filter to narrow)" if pages > 1 else ""
+st.caption(f"{len(positions)} of {len(table)} certificates{rows_shown}. Select a row for its details.")
 event = st.dataframe(
-    frame_of((id(fleet_table), fleet_table.now), fleet_table).iloc[positions],
+    pd.DataFrame([row.as_dict(now) for row in shown], columns=report.COLUMNS),
     key="certificate_table",
     on_select="rerun",
     selection_mode="single-row",
@@ -59,13 +61,13 @@ event = st.dataframe(
 )
 selected_rows = event.selection.rows if event else []
 focus = st.session_state.get("focus_serial")
-focused = [row for row in shown if row.record.serial == focus]
+focused = [table[i] for i in positions if table[i].record.serial == focus] if focus is not None else []
 if selected_rows and selected_rows[0] < len(shown):
     chosen = shown[selected_rows[0]]
     st.session_state.pop("focus_serial", None)
 elif focused:
     chosen = focused[0]  # the certificate a re-issue just made
-elif len(shown) == 1:
+elif len(positions) == 1:
     chosen = shown[0]  # a search that finds one certificate shows it at once
 else:
     chosen = None
