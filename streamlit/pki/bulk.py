@@ -600,7 +600,7 @@ def _file_interrupted(registrar: Registrar, identity: str, since: str) -> str:
     answer came), filed now as Reconcile would; or "". Only a valid certificate signed since the job
     began counts: an older quarantine is the operator's, left to Reconcile."""
     began = dt.datetime.fromisoformat(since) - dt.timedelta(minutes=1)
-    for folder, staged in registrar.store.stale_staging() + registrar.store.quarantined():
+    for folder, staged in registrar.store.interrupted():
         if staged != identity:
             continue
         record = certificate_in_folder(registrar.store, registrar.inventory, folder, identity)

@@ -13,8 +13,10 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
 
 CONNECT_SECONDS = 5
 STATEMENT_MS = 10_000
@@ -41,6 +43,8 @@ class CADatabase:
         """One connection, kept (a new one costs a TCP and a SCRAM round trip), made again after an error."""
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        import psycopg  # here, not at the top: a GUI without the database never pays for loading it
+
         options = f"-c statement_timeout={STATEMENT_MS}"
         try:
             password = self.password_file.read_text().strip() if self.password_file is not None else None
@@ -88,6 +92,8 @@ class CADatabase:
         return [SpentToken(str(token_id), str(claims)) for token_id, claims in rows]
 
     def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        import psycopg
+
         with self._lock:
             if self._connection is None or self._connection.closed:
                 self._connection = self._connect()

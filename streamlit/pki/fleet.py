@@ -300,7 +300,7 @@ class Fleet:
         return of_interrupted(interrupted) + found
 
     def _interrupted(self, table: FleetTable) -> list[Interrupted]:
-        folders = self.store.stale_staging() + self.store.quarantined()
+        folders = self.store.interrupted()
         if not folders:
             return []
         valid = {row.record.serial for row in table.rows if row.valid}

@@ -102,32 +102,23 @@ class CertStore:
         staging.mkdir(mode=0o700)
         return staging
 
-    def stale_staging(self) -> list[tuple[str, str]]:
-        """(folder, identity) of staging folders no session is working on: left by a crash."""
+    def interrupted(self) -> list[tuple[str, str]]:
+        """(folder, identity) of the staging folders no session is working on (left by a crash), then of the
+        quarantine folders: from one look at certs/ (a large fleet has 100,000 folders; few are either)."""
         try:
-            names = [e.name for e in os.scandir(self.certs_dir) if is_staging(e.name) and e.is_dir()]
+            with os.scandir(self.certs_dir) as entries:
+                # Only names with the label in them are split (a fleet has many folders, few quarantined).
+                names = sorted(
+                    e.name
+                    for e in entries
+                    if (is_staging(e.name) or ".quarantine" in e.name) and e.is_dir(follow_symlinks=False)
+                )
         except FileNotFoundError:
             return []
-        found = []
-        for name in sorted(names):
-            identity = staging_identity(name)
-            if not self.is_locked(identity):
-                found.append((name, identity))
-        return found
-
-    def quarantined(self) -> list[tuple[str, str]]:
-        """(folder, identity) of the quarantine folders."""
-        try:
-            # Only names with the label in them are split (a fleet has many folders, few quarantined).
-            names = [
-                e.name
-                for e in os.scandir(self.certs_dir)
-                if ".quarantine" in e.name and e.is_dir(follow_symlinks=False)
-            ]
-        except FileNotFoundError:
-            return []
-        labelled = ((name, split_folder(name)) for name in sorted(names))
-        return [(name, identity) for name, (identity, label) in labelled if label is Label.QUARANTINE]
+        staged = ((name, staging_identity(name)) for name in names if is_staging(name))
+        stale = [(name, identity) for name, identity in staged if not self.is_locked(identity)]
+        labelled = ((name, split_folder(name)) for name in names if not is_staging(name))
+        return stale + [(name, identity) for name, (identity, label) in labelled if label is Label.QUARANTINE]
 
     @staticmethod
     def write_new(path: Path, data: bytes, mode: int) -> None:

@@ -85,12 +85,16 @@ else:
 st.subheader("Expiries per week, next 12 months")
 weeks = fleet_table.weeks
 if any(count for _, count in weeks):
-    st.bar_chart(
-        pd.DataFrame(weeks, columns=["week", "certificates"]),
-        x="week",
-        y="certificates",
-        x_label="week starting",
-        y_label="certificates expiring",
+    # A Vega-Lite spec, not st.bar_chart: that one imports Altair, half a second of the first page after a start.
+    st.vega_lite_chart(
+        pd.DataFrame({"week": [str(week) for week, _ in weeks], "certificates": [count for _, count in weeks]}),
+        {
+            "mark": {"type": "bar", "tooltip": True},
+            "encoding": {
+                "x": {"field": "week", "type": "ordinal", "title": "week starting"},
+                "y": {"field": "certificates", "type": "quantitative", "title": "certificates expiring"},
+            },
+        },
     )
 else:
     st.caption("No certificate expires within the next 12 months.")
