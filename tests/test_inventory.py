@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import marshal
 import os
 import time
 from pathlib import Path
@@ -237,7 +238,9 @@ def test_what_a_decision_reads_reaches_the_next_snapshot(tmp_path: Path) -> None
     assert after.records[0].not_after > now + dt.timedelta(days=80)
 
 
-@pytest.mark.parametrize("damage", ["empty", "text", "cut short", "a byte changed", "no end"])
+@pytest.mark.parametrize(
+    "damage", ["empty", "text", "cut short", "a byte changed", "no end", "more after the end", "other fields"]
+)
 def test_a_damaged_cache_of_any_shape_is_only_a_slower_start(tmp_path: Path, damage: str) -> None:
     now = dt.datetime.now(dt.UTC)
     for i in range(30):
@@ -260,6 +263,8 @@ def test_a_damaged_cache_of_any_shape_is_only_a_slower_start(tmp_path: Path, dam
             "cut short": whole[:middle],
             "a byte changed": whole[:middle] + bytes([whole[middle] ^ 0x55]) + whole[middle + 1 :],
             "no end": whole[:-1],
+            "more after the end": whole + marshal.dumps(None),
+            "other fields": whole.replace(b",label\n", b",label,colour\n", 1),
         }[damage]
     )
     again = Inventory(tmp_path / "certs", cache_file=cache)

@@ -14,6 +14,7 @@ import streamlit as st
 from cryptography import x509
 from streamlit.testing.v1 import AppTest
 
+from certfactory import write_certificate
 from checks import enrol_with_token
 from conftest import OPERATOR, REPO, RunningCA, free_port
 from pki.accounts import UserStore
@@ -188,6 +189,27 @@ def test_view_page_row_selection_shows_details(ca: RunningCA, gui: Path) -> None
     at.session_state["certificate_table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     at.run()
     assert "site-305: active" in texts(at.subheader)
+
+
+def test_a_large_fleet_is_shown_a_page_at_a_time_and_a_selection_stays_on_its_page(ca: RunningCA, gui: Path) -> None:
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    for i in range(1003):  # another CA's certificates (foreign): enough to fill more than a page
+        write_certificate(gui, f"fleet-{i:04}", f"fleet-{i:04}", not_after=expires)
+    at = open_page("views/certificates.py")
+    assert list(at.dataframe[0].value["CN"]) == [f"fleet-{i:04}" for i in range(1000)]
+    assert "1003 of 1003 certificates, rows 1 to 1000 shown" in texts(at.caption)
+    at.session_state["certificate_table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    assert "fleet-0002: foreign" in texts(at.subheader)
+
+    next(field for field in at.number_input if field.label == "Page (of 2)").set_value(2).run()
+    assert list(at.dataframe[0].value["CN"]) == ["fleet-1000", "fleet-1001", "fleet-1002"]
+    assert "rows 1001 to 1003 shown" in texts(at.caption)
+    assert "fleet-1002" not in texts(at.subheader), "row 2 of page 1 is not row 2 of page 2"
+
+    at.text_input[0].input("fleet-100").run()  # fleet-1000 to fleet-1002: one page
+    assert list(at.dataframe[0].value["CN"]) == ["fleet-1000", "fleet-1001", "fleet-1002"]
+    assert not [field for field in at.number_input if field.label.startswith("Page")], "one page: no page number"
 
 
 def test_view_status_follows_the_crl_not_only_folder_names(ca: RunningCA, gui: Path) -> None:

@@ -288,15 +288,14 @@ class Fleet:
         worked out once per table and audit trail; the interrupted folders again when certs/ changed, or
         after RECONCILE_TTL seconds (a staging folder becomes stale with time)."""
         try:
-            audit_size = self.settings.audit_log.stat().st_size
+            audit = self.settings.audit_log.stat()
+            trail = (audit.st_ino, audit.st_size)  # a rotated trail is another file, whatever its size
         except OSError:
-            audit_size = -1
-        key = (self.inventory.snapshot().tops, audit_size, int(time.monotonic() // RECONCILE_TTL))
+            trail = (-1, -1)
+        key = (self.inventory.snapshot().tops, trail, int(time.monotonic() // RECONCILE_TTL))
         interrupted = table._once(("interrupted", *key), lambda: self._interrupted(table))
         skip = serials_of(interrupted)
-        found = table._once(
-            ("reconcile", audit_size, skip), lambda: of_rows(table.rows, self.audit.signed_here(), skip)
-        )
+        found = table._once(("reconcile", trail, skip), lambda: of_rows(table.rows, self.audit.signed_here(), skip))
         return of_interrupted(interrupted) + found
 
     def _interrupted(self, table: FleetTable) -> list[Interrupted]:

@@ -516,7 +516,8 @@ class Inventory:
 
 
 SAVE_SECONDS = 60.0
-_CACHE_MAGIC = b"app-pki inventory 3\n"
+_CACHE_MAGIC = f"app-pki inventory 3 {','.join(CertRecord._fields)}\n".encode()
+"""Names the record's fields: a file kept by a version whose records had other fields is not read."""
 _CACHE_CHUNK = 1000
 """Files per frame of the kept records: a frame is read whole, a fleet never is."""
 _KINDS = {kind.value: kind for kind in Kind}
@@ -525,13 +526,16 @@ _LABELS: dict[str | None, Label | None] = {label.value: label for label in Label
 
 def _saved(record: CertRecord) -> tuple[object, ...]:
     """A record as marshal can keep it: plain values, the enums by their value."""
-    return (*record[:3], record.kind.value, *record[4:15], record.label.value if record.label else None)
+    return (*record[:3], record.kind.value, *record[4:-1], record.label.value if record.label else None)
 
 
 def _record_of_saved(item: tuple[Any, ...]) -> CertRecord:
     # tuple.__new__ straight away: the named tuple's own __new__ is a Python call per field list, and a
-    # restart makes 100,000 of these. The strings a frame shares (issuer, key type) stay shared.
-    return tuple.__new__(CertRecord, (*item[:3], _KINDS[item[3]], *item[4:15], _LABELS[item[15]]))
+    # restart makes 100,000 of these. It checks no length: this does. The strings a frame shares (issuer,
+    # key type) stay shared.
+    if len(item) != len(CertRecord._fields):
+        raise ValueError("a kept record of another shape")
+    return tuple.__new__(CertRecord, (*item[:3], _KINDS[item[3]], *item[4:-1], _LABELS[item[-1]]))
 
 
 def _save_cache(target: Path, entries: dict[str, _Entry], listings: _Listings) -> None:
@@ -545,7 +549,7 @@ def _save_cache(target: Path, entries: dict[str, _Entry], listings: _Listings) -
         with tmp.open("wb") as out:
             out.write(_CACHE_MAGIC)
             frame: list[tuple[object, ...]] = []
-            size = 0
+            size = frames = 0
             for folder, (signature, paths) in listings.items():
                 for start in range(0, max(len(paths), 1), _CACHE_CHUNK):
                     part = paths[start : start + _CACHE_CHUNK]
@@ -554,9 +558,9 @@ def _save_cache(target: Path, entries: dict[str, _Entry], listings: _Listings) -
                     size += len(part) + 1
                     if size >= _CACHE_CHUNK:
                         _write_frame(out, frame)
-                        frame, size = [], 0
+                        frame, size, frames = [], 0, frames + 1
             _write_frame(out, frame)
-            marshal.dump(None, out)  # the end: a file without it is not used
+            marshal.dump(("end", frames + 1), out)  # a file without it, or with other frames, is not used
         os.replace(tmp, target)
     except (OSError, ValueError):
         tmp.unlink(missing_ok=True)
@@ -578,10 +582,16 @@ def _load_cache(source: Path) -> tuple[dict[str, _Entry], _Listings]:
                 return {}, {}
             # The file is this GUI's own, in its private data folder, written whole or not at all: marshal
             # reads back only what _save_cache wrote, and a frame whose CRC does not match is not used.
-            while (framed := marshal.load(saved)) is not None:  # noqa: S302
-                checksum, blob = framed
+            frames = 0
+            while True:
+                checksum, blob = marshal.load(saved)  # noqa: S302
+                if checksum == "end":  # the end mark, with the number of frames before it: nothing after it
+                    if blob != frames or saved.read(1):
+                        return {}, {}
+                    break
                 if zlib.crc32(blob) != checksum:
                     return {}, {}
+                frames += 1
                 for folder, signature, paths, files in marshal.loads(blob):  # noqa: S302
                     known = listings.get(folder)
                     listings[folder] = (signature, known[1] + paths if known else paths)

@@ -109,7 +109,7 @@ def of_rows(table: Sequence[Row], signed_here: Mapping[int, str], skip: frozense
 
     for row in table:
         record = row.record
-        if record.folder == record.identity and row.status is not Status.FOREIGN:
+        if record.folder and record.folder == record.identity and row.status is not Status.FOREIGN:
             continue  # this CA's, in its live folder (the fleet's usual case): none of the four below applies
         if record.serial in seen or record.error:
             continue

@@ -47,6 +47,11 @@ pages = max(1, -(-len(positions) // PAGE_ROWS))
 # The label names the count: another count (a new search) is another widget, which starts at page 1.
 page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, step=1) if pages > 1 else 1
 start = (int(page) - 1) * PAGE_ROWS
+# A selected row is a position on the page shown: on another page or search it would be another certificate.
+looked_at = (int(page), text, tuple(statuses), tuple(kinds))
+if st.session_state.get("certificate_rows") != looked_at:
+    st.session_state["certificate_rows"] = looked_at
+    st.session_state.pop("certificate_table", None)
 shown = [table[i] for i in positions[start : start + PAGE_ROWS]]
 
 rows_shown = f", rows {start + 1} to {start + len(shown)} shown (search or filter to narrow)" if pages > 1 else ""
@@ -87,7 +92,7 @@ if chosen:
         )
         right.markdown(
             f"**Issuer** {record.issuer}  \n**SANs** {', '.join(record.sans) or 'none'}  \n"
-            f"**SHA-256 fingerprint**  \n`{record.fingerprint()}`"
+            f"**SHA-256 fingerprint**  \n`{record.fingerprint() or '(the file changed since it was listed)'}`"
         )
         pem = record.pem()
         st.download_button(
