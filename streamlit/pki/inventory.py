@@ -235,10 +235,7 @@ def parse_certificate_file(path: str | Path, folder: str) -> CertRecord:
     """One record from a PEM file whose first certificate is the leaf; an unreadable one is an INVALID
     record, never an exception (one bad file must not break every page)."""
     path_text = os.fspath(path)
-    try:
-        has_key = os.path.exists(f"{os.path.splitext(path_text)[0]}.key")
-    except OSError:
-        has_key = False
+    has_key = os.path.exists(f"{os.path.splitext(path_text)[0]}.key")  # False also when it cannot be looked at
     try:
         with open(path_text, "rb") as source:
             return record_of(x509.load_pem_x509_certificates(source.read())[0], path_text, folder, has_key)

@@ -72,13 +72,6 @@ class Interrupted:
     valid: bool
 
 
-def disagreements(
-    table: Sequence[Row], interrupted: Sequence[Interrupted], signed_here: Mapping[int, str]
-) -> list[Disagreement]:
-    """Every disagreement: the interrupted folders', then the table's (the certificates of those left out)."""
-    return of_interrupted(interrupted) + of_rows(table, signed_here, serials_of(interrupted))
-
-
 def serials_of(interrupted: Sequence[Interrupted]) -> frozenset[int]:
     return frozenset(item.record.serial for item in interrupted if item.record)
 

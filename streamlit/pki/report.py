@@ -39,22 +39,19 @@ class Row(NamedTuple):
         return self.status in VALID_STATUSES
 
     def as_dict(self, now: dt.datetime) -> dict[str, object]:
-        return dict(zip(COLUMNS, self.values(now.timestamp()), strict=True))
-
-    def values(self, now_ts: float) -> tuple[object, ...]:
-        """The row's cells in the order of COLUMNS (dates and statuses as shared strings)."""
+        """The row's cells by COLUMNS (dates and statuses as shared strings)."""
         r = self.record
-        return (
-            r.cn,
-            r.kind.value,
-            r.serial_hex,
-            ", ".join(r.sans),
-            day_text(r.not_before_ts),
-            day_text(r.not_after_ts),
-            max(int((r.not_after_ts - now_ts) // 86400), 0) if self.valid else None,  # a revoked one has none
-            _STATUS_TEXT[self.status, self.superseded],
-            r.source,
-        )
+        return {
+            "CN": r.cn,
+            "Type": r.kind.value,
+            "Serial": r.serial_hex,
+            "SANs": ", ".join(r.sans),
+            "Issued": day_text(r.not_before_ts),
+            "Expires": day_text(r.not_after_ts),
+            "Days left": max(r.days_left(now), 0) if self.valid else None,  # a revoked one has none
+            "Status": _STATUS_TEXT[self.status, self.superseded],
+            "Source": r.source,
+        }
 
 
 _STATUS_TEXT = {
