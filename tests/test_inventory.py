@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+import pki.fleet as fleet_module
 import pki.inventory as inventory_module
 from certfactory import make_certificate, write_certificate
 from pki import report
 from pki.fleet import CRLState, FleetTable
-from pki.inventory import Inventory
+from pki.inventory import CertRecord, Inventory
 from pki.model import Kind, Status
 from pki.store import CertStore
 
@@ -111,6 +112,52 @@ def test_superseded_certificates_are_kept_out_of_the_expiry_chart_and_lists(tmp_
     week_of = (soon - dt.timedelta(days=soon.weekday())).date()
     assert weeks[week_of] == 1
     assert [r.record.folder for r in report.expiring_within(table, NOW, 30)] == ["site-1"]
+
+
+def test_the_table_s_figures_are_those_of_the_report(tmp_path: Path) -> None:
+    """FleetTable works its figures out its own faster way: they must be the report's, row for row."""
+    fleet = [
+        (3, "mqtt-1.replaced", True), (40, "mqtt-1", True), (5, "site-1", False), (20, "site-2", False),
+        (-1, "site-3", False), (90, "site-4", False), (200, "site-5.replaced", False), (300, "site-5", False),
+        (10, "site-6", False),
+    ]  # fmt: skip
+    for days, name, server in fleet:
+        write_certificate(tmp_path, name, name.split(".")[0], not_after=NOW + dt.timedelta(days=days), server=server)
+    records = Inventory(tmp_path).records()
+    revoked = frozenset(r.serial for r in records if r.folder == "site-6")
+    rows = report.rows(records, NOW, revoked, 7)
+    table = FleetTable(rows, CRLState(None, None), None, NOW)
+    assert [r.record.folder for r in table.current] == [r.record.folder for r in report.current_of(rows)]
+    assert [r.record.folder for r in table.current] == ["site-1", "site-2", "mqtt-1", "site-4", "site-5"]
+    for days in (1, 7, 30, 365):
+        assert table.expiring_within(days) == report.expiring_within(rows, NOW, days)
+        assert table.counts(days, 30) == report.fleet_counts(rows, NOW, days, 30)
+    assert table.weeks == report.expiries_per_week(rows, NOW)
+    assert table.by_type[Status.REVOKED] == {Kind.CLIENT: 1, Kind.SERVER: 0}
+    assert table.counts(7, 30) == report.FleetCounts(sites=4, brokers=1, expiring=1, revoked=1)
+
+
+def test_the_next_change_of_a_status_by_the_clock(tmp_path: Path) -> None:
+    def record(cn: str, seconds_left: float) -> CertRecord:
+        not_after = NOW.timestamp() + seconds_left
+        return CertRecord(cn, f"{cn}.crt", cn, Kind.CLIENT, 1, (), 0.0, not_after, "", True, identity=cn)
+
+    week = 7 * 86400
+    assert fleet_module._next_status_change([], NOW, 7) == NOW + dt.timedelta(hours=1)
+    expires = [record("a", -50), record("b", 600), record("c", 900), record("d", 99 * 86400)]
+    assert fleet_module._next_status_change(expires, NOW, 7).timestamp() == pytest.approx(NOW.timestamp() + 600)
+    starts_expiring = [record("a", week + 300), record("b", week - 5), record("c", week + 200)]
+    change = fleet_module._next_status_change(starts_expiring, NOW, 7)
+    assert change.timestamp() == pytest.approx(NOW.timestamp() + 200)
+
+
+def test_the_broker_check_s_certificates_are_left_out_of_a_snapshot_s_records() -> None:
+    names = ["a", "app-pki-canary-1", "app-pki-canary-2", "app-pki-canary-2", "app-pki-canaryx", "app-pki-x", "z"]
+    records = tuple(
+        CertRecord(n, f"{n}.crt", n, Kind.SERVER, i, (), 0.0, 1.0, "", True, identity=n) for i, n in enumerate(names)
+    )
+    assert [r.identity for r in fleet_module._without_canaries(records)] == ["a", "app-pki-canaryx", "app-pki-x", "z"]
+    assert fleet_module._without_canaries(records[:1]) == [records[0]]
 
 
 def test_expiries_per_week_counts_only_valid_certificates(tmp_path: Path) -> None:
@@ -236,6 +283,62 @@ def test_what_a_decision_reads_reaches_the_next_snapshot(tmp_path: Path) -> None
     after = inventory.snapshot()
     assert after.generation > before.generation
     assert after.records[0].not_after > now + dt.timedelta(days=80)
+
+
+def _kept(cache: Path) -> None:
+    for _ in range(100):  # kept in the background
+        if cache.exists():
+            return
+        time.sleep(0.05)
+
+
+def test_a_start_shows_the_snapshot_kept_while_certs_is_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the records kept by the last run, and certs/ as it was when they were (nothing added, removed or
+    renamed), the GUI's first page shows them without looking into any folder: a file changed by hand inside
+    a folder meanwhile is seen by the first sweep, as between two sweeps. A folder added is seen at once."""
+    certs, cache = tmp_path / "certs", tmp_path / "cache" / "inventory.bin"
+    for i in range(4):
+        write_certificate(certs, f"site-{i}", f"site-{i}", not_after=NOW + dt.timedelta(days=30))
+    settled = time.time_ns() - 10 * 10**9
+    os.utime(certs, ns=(settled, settled))  # certs/ last changed well before the look
+    kept = Inventory(certs, cache_file=cache, sweep_in_background=True).snapshot().records
+    _kept(cache)
+    crt = certs / "site-1" / "site-1.crt"
+    crt.write_bytes(make_certificate("site-1", not_after=NOW + dt.timedelta(days=90)))
+    os.utime(crt, ns=(1, 1))
+
+    def no_look(*_: object, **__: object) -> None:
+        raise AssertionError("certs/ was looked into")
+
+    again = Inventory(certs, cache_file=cache, sweep_in_background=True)  # the GUI started again
+    with monkeypatch.context() as patch:
+        patch.setattr(inventory_module, "_subfolders", no_look)
+        assert again.snapshot().records == kept
+    assert again.parse_count == 0
+    assert again.records() != kept and again.parse_count == 1  # a full look finds the changed file
+
+    write_certificate(certs, "site-9", "site-9", not_after=NOW + dt.timedelta(days=30))  # certs/ changes
+    third = Inventory(certs, cache_file=cache, sweep_in_background=True)
+    assert "site-9" in {r.folder for r in third.snapshot().records}
+    assert next(r for r in third.snapshot().records if r.folder == "site-1").not_after > NOW + dt.timedelta(days=80)
+
+
+def test_a_look_too_close_to_a_change_of_certs_is_not_trusted_at_the_next_start(tmp_path: Path) -> None:
+    """certs/ changed within a clock tick of the look: a folder added later in that tick leaves its mtime as it
+    was, so the snapshot of that look is not kept to be shown as it is."""
+    certs, cache = tmp_path / "certs", tmp_path / "cache" / "inventory.bin"
+    for i in range(3):
+        write_certificate(certs, f"site-{i}", f"site-{i}", not_after=NOW + dt.timedelta(days=30))
+    Inventory(certs, cache_file=cache, sweep_in_background=True).snapshot()
+    _kept(cache)
+    stamp = os.stat(certs).st_mtime_ns
+    write_certificate(certs, "site-9", "site-9", not_after=NOW + dt.timedelta(days=30))
+    os.utime(certs, ns=(stamp, stamp))  # the same mtime: the change fell in the tick of the look
+    again = Inventory(certs, cache_file=cache, sweep_in_background=True)
+    assert "site-9" in {r.folder for r in again.snapshot().records}
+    assert again.parse_count == 1
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,14 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import getpass
 import hashlib
 import json
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from math import ceil
@@ -40,7 +42,12 @@ from pki.validate import InvalidInput
 PASSWORD_MIN = 12
 _NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 _HASHER = PasswordHasher()  # Argon2id, the library's defaults (RFC 9106's second recommended profile)
-_UNKNOWN_USER = _HASHER.hash("an account that does not exist")  # same work for unknown names
+
+
+@functools.cache
+def _unknown_user() -> str:
+    """The hash an unknown name is checked against: the same work as for a known one."""
+    return _HASHER.hash("an account that does not exist")
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ class UserStore:
         """The enabled user with this name and password, or None. An unknown name costs the same work."""
         user = self.find(name)
         try:
-            _HASHER.verify(user.password_hash if user else _UNKNOWN_USER, password)
+            _HASHER.verify(user.password_hash if user else _unknown_user(), password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         return user if user and not user.disabled else None
@@ -211,6 +218,8 @@ class Gate:
         self.bootstrap = bootstrap or None
         self.sso = sso
         """Single sign-on is configured: the GUI is never open, even with no account."""
+        # Made beside the first page (Argon2 leaves the interpreter free), not in it: a quarter of a second.
+        threading.Thread(target=_unknown_user, name="unknown-user-hash", daemon=True).start()
 
     def _bootstrapping(self) -> bool:
         """PKI_PASSWORD counts until the first account is made, and never again (not even if the

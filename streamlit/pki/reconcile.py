@@ -20,10 +20,13 @@ folder says so, so it is no disagreement (and not a duplicate of the new one).
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import compress
+from operator import attrgetter
 
 from pki.folders import Label, named_for
 from pki.inventory import CertRecord
@@ -100,10 +103,8 @@ def of_rows(table: Sequence[Row], signed_here: Mapping[int, str], skip: frozense
         found.append(Disagreement(problem, row.identity, row.record, row.record.folder, detail, actions))
         seen.add(row.record.serial)
 
-    for row in table:
+    for row in _unusual(table):
         record = row.record
-        if record.folder and record.folder == record.identity and row.status is not Status.FOREIGN:
-            continue  # this CA's, in its live folder (the fleet's usual case): none of the four below applies
         if record.serial in seen or record.error:
             continue
         if row.status is Status.FOREIGN and record.folder and record.label is not Label.FOREIGN:
@@ -124,7 +125,7 @@ def of_rows(table: Sequence[Row], signed_here: Mapping[int, str], skip: frozense
 
     candidates = [
         r
-        for r in table
+        for r in _sharing_identity(table)
         if r.status in VALID_STATUSES and r.record.serial not in seen and r.record.label is not Label.REPLACED
     ]
     several = Counter(r.record.identity for r in candidates)
@@ -138,3 +139,24 @@ def of_rows(table: Sequence[Row], signed_here: Mapping[int, str], skip: frozense
                 for row in rows:
                     add(Problem.DUPLICATE, row, f"one of {len(by_key)} valid keys of {identity}", Action.REVOKE)
     return found
+
+
+_FOLDER, _IDENTITY, _STATUS = attrgetter("record.folder"), attrgetter("record.identity"), attrgetter("status")
+
+
+def _unusual(table: Sequence[Row]) -> Iterator[Row]:
+    """Every row but the fleet's usual case, a certificate of this CA in its identity's live folder (to which
+    no problem of the table but a duplicate applies), in order. Map and compress: no Python call per row."""
+    folders = list(map(_FOLDER, table))
+    elsewhere = map(operator.or_, map(operator.ne, folders, map(_IDENTITY, table)), map(operator.not_, folders))
+    return compress(table, map(operator.or_, elsewhere, map(Status.FOREIGN.__eq__, map(_STATUS, table))))
+
+
+def _sharing_identity(table: Sequence[Row]) -> list[Row]:
+    """The valid rows whose identity has another valid row, in order: what may hold duplicate keys."""
+    valid = list(compress(table, map(VALID_STATUSES.__contains__, map(_STATUS, table))))
+    identities = list(map(_IDENTITY, valid))
+    if len(set(identities)) == len(identities):
+        return []
+    counted = Counter(identities)
+    return [row for row, identity in zip(valid, identities, strict=True) if counted[identity] > 1]

@@ -5,13 +5,17 @@ Pure functions of (records, now, revoked serials, this CA): the pages render wha
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import attrgetter
 from typing import NamedTuple
 
-from pki.inventory import CertRecord, IssuerId
+from pki.inventory import CertRecord, IssuerId, statuses_at
 from pki.model import VALID_STATUSES, Kind, Status
 
 SHOWN_STATUSES = (Status.ACTIVE, Status.EXPIRING, Status.EXPIRED, Status.REVOKED)
@@ -79,8 +83,15 @@ def rows(
     issuer: IssuerId | None = None,
 ) -> list[Row]:
     """One row per certificate, with its status and whether a later one of its identity replaced it."""
-    now_ts = now.timestamp()
-    table = [Row(r, r.status_at(now_ts, revoked, expiring_days, issuer)) for r in records]
+    records = list(records)
+    statuses = statuses_at(records, now.timestamp(), revoked, expiring_days, issuer)
+    table = list(map(_new_row, zip(records, statuses, repeat(False), strict=False)))
+    # Map, zip and compress make no Python call per row: a table of 100,000 is built at every start.
+    valid = list(compress(table, map(VALID_STATUSES.__contains__, statuses)))
+    keys = list(map(_IDENTITY_AND_KIND, valid))
+    several = {key for key, count in Counter(keys).items() if count > 1} if len(set(keys)) < len(keys) else set()
+    if not several:  # one valid certificate per identity and type: nothing is superseded
+        return table
 
     def recency(record: CertRecord) -> tuple[float, bool, float]:
         # Issued later wins (a broker re-issued for fewer days replaces the old one all the same); ties
@@ -88,24 +99,33 @@ def rows(
         return (record.not_before_ts, record.folder == record.identity, record.not_after_ts)
 
     newest: dict[tuple[str, Kind], tuple[float, bool, float]] = {}
-    several: set[tuple[str, Kind]] = set()
-    for row in table:
-        if row.status in VALID_STATUSES:
-            key = (row.record.identity, row.record.kind)
-            known = newest.get(key)
-            if known is None:
-                newest[key] = recency(row.record)
-            else:
-                several.add(key)
-                newest[key] = max(known, recency(row.record))
-    if not several:  # one valid certificate per identity and type: nothing is superseded
-        return table
+    for row, key in zip(valid, keys, strict=True):
+        if key in several:
+            newest[key] = max(newest.get(key, recency(row.record)), recency(row.record))
     for i, row in enumerate(table):
         if row.status in VALID_STATUSES:
             key = (row.record.identity, row.record.kind)
             if key in several and recency(row.record) < newest[key]:
                 table[i] = Row(row.record, row.status, True)
     return table
+
+
+_new_row = functools.partial(tuple.__new__, Row)
+"""A row from (record, status, superseded) without the named tuple's own __new__ (a Python call per row)."""
+_IDENTITY_AND_KIND = attrgetter("record.identity", "record.kind")
+_STATUS_AND_KIND = attrgetter("status", "record.kind")
+_STATUS_AND_SUPERSEDED = attrgetter("status", "superseded")
+_IDENTITY, _KIND = attrgetter("record.identity"), attrgetter("record.kind")
+_NOT_AFTER = attrgetter("record.not_after_ts")
+_CURRENT = frozenset((status, False) for status in VALID_STATUSES)
+"""(status, superseded) of a current certificate."""
+
+
+def current_of(table: Iterable[Row]) -> list[Row]:
+    """The valid certificates a renewal or re-issue has not replaced, soonest expiry first."""
+    rows = list(table)
+    current = compress(rows, map(_CURRENT.__contains__, map(_STATUS_AND_SUPERSEDED, rows)))
+    return sorted(current, key=_NOT_AFTER)
 
 
 def status_counts(table: Sequence[Row]) -> dict[Status, int]:
@@ -115,33 +135,29 @@ def status_counts(table: Sequence[Row]) -> dict[Status, int]:
 
 def counts_by_type(table: Sequence[Row]) -> dict[Status, dict[Kind, int]]:
     """Status x type, every cell present (zeros included) for client and server."""
-    kinds = [Kind.CLIENT, Kind.SERVER, *sorted({r.record.kind for r in table} - {Kind.CLIENT, Kind.SERVER})]
-    result = {status: dict.fromkeys(kinds, 0) for status in SHOWN_STATUSES}
-    for row in table:
-        if row.status in result:
-            result[row.status][row.record.kind] += 1
-    return result
+    counted = Counter(map(_STATUS_AND_KIND, table))
+    kinds = [Kind.CLIENT, Kind.SERVER, *sorted({kind for _, kind in counted} - {Kind.CLIENT, Kind.SERVER})]
+    return {status: {kind: counted.get((status, kind), 0) for kind in kinds} for status in SHOWN_STATUSES}
 
 
 def expiring_within(table: Sequence[Row], now: dt.datetime, days: int) -> list[Row]:
     """Current valid certificates that expire within `days`, soonest first. Superseded ones (renewed or
     re-issued) are left out: their replacement is what matters."""
-    limit = now.timestamp() + days * 86400
-    soon = [r for r in table if r.valid and not r.superseded and r.record.not_after_ts <= limit]
-    return sorted(soon, key=lambda r: r.record.not_after_ts)
+    current = current_of(table)
+    return current[: bisect.bisect_right(current, now.timestamp() + days * 86400, key=_NOT_AFTER)]
 
 
 def expiries_per_week(table: Sequence[Row], now: dt.datetime, weeks: int = 53) -> list[tuple[dt.date, int]]:
     """How many valid certificates expire in each week (Monday first) from this week on."""
+    return weekly(list(map(_NOT_AFTER, current_of(table))), now, weeks)
+
+
+def weekly(ends: Sequence[float], now: dt.datetime, weeks: int = 53) -> list[tuple[dt.date, int]]:
+    """expiries_per_week from the current certificates' expiries (POSIX seconds, in order): a week's count
+    is the distance between where its start and the next week's would be inserted."""
     start = (now - dt.timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
-    start_ts = start.timestamp()
-    counts = [0] * weeks
-    for row in table:
-        if row.valid and not row.superseded:
-            index = int((row.record.not_after_ts - start_ts) // 86400) // 7
-            if 0 <= index < weeks:
-                counts[index] += 1
-    return [((start + dt.timedelta(weeks=i)).date(), counts[i]) for i in range(weeks)]
+    bounds = [bisect.bisect_left(ends, start.timestamp() + week * 7 * 86400) for week in range(weeks + 1)]
+    return [((start + dt.timedelta(weeks=i)).date(), bounds[i + 1] - bounds[i]) for i in range(weeks)]
 
 
 RENEWAL_OVERDUE = 0.75
@@ -201,7 +217,7 @@ class FleetCounts:
 
 
 def fleet_counts(table: Sequence[Row], now: dt.datetime, expiring_days: int, server_days: int) -> FleetCounts:
-    current = [r for r in table if r.valid and not r.superseded]
+    current = current_of(table)
     return counts_of(
         current,
         expiring_within(current, now, expiring_days),
@@ -212,11 +228,16 @@ def fleet_counts(table: Sequence[Row], now: dt.datetime, expiring_days: int, ser
 
 def counts_of(current: Sequence[Row], soon: Sequence[Row], broker_warned: Sequence[Row], revoked: int) -> FleetCounts:
     """The counts from the current certificates, those of them expiring soon, the brokers warned about."""
-    sites = {r.record.identity for r in current if r.record.kind is Kind.CLIENT}
-    brokers = {r.record.identity for r in current if r.record.kind is Kind.SERVER}
-    soon_sites = {r.record.identity for r in soon if r.record.kind is Kind.CLIENT}
     soon_brokers = {r.record.identity for r in broker_warned}
-    return FleetCounts(len(sites), len(brokers), len(soon_sites) + len(soon_brokers), revoked)
+    return FleetCounts(
+        _identities(current, Kind.CLIENT), _identities(current, Kind.SERVER),
+        _identities(soon, Kind.CLIENT) + len(soon_brokers), revoked,
+    )  # fmt: skip
+
+
+def _identities(table: Sequence[Row], kind: Kind) -> int:
+    """How many identities the rows of this type are of (map and compress: no Python call per row)."""
+    return len(set(compress(map(_IDENTITY, table), map(kind.__eq__, map(_KIND, table)))))
 
 
 def revocable(table: Sequence[Row]) -> dict[str, list[Row]]:

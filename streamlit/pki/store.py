@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +29,22 @@ from pki.validate import InvalidInput
 
 _STAGING = ".issue-"
 _LOCKS = ".locks"
+_INTERRUPTED = re.compile(rf"(?<![^\0])(?:{re.escape(_STAGING)}[^\0]*|[^\0]*\.quarantine[^\0]*)")
+"""In names joined by NUL (the one character no name holds): a staging folder's name, or a name with the
+quarantine label in it (then split_folder decides)."""
 
 
 def staging_identity(name: str) -> str:
     """The identity a staging folder .issue-{identity}-{random} is for."""
     return name[len(_STAGING) :].rsplit("-", 1)[0]
+
+
+def _is_folder(path: Path) -> bool:
+    """A folder itself, not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def is_staging(name: str) -> bool:
@@ -106,15 +119,13 @@ class CertStore:
         """(folder, identity) of the staging folders no session is working on (left by a crash), then of the
         quarantine folders: from one look at certs/ (a large fleet has 100,000 folders; few are either)."""
         try:
-            with os.scandir(self.certs_dir) as entries:
-                # Only names with the label in them are split (a fleet has many folders, few quarantined).
-                names = sorted(
-                    e.name
-                    for e in entries
-                    if (is_staging(e.name) or ".quarantine" in e.name) and e.is_dir(follow_symlinks=False)
-                )
+            everything = os.listdir(self.certs_dir)  # names only: no object per folder
         except FileNotFoundError:
             return []
+        # One search through all the names, not a Python test of each: only names with the label in them are
+        # split or looked at.
+        candidates = _INTERRUPTED.findall("\0".join(everything))
+        names = sorted(name for name in candidates if _is_folder(self.certs_dir / name))
         staged = ((name, staging_identity(name)) for name in names if is_staging(name))
         stale = [(name, identity) for name, identity in staged if not self.is_locked(identity)]
         labelled = ((name, split_folder(name)) for name in names if not is_staging(name))
