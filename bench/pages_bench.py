@@ -4,8 +4,10 @@ one run on one throw-away CA.
 Sets up the CA with the project's scripts (loopback), files N certificates its intermediate signed into
 certs/, then measures each app in a fresh process through Streamlit's AppTest (the script runs as for a
 browser session, without the browser): Dashboard first load, Dashboard reload, View Certificates load, a
-search that finds 10 rows (each the median of --runs), first load after a restart of the GUI process
-(app-pki), and the peak memory of the process. Usage (after `make test` built the tools):
+search that finds 10 rows (each the median of --runs), and the peak memory of the process. app-pki runs
+three times: from nothing, after a restart of the GUI process (with the records it kept), and after a
+restart when one certificate was filed while it was down (certs/ changed: the kept records are checked
+against it). Usage (after `make test` built the tools):
 
     PATH=$PWD/.tools/bin:$PATH .venv/bin/python bench/pages_bench.py [--count 100000] [--runs 5]
 """
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "streamlit"), str(REPO / "bench")]
@@ -38,7 +41,7 @@ def timed(action: object) -> float:
     return time.perf_counter() - start
 
 
-def measure(target: str, runs: int) -> dict[str, object]:
+def measure(target: str, runs: int) -> tuple[Any, dict[str, object]]:
     """In this process: the pages of `target` (app-pki or baseline), timings in seconds."""
     from streamlit.testing.v1 import AppTest
 
@@ -71,7 +74,7 @@ def measure(target: str, runs: int) -> dict[str, object]:
     search(SEARCH)
     shown = len(at.dataframe[-1].value)
     assert not at.exception, at.exception
-    return {
+    return at, {
         "dashboard first load": first,
         "dashboard reload": statistics.median(reload),
         "view first load": view_first,
@@ -82,6 +85,19 @@ def measure(target: str, runs: int) -> dict[str, object]:
     }
 
 
+def run_a_while(at: Any, seconds: float = 300) -> None:
+    """Leave the GUI as one that ran a while: a page after the first sweep's time (which starts it), then
+    until the cache file holds the records and the snapshot of a look at certs/ long after its last change."""
+    from pki import inventory
+
+    time.sleep(inventory.SWEEP_SECONDS + 5)
+    at.run()
+    kept = Path(os.environ["PKI_DATA_DIR"]) / "cache" / "inventory.bin"
+    deadline = time.monotonic() + seconds
+    while inventory._load_cache(kept)[2] is None and time.monotonic() < deadline:
+        time.sleep(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000)
@@ -89,7 +105,11 @@ def main() -> None:
     parser.add_argument("--measure", choices=["app-pki", "baseline"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.runs)))
+        kept_before = (Path(os.environ["PKI_DATA_DIR"]) / "cache" / "inventory.bin").exists()
+        at, figures = measure(args.measure, args.runs)
+        print(json.dumps(figures), flush=True)
+        if args.measure == "app-pki" and not kept_before:
+            run_a_while(at)
         return
     with tempfile.TemporaryDirectory() as tmp:
         ca = ThrowawayCA(Path(tmp))
@@ -98,7 +118,10 @@ def main() -> None:
             ca.fill(args.count)
             print(f"{args.count} certificates filed in {time.perf_counter() - start:.1f} s")
             results = {}
-            for target in ("baseline", "app-pki", "app-pki"):  # app-pki twice: the second starts warm
+            runs = ["baseline", "app-pki", "app-pki after a restart", "after a restart, certs/ changed"]
+            for target, name in zip(["baseline", "app-pki", "app-pki", "app-pki"], runs, strict=True):
+                if name.endswith("changed"):
+                    ca.fill(1, prefix="filed-while-down")
                 env = os.environ | ca.env | {"BENCH_CERTS": ca.env["PKI_CERTS_DIR"]}
                 done = subprocess.run(
                     [sys.executable, __file__, "--measure", target, "--runs", str(args.runs)],
@@ -106,17 +129,16 @@ def main() -> None:
                 )  # fmt: skip
                 if done.returncode:
                     raise SystemExit(f"{target} failed:\n{done.stderr[-3000:]}")
-                key = target if target not in results else "app-pki after a restart"
-                results[key] = json.loads(done.stdout.strip().splitlines()[-1])
+                results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         finally:
             ca.stop()
     names = list(results["baseline"])
-    print(f"{'':28}" + "".join(f"{name:>26}" for name in results))
+    print(f"{'':28}" + "".join(f"{name:>33}" for name in results))
     for name in names:
         cells = []
         for result in results.values():
             value = result[name]
-            cells.append(f"{value:>26.3f}" if isinstance(value, float) else f"{value:>26}")
+            cells.append(f"{value:>33.3f}" if isinstance(value, float) else f"{value:>33}")
         print(f"{name:28}" + "".join(cells))
 
 

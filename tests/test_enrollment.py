@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
 import time
 from pathlib import Path
 
@@ -200,6 +201,31 @@ def test_ledger_sync_is_incremental_and_survives_a_new_log(tmp_path: Path) -> No
     log.write_bytes(line("e"))  # rotated: a new file from the start
     assert ledger.sync().added == 1
     assert len(list((tmp_path / "ledger").glob("*.crt"))) == 4
+
+
+def test_the_ledger_folder_changes_with_its_certificates_only_and_reads_the_old_bookkeeping(tmp_path: Path) -> None:
+    """A restarted GUI shows the snapshot it kept while the ledger's folder is as it was: the ledger's own
+    position in the journal and its copy of the CRL are kept where writing them does not change that folder.
+    What a version before kept next to the certificates is read until the new place has something."""
+    log, folder = tmp_path / "issued.log", tmp_path / "ledger"
+    folder.mkdir()
+    (folder / ".position.json").write_text(json.dumps({"inode": 0, "offset": 0}))
+    (folder / ".crl.der").write_bytes(b"the CRL kept before")
+    ledger = Ledger(log, folder)
+    assert ledger.last_crl() == b"the CRL kept before"
+    log.write_bytes(request_line("a"))
+    assert ledger.sync().added == 1
+    before = folder.stat().st_mtime_ns, sorted(p.name for p in folder.iterdir())
+    os.utime(folder, ns=(1, 1))
+    with log.open("ab") as out:  # a token spent with nothing signed: the position moves, no certificate comes
+        out.write(json.dumps({"path": "/1.0/sign", "status": 403, "ott-claims": "x.y"}).encode() + b"\n")
+    ledger.sync()
+    ledger.keep_crl(b"a new CRL")
+    assert folder.stat().st_mtime_ns == 1 and sorted(p.name for p in folder.iterdir()) == before[1]
+    assert Ledger(log, folder).last_crl() == b"a new CRL"
+    assert Ledger(log, folder).sync().added == 0  # the position is read from its new place
+    log.write_bytes(log.read_bytes() + request_line("b"))
+    assert ledger.sync().added == 1 and folder.stat().st_mtime_ns != 1
 
 
 def test_a_rotated_journal_longer_than_the_old_position_is_read_from_its_start(tmp_path: Path) -> None:

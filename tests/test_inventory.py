@@ -22,6 +22,12 @@ from pki.store import CertStore
 NOW = dt.datetime.now(dt.UTC)
 
 
+@pytest.fixture(autouse=True)
+def _kept_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The records are kept in the background SAVE_DELAY after a change: here at once."""
+    monkeypatch.setattr(inventory_module, "SAVE_DELAY", 0.0)
+
+
 def test_rerun_with_nothing_changed_parses_nothing(tmp_path: Path) -> None:
     for i in range(20):
         write_certificate(tmp_path, f"site-{i:03}", f"site-{i:03}", not_after=NOW + dt.timedelta(days=100 + i))

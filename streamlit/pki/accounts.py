@@ -218,7 +218,7 @@ class Gate:
         self.bootstrap = bootstrap or None
         self.sso = sso
         """Single sign-on is configured: the GUI is never open, even with no account."""
-        # Made beside the first page (Argon2 leaves the interpreter free), not in it: a quarter of a second.
+        # Made beside the first page (argon2-cffi lets go of the GIL while it hashes), not in it: 0.25 s.
         threading.Thread(target=_unknown_user, name="unknown-user-hash", daemon=True).start()
 
     def _bootstrapping(self) -> bool:

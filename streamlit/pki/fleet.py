@@ -151,6 +151,7 @@ def _without_canaries(records: tuple[CertRecord, ...]) -> list[CertRecord]:
     theirs are one run, found by bisection: no look at each of 100,000 records."""
     identity = attrgetter("identity")
     start = bisect.bisect_left(records, CANARY_PREFIX, key=identity)
+    # Every name that starts with the prefix sorts before the prefix with its last character's successor.
     end = bisect.bisect_left(records, CANARY_PREFIX[:-1] + chr(ord(CANARY_PREFIX[-1]) + 1), key=identity)
     return [*records[:start], *records[end:]]
 

@@ -169,10 +169,10 @@ def statuses_at(
     issuer: IssuerId | None = None,
 ) -> list[Status]:
     """CertRecord.status_at of every record, in one loop without a call per record: a table of 100,000."""
-    revoked = revoked_serials or frozenset()
+    on_crl = revoked_serials or frozenset()
     window = expiring_days * 86400
     this_ca = issuer.key_id if issuer else ""
-    invalid, foreign, revoked_, expired, expiring, active = (
+    invalid, foreign, revoked, expired, expiring, active = (
         Status.INVALID, Status.FOREIGN, Status.REVOKED, Status.EXPIRED, Status.EXPIRING, Status.ACTIVE
     )  # fmt: skip
     return [
@@ -180,7 +180,7 @@ def statuses_at(
         # The authority key identifier of this CA's certificates is its own (one shared string): the usual
         # case is settled by that comparison, any other by issued_by.
         else foreign if issuer and (r.authority_key_id != this_ca or not this_ca) and not r.issued_by(issuer)
-        else revoked_ if r.serial in revoked
+        else revoked if r.serial in on_crl
         else expired if r.not_after_ts - now_ts <= 0
         else expiring if r.not_after_ts - now_ts <= window
         else active
@@ -289,7 +289,7 @@ class Snapshot:
 
     generation: int
     records: tuple[CertRecord, ...]
-    """In the order of identities, newest first within one (see _merged): pki.fleet bisects it."""
+    """In the order of identities, latest expiry first within one (see _merged): pki.fleet bisects it."""
     tops: _Tops
     swept_at: float
 
@@ -515,8 +515,9 @@ class Inventory:
 
     def _save_later(self, records: tuple[CertRecord, ...], tops: _Tops | None) -> None:
         """Keep the parsed records, and the snapshot made of them at the look `tops` (None: a look too close
-        to a change to be trusted), for the next start (called with the lock held): in the background, at
-        most every SAVE_SECONDS, and only when something was parsed or the look changed since the last save."""
+        to a change to be trusted), for the next start (called with the lock held): in the background,
+        SAVE_DELAY later, at most every SAVE_SECONDS, and only when something was parsed, the number of files
+        or the look changed since the last save."""
         state = (self.parse_count, len(self._entries), tops)
         if not self.cache_file or state == self._kept:
             return
@@ -525,7 +526,11 @@ class Inventory:
         self._kept, self._saved_at = state, time.monotonic()
         entries, listings, target = dict(self._entries), dict(self._listings), self.cache_file
         shown = _Shown(tops, records) if tops is not None else None
-        threading.Thread(target=_save_cache, args=(target, entries, listings, shown), daemon=True).start()
+        # Not at once: the first page after a start that had to look at certs/ comes first (writing 100,000
+        # records takes seconds of the interpreter, which the page would wait for).
+        timer = threading.Timer(SAVE_DELAY, _save_cache, args=(target, entries, listings, shown))
+        timer.name, timer.daemon = "inventory-save", True
+        timer.start()
 
     def of_identity(self, identity: str) -> list[CertRecord]:
         """Every certificate of one identity, read from disk now: what a decision under the identity's
@@ -562,6 +567,8 @@ class Inventory:
 
 
 SAVE_SECONDS = 60.0
+SAVE_DELAY = 15.0
+"""Seconds between a change of the records and their writing to the cache file."""
 _CACHE_MAGIC = f"app-pki inventory 4 {','.join(CertRecord._fields)}\n".encode()
 """Names the record's fields: a file kept by a version whose records had other fields is not read."""
 _CACHE_CHUNK = 1000
@@ -571,7 +578,8 @@ _LABELS: dict[str | None, Label | None] = {label.value: label for label in Label
 _new_record = functools.partial(tuple.__new__, CertRecord)
 """A record from its fields without the named tuple's own __new__ (a Python call per record)."""
 SETTLED_NS = 1_000_000_000
-"""How old the last change of certs/ must be for a later one to be sure to change its mtime again."""
+"""How old the last change of certs/ (or of the ledger's folder) must be for a later one to be sure to change
+its mtime again."""
 
 
 class _Shown(NamedTuple):

@@ -9,7 +9,7 @@ the moment step returns, so the ledger knows it even before the journal's line a
 The journal may be rotated or lost, so what it says is copied into the ledger folder as it is read
 ({SERIAL-HEX}.crt, never rewritten, never deleted) and the read position is remembered (pki.tail),
 so each sync reads only what was appended since the last one, rotations included. The last CRL
-fetched from the CA is kept too (.crl.der), so pages can say what the CA last said when it is down.
+fetched from the CA is kept too (.state/crl.der), so pages can say what the CA last said when it is down.
 The journal also shows each enrolment token the CA spent (its claims without its signature: no usable
 token): tokens/{REF} holds the serial it gave, or nothing when the CA signed nothing with it (a
 cancelled token), REF being a hash of its id (token_ref_of).
@@ -112,8 +112,13 @@ class Ledger:
         self._by_cn_file = ledger_dir / ".by-cn"
         """With a database: "CN NOT-BEFORE SERIAL" per certificate the ledger got, whichever process
         copied it (the GUI, the alerts runner), to match spent enrolment tokens with."""
-        self._state_file = ledger_dir / ".position.json"
-        self._crl_file = ledger_dir / ".crl.der"
+        state = ledger_dir / ".state"
+        # The ledger's own bookkeeping has a folder of its own: writing it leaves the ledger folder's mtime alone,
+        # which then changes with its certificates only (a restarted GUI shows what it kept while it does not).
+        self._state_file = state / "position.json"
+        self._crl_file = state / "crl.der"
+        self._before = {self._state_file: ledger_dir / ".position.json", self._crl_file: ledger_dir / ".crl.der"}
+        """Where earlier versions kept them: read when the new place has nothing yet."""
         self._lock = threading.Lock()
         self._problem: str | None = None
         self.unreadable_lines = 0
@@ -136,16 +141,26 @@ class Ledger:
             )
         return None
 
+    def _read(self, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return self._before[path].read_bytes()
+
+    def _write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_new(path, data)
+
     def _load_position(self) -> Position:
         try:
-            state = json.loads(self._state_file.read_text())
+            state = json.loads(self._read(self._state_file))
             return Position(int(state["inode"]), int(state["offset"]), base64.b64decode(state.get("head", "")))
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return Position()
 
     def _save_position(self, position: Position) -> None:
         state = {"inode": position.inode, "offset": position.offset, "head": base64.b64encode(position.head).decode()}
-        _write_new(self._state_file, json.dumps(state).encode())
+        self._write(self._state_file, json.dumps(state).encode())
 
     def sync(self) -> SyncResult:
         """Copy the certificates logged since the last sync into the ledger. Cheap when nothing is new."""
@@ -358,17 +373,12 @@ class Ledger:
 
     def keep_crl(self, der: bytes) -> None:
         """Remember the CA's latest CRL (written only when it changed)."""
-        try:
-            if self._crl_file.read_bytes() == der:
-                return
-        except OSError:
-            pass
-        self.ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_new(self._crl_file, der)
+        if self.last_crl() != der:
+            self._write(self._crl_file, der)
 
     def last_crl(self) -> bytes | None:
         """The CRL last kept, or None."""
         try:
-            return self._crl_file.read_bytes()
+            return self._read(self._crl_file)
         except OSError:
             return None
