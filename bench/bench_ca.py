@@ -5,7 +5,9 @@ CA's own intermediate key, so every page treats them as this CA's: not foreign, 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import os
 import socket
 import subprocess
@@ -72,9 +74,10 @@ class ThrowawayCA:
         self.process.wait(timeout=20)
         self._log.close()
 
-    def fill(self, count: int, *, prefix: str = "site") -> None:
+    def fill(self, count: int, *, prefix: str = "site", journal: bool = False) -> None:
         """`count` certificates of this CA in certs/{prefix}-{i}/ (each with a key file), expiring over the
-        next two years; one in 50 a broker's."""
+        next two years; one in 50 a broker's. `journal`: in the CA's issuance journal instead, as step-ca
+        logs a renewal (what a site renewing itself leaves)."""
         steppath = self.base / "ca"
         password = (steppath / "secrets" / "password").read_bytes().strip()
         issuer_key = serialization.load_pem_private_key(
@@ -107,6 +110,12 @@ class ThrowawayCA:
                 .add_extension(aki, critical=False)
                 .sign(issuer_key, hashes.SHA256())
             )
+            if journal:
+                der = cert.public_bytes(serialization.Encoding.DER)
+                line = {"path": "/1.0/renew", "status": 201, "certificate": base64.b64encode(der).decode()}
+                with open(self.env["PKI_CA_LOG"], "a", encoding="ascii") as log:
+                    log.write(json.dumps(line) + "\n")
+                continue
             folder = certs / cn
             folder.mkdir(parents=True, mode=0o700)
             (folder / f"{cn}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM) + issuer_pem)

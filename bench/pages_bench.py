@@ -5,9 +5,10 @@ Sets up the CA with the project's scripts (loopback), files N certificates its i
 certs/, then measures each app in a fresh process through Streamlit's AppTest (the script runs as for a
 browser session, without the browser): Dashboard first load, Dashboard reload, View Certificates load, a
 search that finds 10 rows (each the median of --runs), and the peak memory of the process. app-pki runs
-three times: from nothing, after a restart of the GUI process (with the records it kept), and after a
-restart when one certificate was filed while it was down (certs/ changed: the kept records are checked
-against it). Usage (after `make test` built the tools):
+four times: from nothing, after a restart of the GUI process (with the records it kept), after a restart
+when a site renewed while it was down (the CA's journal grew), and after a restart when one certificate
+was filed in certs/ while it was down (the kept records are checked against every folder). Usage (after
+`make test` built the tools):
 
     PATH=$PWD/.tools/bin:$PATH .venv/bin/python bench/pages_bench.py [--count 100000] [--runs 5]
 """
@@ -118,8 +119,10 @@ def main() -> None:
             ca.fill(args.count)
             print(f"{args.count} certificates filed in {time.perf_counter() - start:.1f} s")
             results = {}
-            runs = ["baseline", "app-pki", "app-pki after a restart", "after a restart, certs/ changed"]
-            for target, name in zip(["baseline", "app-pki", "app-pki", "app-pki"], runs, strict=True):
+            runs = ["baseline", "app-pki", "after a restart", "restart, a site renewed", "restart, certs/ changed"]
+            for target, name in zip(["baseline", *["app-pki"] * 4], runs, strict=True):
+                if name.endswith("renewed"):
+                    ca.fill(1, journal=True)
                 if name.endswith("changed"):
                     ca.fill(1, prefix="filed-while-down")
                 env = os.environ | ca.env | {"BENCH_CERTS": ca.env["PKI_CERTS_DIR"]}
@@ -133,12 +136,12 @@ def main() -> None:
         finally:
             ca.stop()
     names = list(results["baseline"])
-    print(f"{'':28}" + "".join(f"{name:>33}" for name in results))
+    print(f"{'':28}" + "".join(f"{name:>25}" for name in results))
     for name in names:
         cells = []
         for result in results.values():
             value = result[name]
-            cells.append(f"{value:>33.3f}" if isinstance(value, float) else f"{value:>33}")
+            cells.append(f"{value:>25.3f}" if isinstance(value, float) else f"{value:>25}")
         print(f"{name:28}" + "".join(cells))
 
 

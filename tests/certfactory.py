@@ -5,7 +5,9 @@ Only parsing and layout are tested with these; everything the CA does is tested 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 from pathlib import Path
 
 from cryptography import x509
@@ -50,3 +52,11 @@ def write_certificate(certs_dir: Path, folder: str, cn: str, **kwargs: object) -
     crt.write_bytes(make_certificate(cn, **kwargs))  # type: ignore[arg-type]
     (target / f"{cn}.key").write_text("not a real key\n")
     return crt
+
+
+def request_line(cn: str, path: str = "/sign", status: int = 201, **fields: object) -> bytes:
+    """A step-ca JSON request-log line for a signed certificate."""
+    pem = make_certificate(cn, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=9))
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    entry = {"path": path, "status": status, "certificate": base64.b64encode(der).decode(), "subject": cn}
+    return json.dumps(entry | fields).encode() + b"\n"

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from certfactory import make_certificate, write_certificate
+from certfactory import request_line, write_certificate
 from checks import enrol_with_token
 from conftest import OPERATOR, RunningCA, gui_fleet
 from pki import report
@@ -140,14 +139,6 @@ def test_ledger_knows_token_enrolments_and_renewals_and_revoke_takes_them_all(fl
     # A revoked site cannot renew.
     with pytest.raises(CARefused):
         renew_on_site(fleet, site)
-
-
-def request_line(cn: str, path: str = "/sign", status: int = 201, **fields: object) -> bytes:
-    """A step-ca JSON request-log line for a signed certificate."""
-    pem = make_certificate(cn, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=9))
-    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
-    entry = {"path": path, "status": status, "certificate": base64.b64encode(der).decode(), "subject": cn}
-    return json.dumps(entry | fields).encode() + b"\n"
 
 
 def test_the_ledger_knows_spent_tokens_and_says_when_a_certificate_line_cannot_be_read(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ import pytest
 
 import pki.fleet as fleet_module
 import pki.inventory as inventory_module
-from certfactory import make_certificate, write_certificate
+from certfactory import make_certificate, request_line, write_certificate
 from pki import report
 from pki.fleet import CRLState, FleetTable
 from pki.inventory import CertRecord, Inventory
+from pki.ledger import Ledger
 from pki.model import Kind, Status
 from pki.store import CertStore
 
@@ -324,6 +325,11 @@ def test_a_start_shows_the_snapshot_kept_while_certs_is_as_it_was(
         assert again.snapshot().records == kept
     assert again.parse_count == 0
     assert again.records() != kept and again.parse_count == 1  # a full look finds the changed file
+    for _ in range(100):  # and keeps it, in the background
+        kept_files = inventory_module._load_cache(cache)[0]
+        if any(r.not_after > NOW + dt.timedelta(days=80) for _, _, records in kept_files for r in records):
+            break
+        time.sleep(0.05)
 
     write_certificate(certs, "site-9", "site-9", not_after=NOW + dt.timedelta(days=30))  # certs/ changes
     third = Inventory(certs, cache_file=cache, sweep_in_background=True)
@@ -345,6 +351,52 @@ def test_a_look_too_close_to_a_change_of_certs_is_not_trusted_at_the_next_start(
     again = Inventory(certs, cache_file=cache, sweep_in_background=True)
     assert "site-9" in {r.folder for r in again.snapshot().records}
     assert again.parse_count == 1
+
+
+def test_a_ledger_that_grew_is_looked_at_alone_while_certs_is_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sites renew all day: a certificate the CA signed (a journal line) costs a look at the ledger's folder, not
+    at 100,000 folders of certs/, on the next page and at a start with the records kept, while certs/ is as
+    it was at a look made well after its last change. A change of certs/ is looked at as ever."""
+    certs, cache, log = tmp_path / "certs", tmp_path / "cache" / "inventory.bin", tmp_path / "issued.log"
+    for i in range(3):
+        write_certificate(certs, f"site-{i}", f"site-{i}", not_after=NOW + dt.timedelta(days=30))
+    settled = time.time_ns() - 10 * 10**9
+    os.utime(certs, ns=(settled, settled))
+    log.write_bytes(request_line("renewed-1"))
+    ledger = Ledger(log, tmp_path / "ledger")
+    inventory = Inventory(certs, ledger, cache_file=cache, sweep_in_background=True)
+    assert {r.cn for r in inventory.snapshot().records} == {"site-0", "site-1", "site-2", "renewed-1"}
+
+    def no_look(*_: object, **__: object) -> None:
+        raise AssertionError("certs/ was looked into")
+
+    with log.open("ab") as journal:
+        journal.write(request_line("renewed-2"))
+    with monkeypatch.context() as patch:
+        patch.setattr(inventory_module, "_subfolders", no_look)
+        assert "renewed-2" in {r.cn for r in inventory.snapshot().records}
+    # The look a sweep makes long after the last change of either folder is one a start may trust: kept.
+    monkeypatch.setattr(inventory_module, "SAVE_SECONDS", 0.0)
+    os.utime(tmp_path / "ledger", ns=(settled, settled))
+    inventory.records()
+    for _ in range(100):
+        if inventory_module._load_cache(cache)[2] is not None:
+            break
+        time.sleep(0.05)
+
+    with log.open("ab") as journal:  # while the GUI is down
+        journal.write(request_line("renewed-3"))
+    again = Inventory(certs, Ledger(log, tmp_path / "ledger"), cache_file=cache, sweep_in_background=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(inventory_module, "_subfolders", no_look)
+        shown = {r.cn for r in again.snapshot().records}
+    assert shown == {"site-0", "site-1", "site-2", "renewed-1", "renewed-2", "renewed-3"}
+    assert again.parse_count == 1
+
+    write_certificate(certs, "site-9", "site-9", not_after=NOW + dt.timedelta(days=30))  # certs/ changes
+    assert "site-9" in {r.cn for r in again.snapshot().records}
 
 
 @pytest.mark.parametrize(

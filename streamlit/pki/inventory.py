@@ -29,7 +29,8 @@ from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from operator import attrgetter
+from itertools import chain, compress
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -353,6 +354,8 @@ class Inventory:
         self._dirty = False
         """of_identity() changed the entries: the next snapshot is built again, whatever else changed."""
         self._snapshot: Snapshot | None = None
+        self._look_trusted = False
+        """The snapshot's look at certs/ came over SETTLED_NS after its last change (see _settled)."""
         self._first_sweep_waits = bool(self._listings)
         """Records kept by the last run are shown: the first sweep that checks them waits FIRST_SWEEP_DELAY."""
         kept = sum(len(records) for _, _, records in self._unread)
@@ -410,7 +413,7 @@ class Inventory:
         added = self.ledger.sync().added if self.ledger else 0
         tops = self._tops()
         if self._shown is not None:
-            self._adopt_shown(tops, added)
+            self._adopt_shown(tops)
         known = self._snapshot
         due = known is None or time.monotonic() - known.swept_at >= self.sweep_seconds
         if known is not None and not added and known.tops == tops and not due and not self._dirty:
@@ -431,17 +434,19 @@ class Inventory:
             self._entries.update(zip(paths, zip(signatures, records, strict=True), strict=True))
         self._unread = []
 
-    def _adopt_shown(self, tops: _Tops, added: int) -> None:
-        """At a start: the snapshot the last run kept, as it was, if certs/ and the ledger's folder are as they
-        were then (nothing added, removed or renamed since): no look into 100,000 folders before the first
-        page. Files changed inside a folder meanwhile are seen by the first sweep, as between two sweeps."""
+    def _adopt_shown(self, tops: _Tops) -> None:
+        """At a start: the snapshot the last run kept, as it was, if certs/ is as it was then (nothing added,
+        removed or renamed since): no look into 100,000 folders before the first page. If the ledger's folder
+        changed (sites renewed meanwhile), the refresh that follows looks at it alone. Files changed inside a
+        folder meanwhile are seen by the first sweep, as between two sweeps."""
         with self._lock:
             shown, self._shown = self._shown, None
             if (
                 shown is not None and self._snapshot is None and self.sweep_in_background
-                and not added and not self._dirty and shown.tops == tops
+                and not self._dirty and shown.tops[0] == tops[0]
             ):  # fmt: skip
-                self._snapshot = Snapshot(1, shown.records, tops, float("-inf"))
+                self._snapshot = Snapshot(1, shown.records, shown.tops, float("-inf"))
+                self._look_trusted = True  # a snapshot is kept only from such a look
 
     def _start_sweep(self) -> None:
         with self._sweep_lock:
@@ -476,25 +481,32 @@ class Inventory:
             fresh: dict[str, _Entry] = {}
             listings: _Listings = {}
             known_listings, known_entries = self._listings, self._entries
-            for folder in _subfolders(self.certs_dir):
-                listed = known_listings.get(folder.path)
-                # The inode comes with the listing of certs/ for free: a folder renamed away and another
-                # made under its name (a re-issue) is a new folder.
-                if sweep or listed is None or not listed[0].startswith(folder.inode().to_bytes(8, "little")):
-                    signature, paths = self._crt_paths(folder.path, listings)
-                    for path in paths:
-                        self._take(path, folder.name, fresh, signature)
-                else:  # a folder seen before, not looked into between sweeps: its records carry over
-                    listings[folder.path] = listed
-                    for path in listed[1]:
-                        entry = known_entries.get(path)
-                        if entry is not None:
-                            fresh[path] = entry
-            if self.ledger:
-                _, paths = self._crt_paths(str(self.ledger.ledger_dir), listings)
+            known = self._snapshot
+            ledger_dir = str(self.ledger.ledger_dir) if self.ledger else None
+            if not sweep and known is not None and known.tops[0] == tops[0] and self._look_trusted:
+                # certs/ is as at the last look, which came well after its last change (the ledger's folder
+                # changed: a site renewed): its folders' records carry over whole, without a look at each.
+                listings = {folder: listed for folder, listed in known_listings.items() if folder != ledger_dir}
+                fresh = _listed(listings, known_entries)
+            else:
+                for folder in _subfolders(self.certs_dir):
+                    listed = known_listings.get(folder.path)
+                    # The inode comes with the listing of certs/ for free: a folder renamed away and another
+                    # made under its name (a re-issue) is a new folder.
+                    if sweep or listed is None or not listed[0].startswith(folder.inode().to_bytes(8, "little")):
+                        signature, paths = self._crt_paths(folder.path, listings)
+                        for path in paths:
+                            self._take(path, folder.name, fresh, signature)
+                    else:  # a folder seen before, not looked into between sweeps: its records carry over
+                        listings[folder.path] = listed
+                        for path in listed[1]:
+                            entry = known_entries.get(path)
+                            if entry is not None:
+                                fresh[path] = entry
+            if ledger_dir is not None:
+                _, paths = self._crt_paths(ledger_dir, listings)
                 for path in paths:
                     self._take(path, "", fresh, b"")
-            known = self._snapshot
             unchanged = (
                 known is not None
                 and not self._dirty
@@ -508,8 +520,9 @@ class Inventory:
                 self._snapshot = Snapshot(known.generation, known.records, tops, swept_at)
             else:
                 generation = known.generation + 1 if known else 1
-                records = tuple(_merged(record for _, record in fresh.values()))
+                records = tuple(_merged(map(itemgetter(1), fresh.values())))
                 self._snapshot = Snapshot(generation, records, tops, swept_at)
+            self._look_trusted = _settled(tops[:1], looked_ns)
             self._save_later(self._snapshot.records, tops if _settled(tops, looked_ns) else None)
             return self._snapshot
 
@@ -589,7 +602,7 @@ class _Shown(NamedTuple):
     records: tuple[CertRecord, ...]
 
 
-def _settled(tops: _Tops, now_ns: int) -> bool:
+def _settled(tops: tuple[tuple[int, ...], ...], now_ns: int) -> bool:
     """Whether `tops` can stand for what certs/ and the ledger's folder hold: a folder added, removed or renamed
     after this look changes their mtime only if their last change is older than a file system clock's tick
     (else a change within the same tick would leave it as it was: git's "racy" files)."""
@@ -774,6 +787,13 @@ def _merged(records: Iterable[CertRecord]) -> list[CertRecord]:
     kept.sort(key=attrgetter("not_after_ts"), reverse=True)
     kept.sort(key=attrgetter("identity"))
     return kept
+
+
+def _listed(listings: _Listings, entries: dict[str, _Entry]) -> dict[str, _Entry]:
+    """The entries of the files the listings name (one listed but never parsed has none), in their order."""
+    paths = list(chain.from_iterable(map(itemgetter(1), listings.values())))
+    found = list(map(entries.get, paths))
+    return dict(compress(zip(paths, found, strict=True), found))
 
 
 def _subfolders(certs_dir: Path, *, starting_with: str = "") -> list[os.DirEntry[str]]:
