@@ -95,7 +95,7 @@ def run_a_while(at: Any, seconds: float = 300) -> None:
     at.run()
     kept = Path(os.environ["PKI_DATA_DIR"]) / "cache" / "inventory.bin"
     deadline = time.monotonic() + seconds
-    while inventory._load_cache(kept)[2] is None and time.monotonic() < deadline:
+    while inventory._load_cache(kept)[1] is None and time.monotonic() < deadline:
         time.sleep(2)
 
 

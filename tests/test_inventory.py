@@ -324,6 +324,11 @@ def test_a_start_shows_the_snapshot_kept_while_certs_is_as_it_was(
         patch.setattr(inventory_module, "_subfolders", no_look)
         assert again.snapshot().records == kept
     assert again.parse_count == 0
+    unreadable = Inventory(certs, cache_file=cache, sweep_in_background=True)
+    assert unreadable.snapshot().records == kept
+    unreadable._unread = [(paths, b"not marshal", records) for paths, _, records in unreadable._unread]
+    unreadable._dirty = True  # the next refresh makes a new snapshot: kept listings unreadable, it looks at all
+    assert len(unreadable._refresh(sweep=False).records) == 4
     assert again.records() != kept and again.parse_count == 1  # a full look finds the changed file
     for _ in range(100):  # and keeps it, in the background
         kept_files = inventory_module._load_cache(cache)[0]
@@ -382,7 +387,7 @@ def test_a_ledger_that_grew_is_looked_at_alone_while_certs_is_as_it_was(
     os.utime(tmp_path / "ledger", ns=(settled, settled))
     inventory.records()
     for _ in range(100):
-        if inventory_module._load_cache(cache)[2] is not None:
+        if inventory_module._load_cache(cache)[1] is not None:
             break
         time.sleep(0.05)
 

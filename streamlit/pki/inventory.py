@@ -345,9 +345,11 @@ class Inventory:
         """Where the parsed records are kept across restarts (None: nowhere)."""
         self.sweep_in_background = sweep_in_background
         """Sweep in a thread of its own while the pages use the last records (the GUI), or in the call."""
-        self._unread, self._listings, self._shown = _load_cache(cache_file) if cache_file else ([], {}, None)
+        self._unread, self._shown = _load_cache(cache_file) if cache_file else ([], None)
         self._entries: dict[str, _Entry] = {}
         """Path -> (its signature, its record): the files known, and what they held."""
+        self._listings: _Listings = {}
+        """Folder -> (its signature, its .crt files)."""
         self._lock = threading.Lock()
         self._sweep_lock = threading.Lock()
         self._sweeping = False
@@ -356,7 +358,7 @@ class Inventory:
         self._snapshot: Snapshot | None = None
         self._look_trusted = False
         """The snapshot's look at certs/ came over SETTLED_NS after its last change (see _settled)."""
-        self._first_sweep_waits = bool(self._listings)
+        self._first_sweep_waits = bool(self._unread)
         """Records kept by the last run are shown: the first sweep that checks them waits FIRST_SWEEP_DELAY."""
         kept = sum(len(records) for _, _, records in self._unread)
         self._kept = (0, kept, self._shown.tops if self._shown else None) if kept else None
@@ -418,7 +420,7 @@ class Inventory:
         due = known is None or time.monotonic() - known.swept_at >= self.sweep_seconds
         if known is not None and not added and known.tops == tops and not due and not self._dirty:
             return known
-        if due and self.sweep_in_background and (known is not None or self._listings):
+        if due and self.sweep_in_background and (known is not None or self._listings or self._unread):
             # Something to show meanwhile (this run's records, or those kept by the last run): the sweep
             # runs beside the pages instead of inside one.
             self._start_sweep()
@@ -428,11 +430,28 @@ class Inventory:
         return self._refresh(sweep=due)
 
     def _read_kept(self) -> None:
-        """The files kept by the last run, as entries: made when first needed (by the first sweep, a change,
-        a decision), not before the first page, which needs only the snapshot."""
-        for paths, signatures, records in self._unread:
-            self._entries.update(zip(paths, zip(signatures, records, strict=True), strict=True))
-        self._unread = []
+        """The listings and file signatures kept by the last run, and the entries they make with the records:
+        read when first needed (by the first sweep, a change, a decision), not before the first page, which
+        needs only the snapshot. Anything wrong in them (never seen: the frame's CRC matched) and they are
+        not used: every folder is looked at again."""
+        unread, self._unread = self._unread, []
+        if not unread:
+            return
+        listings: _Listings = {}
+        entries: dict[str, _Entry] = {}
+        try:
+            for paths, rest, records in unread:
+                parts, more, signatures = marshal.loads(rest)  # noqa: S302
+                if parts:
+                    folders, folder_signatures, listed = parts
+                    listings.update(zip(folders, zip(folder_signatures, listed, strict=True), strict=True))
+                for folder, signature, listed in more:
+                    listings[folder] = (signature, listings[folder][1] + listed)
+                entries.update(zip(paths, zip(signatures, records, strict=True), strict=True))
+        except Exception:
+            self._look_trusted = False  # no listing to carry over: the next refresh looks at every folder
+            return
+        self._listings, self._entries = listings | self._listings, entries | self._entries
 
     def _adopt_shown(self, tops: _Tops) -> None:
         """At a start: the snapshot the last run kept, as it was, if certs/ is as it was then (nothing added,
@@ -582,7 +601,7 @@ class Inventory:
 SAVE_SECONDS = 60.0
 SAVE_DELAY = 15.0
 """Seconds between a change of the records and their writing to the cache file."""
-_CACHE_MAGIC = f"app-pki inventory 4 {','.join(CertRecord._fields)}\n".encode()
+_CACHE_MAGIC = f"app-pki inventory 5 {','.join(CertRecord._fields)}\n".encode()
 """Names the record's fields: a file kept by a version whose records had other fields is not read."""
 _CACHE_CHUNK = 1000
 """Files per frame of the kept records: a frame is read whole, a fleet never is."""
@@ -652,12 +671,14 @@ class _Frames:
         self.more: list[tuple[str, _Signature, tuple[str, ...]]] = []
         """The next CHUNKs of the files of a folder that has more."""
         self.files: list[tuple[object, ...]] = []
+        self.signatures: list[_Signature] = []
         self.size = 0
 
     def file(self, path: str, entry: _Entry) -> None:
         if path not in self.position:
             self.position[path] = len(self.position)
-            self.files.append((entry[0], *_saved(entry[1])))
+            self.files.append(_saved(entry[1]))
+            self.signatures.append(entry[0])
             self._grown(1)
 
     def listing(self, folder: str, signature: _Signature, paths: tuple[str, ...]) -> None:
@@ -675,10 +696,13 @@ class _Frames:
 
     def flush(self) -> None:
         if self.parts or self.more or self.files or not self.count:
-            # By field, as the records: a fleet's 100,000 listings of one file each are read back in one call.
-            parts = tuple(zip(*self.parts, strict=True))
-            _write_frame(self.out, ("files", parts, self.more, tuple(zip(*self.files, strict=True))))
-            self.parts, self.more, self.files, self.size, self.count = [], [], [], 0, self.count + 1
+            # The records by field, and apart from the listings and signatures: a start reads only them (the
+            # rest when first needed). The listings by field too: 100,000 of one file each in one call.
+            records = marshal.dumps(tuple(zip(*self.files, strict=True)))
+            rest = marshal.dumps((tuple(zip(*self.parts, strict=True)), self.more, tuple(self.signatures)))
+            _write_frame(self.out, ("files", records, rest))
+            self.parts, self.more, self.files, self.signatures = [], [], [], []
+            self.size, self.count = 0, self.count + 1
 
     def positions(self, records: Iterable[CertRecord]) -> list[int]:
         return [self.position[record.path_text] for record in records]
@@ -707,22 +731,22 @@ def _write_frame(out: Any, frame: tuple[Any, ...]) -> None:
     marshal.dump((zlib.crc32(blob), blob), out)
 
 
-_KeptFiles = list[tuple[tuple[str, ...], tuple[_Signature, ...], list[CertRecord]]]
-"""Per frame: the files' paths, signatures and records, in the same order."""
+_KeptFiles = list[tuple[tuple[str, ...], bytes, list[CertRecord]]]
+"""Per frame: the files' paths and records, and the frame's listings and signatures still in marshal form."""
 
 
-def _load_cache(source: Path) -> tuple[_KeptFiles, _Listings, _Shown | None]:
-    """The files, listings and shown snapshot kept by the last run. A record is used only while its file's
-    signature is unchanged, a listing while its folder's inode is, the snapshot while certs/ and the
-    ledger's folder are as it was made (and the first sweep checks every file)."""
+def _load_cache(source: Path) -> tuple[_KeptFiles, _Shown | None]:
+    """The files (their records now; their listings and signatures read when first needed, see
+    Inventory._read_kept) and the shown snapshot kept by the last run. A record is used only while its file's
+    signature is unchanged, a listing while its folder's inode is, the snapshot while certs/ is as it was
+    made (and the first sweep checks every file)."""
     files: _KeptFiles = []
-    listings: _Listings = {}
     in_file: list[CertRecord] = []
     shown = None
     try:
         with gc_paused(), source.open("rb") as saved:
             if saved.read(len(_CACHE_MAGIC)) != _CACHE_MAGIC:
-                return [], {}, None
+                return [], None
             # The file is this GUI's own, in its private data folder, written whole or not at all: marshal
             # reads back only what _save_cache wrote, and a frame whose CRC does not match is not used.
             frames = 0
@@ -730,10 +754,10 @@ def _load_cache(source: Path) -> tuple[_KeptFiles, _Listings, _Shown | None]:
                 checksum, blob = marshal.load(saved)  # noqa: S302
                 if checksum == "end":  # the end mark, with the number of frames before it: nothing after it
                     if blob != frames or saved.read(1):
-                        return [], {}, None
+                        return [], None
                     break
                 if zlib.crc32(blob) != checksum or shown is not None:  # the snapshot's order comes last
-                    return [], {}, None
+                    return [], None
                 frames += 1
                 frame = marshal.loads(blob)  # noqa: S302
                 if frame[0] == "shown":
@@ -741,35 +765,27 @@ def _load_cache(source: Path) -> tuple[_KeptFiles, _Listings, _Shown | None]:
                     order = array("I")
                     order.frombytes(order_bytes)
                     if len(set(order)) != len(order):
-                        return [], {}, None
+                        return [], None
                     shown = _Shown(tops, tuple(map(in_file.__getitem__, order)))
                     continue
-                _, parts, more, columns = frame
-                if parts:
-                    folders, signatures, paths = parts
-                    listings.update(zip(folders, zip(signatures, paths, strict=True), strict=True))
-                for folder, signature, paths in more:
-                    listings[folder] = (signature, listings[folder][1] + paths)
-                if not columns:
-                    continue
-                signatures, *fields = columns
-                if len(fields) != len(CertRecord._fields):
+                _, records_blob, rest = frame
+                fields = list(marshal.loads(records_blob))  # noqa: S302
+                if not isinstance(rest, bytes) or (fields and len(fields) != len(CertRecord._fields)):
                     raise ValueError("kept records of another shape")
-                paths = fields[1]
-                fields[3] = map(_KINDS.__getitem__, fields[3])
-                fields[-1] = map(_LABELS.__getitem__, fields[-1])
+                paths = fields[1] if fields else ()
+                if fields:
+                    fields[3] = map(_KINDS.__getitem__, fields[3])
+                    fields[-1] = map(_LABELS.__getitem__, fields[-1])
                 records = list(map(_new_record, zip(*fields, strict=True)))
-                if len(signatures) != len(records):
-                    raise ValueError("kept signatures and records do not match")
-                files.append((paths, signatures, records))
+                files.append((paths, rest, records))
                 in_file += records
             # What was just read lives as long as the process (or until a sweep replaces it) and holds no
             # cycles: out of the collector's sight, or its next collections walk 100,000 records again and
             # again, the first as soon as it runs again. Once, at the start, when little else exists.
             gc.freeze()
     except Exception:  # any damage, of any kind, only costs a slower start
-        return [], {}, None
-    return files, listings, shown
+        return [], None
+    return files, shown
 
 
 def _may_belong(folder: str, identity: str) -> bool:

@@ -228,16 +228,17 @@ def fleet_counts(table: Sequence[Row], now: dt.datetime, expiring_days: int, ser
 
 def counts_of(current: Sequence[Row], soon: Sequence[Row], broker_warned: Sequence[Row], revoked: int) -> FleetCounts:
     """The counts from the current certificates, those of them expiring soon, the brokers warned about."""
+    sites, brokers = _identities(current, Kind.CLIENT, Kind.SERVER)
+    (soon_sites,) = _identities(soon, Kind.CLIENT)
     soon_brokers = {r.record.identity for r in broker_warned}
-    return FleetCounts(
-        _identities(current, Kind.CLIENT), _identities(current, Kind.SERVER),
-        _identities(soon, Kind.CLIENT) + len(soon_brokers), revoked,
-    )  # fmt: skip
+    return FleetCounts(sites, brokers, soon_sites + len(soon_brokers), revoked)
 
 
-def _identities(table: Sequence[Row], kind: Kind) -> int:
-    """How many identities the rows of this type are of (map and compress: no Python call per row)."""
-    return len(set(compress(map(_IDENTITY, table), map(kind.__eq__, map(_KIND, table)))))
+def _identities(table: Sequence[Row], *kinds: Kind) -> list[int]:
+    """For each type, how many identities the rows of that type are of (map and compress: no Python call
+    per row; the identities and types taken once for all)."""
+    identities, types = list(map(_IDENTITY, table)), list(map(_KIND, table))
+    return [len(set(compress(identities, map(kind.__eq__, types)))) for kind in kinds]
 
 
 def revocable(table: Sequence[Row]) -> dict[str, list[Row]]:
