@@ -85,7 +85,7 @@ class FleetTable:
     @cached_property
     def ends(self) -> list[float]:
         """When each of `current` expires (POSIX seconds), in order."""
-        return list(map(attrgetter("record.not_after_ts"), self.current))
+        return report.expiries_of(self.current)
 
     def expiring_within(self, days: int) -> list[Row]:
         """Like report.expiring_within, from `current` by bisection."""

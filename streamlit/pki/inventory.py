@@ -451,7 +451,7 @@ class Inventory:
         except Exception:
             self._look_trusted = False  # no listing to carry over: the next refresh looks at every folder
             return
-        self._listings, self._entries = listings | self._listings, entries | self._entries
+        self._listings, self._entries = listings, entries  # read before anything else uses either
 
     def _adopt_shown(self, tops: _Tops) -> None:
         """At a start: the snapshot the last run kept, as it was, if certs/ is as it was then (nothing added,
@@ -695,7 +695,7 @@ class _Frames:
             self.flush()
 
     def flush(self) -> None:
-        if self.parts or self.more or self.files or not self.count:
+        if self.parts or self.more or self.files:
             # The records by field, and apart from the listings and signatures: a start reads only them (the
             # rest when first needed). The listings by field too: 100,000 of one file each in one call.
             records = marshal.dumps(tuple(zip(*self.files, strict=True)))

@@ -149,7 +149,12 @@ def expiring_within(table: Sequence[Row], now: dt.datetime, days: int) -> list[R
 
 def expiries_per_week(table: Sequence[Row], now: dt.datetime, weeks: int = 53) -> list[tuple[dt.date, int]]:
     """How many valid certificates expire in each week (Monday first) from this week on."""
-    return weekly(list(map(_NOT_AFTER, current_of(table))), now, weeks)
+    return weekly(expiries_of(current_of(table)), now, weeks)
+
+
+def expiries_of(rows: Iterable[Row]) -> list[float]:
+    """When each row's certificate expires (POSIX seconds), in the rows' order."""
+    return list(map(_NOT_AFTER, rows))
 
 
 def weekly(ends: Sequence[float], now: dt.datetime, weeks: int = 53) -> list[tuple[dt.date, int]]:
