@@ -365,6 +365,10 @@ class Inventory:
         """(parses, records, trusted look) when the cache file was last written or read: a start that parsed
         nothing new, at the same look, does not write the same 100,000 records again."""
         self._saved_at = 0.0
+        self._to_save: tuple[dict[str, _Entry], _Listings, _Shown | None] | None = None
+        """What the pending write will keep: the latest state handed to _save_later before it runs."""
+        self._save_lock = threading.Lock()
+        """One write of the cache file at a time."""
 
     def _crt_paths(
         self, folder: str, listings: _Listings, *, relist: bool = False
@@ -549,20 +553,30 @@ class Inventory:
         """Keep the parsed records, and the snapshot made of them at the look `tops` (None: a look too close
         to a change to be trusted), for the next start (called with the lock held): in the background,
         SAVE_DELAY later, at most every SAVE_SECONDS, and only when something was parsed, the number of files
-        or the look changed since the last save."""
+        or the look changed since the last save. A change within SAVE_SECONDS of the last write is written
+        when they have passed, not dropped: the first look a start may trust often comes a sweep after the
+        first page (the ledger's folder was made by it), and nothing may follow it for hours."""
         state = (self.parse_count, len(self._entries), tops)
         if not self.cache_file or state == self._kept:
             return
-        if self._saved_at and time.monotonic() - self._saved_at < SAVE_SECONDS:
-            return
-        self._kept, self._saved_at = state, time.monotonic()
-        entries, listings, target = dict(self._entries), dict(self._listings), self.cache_file
+        self._kept = state
         shown = _Shown(tops, records) if tops is not None else None
+        pending, self._to_save = self._to_save, (dict(self._entries), dict(self._listings), shown)
+        if pending is not None:
+            return  # the write already waiting takes this newer state
         # Not at once: the first page after a start that had to look at certs/ comes first (writing 100,000
         # records takes seconds of the interpreter, which the page would wait for).
-        timer = threading.Timer(SAVE_DELAY, _save_cache, args=(target, entries, listings, shown))
+        wait = max(SAVE_DELAY, self._saved_at + SAVE_SECONDS - time.monotonic()) if self._saved_at else SAVE_DELAY
+        timer = threading.Timer(wait, self._save_pending)
         timer.name, timer.daemon = "inventory-save", True
         timer.start()
+
+    def _save_pending(self) -> None:
+        with self._save_lock:
+            with self._lock:
+                to_save, self._to_save, self._saved_at = self._to_save, None, time.monotonic()
+            if to_save is not None and self.cache_file:
+                _save_cache(self.cache_file, *to_save)
 
     def of_identity(self, identity: str) -> list[CertRecord]:
         """Every certificate of one identity, read from disk now: what a decision under the identity's
