@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import subprocess
@@ -14,7 +16,7 @@ import pytest
 
 from conftest import OPERATOR, REPO, RunningCA, gui_fleet
 from pki.accounts import Gate, LoginRefused, UserStore
-from pki.audit import AuditLog, line_hash, rotated_files, verify
+from pki.audit import AuditLog, csv_of, line_hash, rotated_files, verify
 from pki.issuing import IssueRequest
 from pki.model import Kind
 from pki.roles import SHELL, Actor, Forbidden, Role
@@ -227,6 +229,20 @@ def test_the_audit_chain_finds_an_edited_a_removed_and_two_swapped_lines(tmp_pat
         env={**os.environ, "PYTHONPATH": str(REPO / "streamlit")},
     )  # fmt: skip
     assert checked.returncode == 0 and "The chain holds." in checked.stdout
+
+
+def test_the_audit_export_has_every_field_of_the_lines_in_the_order_they_first_appear(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log")
+    log.record("issue", actor=OPERATOR, cn="site-1", serial="0A")
+    log.record("alert-test", actor=OPERATOR, answers={"mail": "ok"}, note='a "quoted", odd\nnote')
+    entries = log.entries(limit=None)
+    rows = list(csv.reader(io.StringIO(csv_of(entries).decode())))
+    fields = list(dict.fromkeys(key for entry in entries for key in entry))
+    assert rows[0] == fields and {"cn", "serial", "answers", "note", "prev"} <= set(fields)
+    assert [dict(zip(fields, row, strict=True)) for row in rows[1:]] == [
+        {key: "" if key not in entry else str(entry[key]) for key in fields} for entry in entries
+    ]
+    assert any(row[fields.index("note")] == 'a "quoted", odd\nnote' for row in rows[1:])
 
 
 def test_the_audit_chain_runs_on_through_a_rotation_and_from_older_unchained_lines(tmp_path: Path) -> None:

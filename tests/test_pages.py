@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from pki.roles import SHELL, Role
 from pki.settings import load_settings
 from pki.step import CARefused
 from pki.throttle import Attempt, LoginThrottle, Refused
+from views.tables import table_of
 
 APP = REPO / "streamlit" / "app.py"
 PAGES = [
@@ -94,6 +97,52 @@ def test_page_renders_without_exception(gui: Path, page: str) -> None:
     assert not at.exception, at.exception
     assert at.title[0].value
     assert "not available" not in texts(at.error)
+
+
+def test_no_page_imports_pandas(gui: Path) -> None:
+    """Importing pandas costs the first page after a start most of a second: the pages make their tables as
+    Arrow (views/tables.py). Checked in a fresh interpreter, as a GUI process starts, with rows to show."""
+    issue_here("site-304", days=5)  # expires within PKI_EXPIRING_DAYS (7)
+    issue_here("mqtt-304.example", Kind.SERVER, days=5)
+    script = f"""
+import sys
+sys.path[:0] = [{str(REPO / "streamlit")!r}]
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout={TIMEOUT}).run()
+tables = len(at.dataframe)
+for page in {PAGES!r}:
+    at.switch_page(page).run()
+    assert not at.exception, (page, at.exception)
+    assert "pandas" not in sys.modules, page
+print(tables)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "2", "the Dashboard shows its two tables: by type, and what expires soon"
+
+
+def test_a_table_made_without_pandas_holds_what_it_was_given() -> None:
+    rows = [
+        {"Text": "site-1", "Whole": 3, "Yes": True, "Part": 1.5, "Nothing": None},
+        {"Text": None, "Whole": None, "Yes": False, "Part": 2, "Extra": "é ✓"},
+        {"Text": "", "Whole": 2**70, "Yes": None, "Part": None},
+    ]
+    table = table_of(rows)
+    table.validate(full=True)
+    assert table.column_names == ["Text", "Whole", "Yes", "Part", "Nothing", "Extra"]
+    assert [str(t) for t in table.schema.types] == ["string", "string", "bool", "double", "string", "string"]
+    assert table.to_pylist() == [
+        {"Text": "site-1", "Whole": "3", "Yes": True, "Part": 1.5, "Nothing": None, "Extra": None},
+        {"Text": None, "Whole": None, "Yes": False, "Part": 2.0, "Nothing": None, "Extra": "é ✓"},
+        {"Text": "", "Whole": str(2**70), "Yes": None, "Part": None, "Nothing": None, "Extra": None},
+    ]  # a whole number beyond 64 bits makes its column text
+    assert table_of(rows, ["Part", "Missing"]).to_pylist() == [
+        {"Part": 1.5, "Missing": None}, {"Part": 2.0, "Missing": None}, {"Part": None, "Missing": None}
+    ]  # fmt: skip
+    many = table_of({"n": i if i % 3 else None, "on": i % 2 == 0} for i in range(10_001))
+    many.validate(full=True)
+    assert many.to_pylist() == [{"n": i if i % 3 else None, "on": i % 2 == 0} for i in range(10_001)]
+    assert str(many.schema.field("n").type) == "int64" and table_of([]).num_columns == 0
 
 
 def test_issue_page_issues_and_offers_the_bundle(gui: Path) -> None:

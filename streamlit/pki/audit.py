@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import datetime as dt
 import fcntl
 import hashlib
+import io
 import json
 import os
 import sys
@@ -224,6 +226,17 @@ def search(
             continue
         found.append(entry)
     return found
+
+
+def csv_of(entries: Sequence[dict[str, Any]]) -> bytes:
+    """The entries as CSV: every field any of them has, in the order the fields first appear; a field an
+    entry lacks is empty, a nested value written as Python shows it."""
+    fields = list(dict.fromkeys(key for entry in entries for key in entry))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fields, restval="")
+    writer.writeheader()
+    writer.writerows(entries)
+    return out.getvalue().encode()
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 
 import os
 
-import pandas as pd
 import streamlit as st
 
 from pki.alerts import Alerts, alert_config
 from pki.roles import Role
 from pki.settings import data_dir
 from views import common
+from views.tables import table_of
 
 st.title("Alerts")
 config = alert_config(os.environ)
@@ -20,7 +20,7 @@ channels = {
     else "not set (PKI_ALERT_SMTP_HOST)",
     "Webhook": "set (PKI_ALERT_WEBHOOK_URL_FILE)" if config.webhook_url else "not set (PKI_ALERT_WEBHOOK_URL_FILE)",
 }
-st.table(pd.DataFrame([{"Channel": k, "Where": v} for k, v in channels.items()]))
+st.dataframe(table_of({"Channel": k, "Where": v} for k, v in channels.items()), hide_index=True)
 st.caption(
     f"Thresholds: sites {'/'.join(map(str, config.site_days))} days, brokers "
     f"{'/'.join(map(str, config.broker_days))} days; renewal overdue at 75 % of a site's life; the CRL "
@@ -37,8 +37,7 @@ else:
     st.write(f"{last['time']}: {last['found']} condition(s) true, sent {last['sent'] or 'nothing new'}.")
     for channel, error in last.get("failed", {}).items():
         st.error(f"Sending by {channel} failed: {error}. The same alerts are tried again next run.")
-    history = pd.DataFrame(reversed(state.get("history", [])))
-    st.dataframe(history, hide_index=True)
+    st.dataframe(table_of(reversed(state.get("history", []))), hide_index=True)
     sent = [
         {"Channel": channel, "Event": key, "Sent": when}
         for channel, keys in state.get("sent", {}).items()
@@ -46,7 +45,7 @@ else:
     ]
     if sent:
         st.subheader("Sent")
-        st.dataframe(pd.DataFrame(sent).sort_values("Sent", ascending=False), hide_index=True)
+        st.dataframe(table_of(sorted(sent, key=lambda row: str(row["Sent"]), reverse=True)), hide_index=True)
 
 if common.may(Role.OPERATOR) and config.channels and st.button("Send a test alert", icon=":material/send:"):
     answers = alerts.test()

@@ -1,10 +1,10 @@
 """Audit: who did what, when, from where; filtered, exported as CSV, and the chain of lines checked."""
 
-import pandas as pd
 import streamlit as st
 
-from pki.audit import rotated_files, search, verify
+from pki.audit import csv_of, rotated_files, search, verify
 from views import common
+from views.tables import table_of
 
 COLUMNS = ["time", "user", "role", "via", "address", "action", "outcome", "cn", "serial", "account", "error"]
 
@@ -21,13 +21,12 @@ since = since_col.date_input("From", value=None)
 until = until_col.date_input("Until", value=None)
 found = search(entries, users=users, actions=actions, text=text, since=since, until=until)
 
-table = pd.DataFrame(found)
-shown = table.reindex(columns=[c for c in COLUMNS if c in table.columns] or ["time"])
+fields = {key for entry in found for key in entry}
 st.caption(f"{len(found)} of {len(entries)} lines, newest first.")
-st.dataframe(shown, hide_index=True)
+st.dataframe(table_of(found, [c for c in COLUMNS if c in fields] or ["time"]), hide_index=True)
 st.download_button(
     "Export CSV (every field of these lines)",
-    table.to_csv(index=False).encode(),
+    csv_of(found),
     "audit.csv",
     mime="text/csv",
     icon=":material/download:",

@@ -2,13 +2,13 @@
 
 import os
 
-import pandas as pd
 import streamlit as st
 
 from pki.broker_check import BrokerCheck
 from pki.roles import Role
 from pki.settings import data_dir
 from views import common
+from views.tables import table_of
 
 st.title("Broker check")
 st.caption(
@@ -27,8 +27,7 @@ if common.may(Role.OPERATOR) and st.button("Run the check", icon=":material/play
 last = check.last()
 if last:
     st.subheader(f"Last run: {last['broker']} at {last['time']}")
-    results = pd.DataFrame(last["results"])  # type: ignore[arg-type]
-    st.dataframe(results[["number", "outcome", "name", "detail", "fix"]], hide_index=True)
+    st.dataframe(table_of(last["results"], ["number", "outcome", "name", "detail", "fix"]), hide_index=True)  # type: ignore[arg-type]
     if all(r["outcome"] == "PASS" for r in last["results"]):  # type: ignore[attr-defined,union-attr]
         st.success("Every check passed: the broker enforces revocation.", icon=":material/check_circle:")
 else:

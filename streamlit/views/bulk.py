@@ -10,6 +10,7 @@ from pki.enrollment import MAX_TOKEN_HOURS
 from pki.model import Kind
 from pki.roles import Role
 from views import common
+from views.tables import table_of
 
 st.title("Bulk Enrollment")
 settings = common.settings()
@@ -69,7 +70,7 @@ if planned is not None:
             icon=":material/history:",
         )
     st.dataframe(
-        [
+        table_of(
             {
                 "Line": r.line,
                 "Site": r.identity or r.typed,
@@ -79,7 +80,7 @@ if planned is not None:
                 "Why": r.problem or r.skip or ("typed " + r.typed if r.typed.strip() != r.identity else ""),
             }
             for r in planned.rows
-        ],
+        ),
         hide_index=True,
     )
     if st.button(f"Enrol {len(todo)} sites", type="primary", disabled=not todo, icon=":material/play_arrow:"):
@@ -182,7 +183,9 @@ def _job(job: JobStatus) -> None:
         if not_done:
             with st.expander(f"Rows not done ({len(not_done)})"):
                 st.dataframe(
-                    [{"Line": r.line, "Site": r.identity, "Outcome": r.outcome.value, "Why": r.why} for r in not_done],
+                    table_of(
+                        {"Line": r.line, "Site": r.identity, "Outcome": r.outcome.value, "Why": r.why} for r in not_done
+                    ),
                     hide_index=True,
                 )
         _downloads(job)

@@ -1,10 +1,10 @@
 """CA Settings: where the CA is, its root and fingerprint, the CRL, provisioners, the bootstrap command."""
 
-import pandas as pd
 import streamlit as st
 
 from pki.step import StepError
 from views import common
+from views.tables import table_of
 
 st.title("CA Settings")
 settings = common.settings()
@@ -75,17 +75,15 @@ else:
         return str(value) if value else "1 (step-ca's default)"
 
     st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "Name": p.name,
-                    "Type": p.type,
-                    "Used for": roles.get(p.name, ""),
-                    "Default validity (days)": days(p.default_days),
-                    "Maximum validity (days)": days(p.max_days),
-                }
-                for p in sorted(provisioners, key=lambda p: p.name)
-            ]
+        table_of(
+            {
+                "Name": p.name,
+                "Type": p.type,
+                "Used for": roles.get(p.name, ""),
+                "Default validity (days)": days(p.default_days),
+                "Maximum validity (days)": days(p.max_days),
+            }
+            for p in sorted(provisioners, key=lambda p: p.name)
         ),
         hide_index=True,
     )

@@ -1,13 +1,13 @@
 """View Certificates: every certificate of the fleet (certs/ and the CA's journal), searchable, with
 details, the public certificate, and re-issue for broker certificates."""
 
-import pandas as pd
 import streamlit as st
 
 from pki import report
 from pki.model import Kind, Status
 from pki.roles import Role
 from views import common
+from views.tables import table_of
 
 PAGE_ROWS = 1000
 """Rows sent to the browser at once. A fleet of 100,000 is searched, not scrolled: the whole table would cost
@@ -57,7 +57,7 @@ shown = [table[i] for i in positions[start : start + PAGE_ROWS]]
 rows_shown = f", rows {start + 1} to {start + len(shown)} shown (search or filter to narrow)" if pages > 1 else ""
 st.caption(f"{len(positions)} of {len(table)} certificates{rows_shown}. Select a row for its details.")
 event = st.dataframe(
-    pd.DataFrame([row.as_dict(now) for row in shown], columns=report.COLUMNS),
+    table_of((row.as_dict(now) for row in shown), report.COLUMNS),
     key="certificate_table",
     on_select="rerun",
     selection_mode="single-row",

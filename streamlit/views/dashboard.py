@@ -1,9 +1,9 @@
 """Dashboard: the CRL, certificate counts, what expires soon, the expiry wave, the CRL."""
 
-import pandas as pd
 import streamlit as st
 
 from views import common
+from views.tables import table_of
 
 st.title("Dashboard")
 settings = common.settings()
@@ -64,8 +64,9 @@ revoked_col.metric("Revoked", counts.revoked, help="Revoked certificates, each s
 st.subheader("Certificates by type")
 by_type = fleet_table.by_type
 st.dataframe(
-    pd.DataFrame({s.value: {k.value: n for k, n in kinds.items()} for s, kinds in by_type.items()}).T,
+    table_of([{"Status": status.value} | {k.value: n for k, n in kinds.items()} for status, kinds in by_type.items()]),
     width="content",
+    hide_index=True,
 )
 
 st.subheader("Expiring soon")
@@ -78,7 +79,7 @@ threshold = st.number_input(
 )
 soon = fleet_table.expiring_within(int(threshold))
 if soon:
-    st.dataframe(pd.DataFrame([row.as_dict(now) for row in soon]), hide_index=True)
+    st.dataframe(table_of(row.as_dict(now) for row in soon), hide_index=True)
 else:
     st.caption(f"No certificate expires within {threshold} days.")
 
@@ -87,7 +88,7 @@ weeks = fleet_table.weeks
 if any(count for _, count in weeks):
     # A Vega-Lite spec, not st.bar_chart: that one imports Altair, half a second of the first page after a start.
     st.vega_lite_chart(
-        pd.DataFrame({"week": [str(week) for week, _ in weeks], "certificates": [count for _, count in weeks]}),
+        table_of({"week": str(week), "certificates": count} for week, count in weeks),
         {
             "mark": {"type": "bar", "tooltip": True},
             "encoding": {

@@ -10,6 +10,7 @@ from pki.enrollment import MAX_TOKEN_HOURS
 from pki.roles import Role
 from pki.tokens import TokenState
 from views import common
+from views.tables import table_of
 
 st.title("Enroll a Site")
 settings = common.settings()
@@ -86,7 +87,7 @@ else:
         "from then on."
     )
     st.dataframe(
-        [
+        table_of(
             {
                 "Site": s.made.site,
                 "Made": f"{s.made.made:%Y-%m-%d %H:%M}",
@@ -96,7 +97,7 @@ else:
                 "Certificate": s.serial,
             }
             for s in statuses
-        ],
+        ),
         hide_index=True,
     )
     unused = {s.made.token_ref: s for s in statuses if s.state is TokenState.UNUSED and s.made.token_ref}

@@ -3,12 +3,12 @@
 The CA's records are the truth; folder names are only what was written down. Each action is audited.
 """
 
-import pandas as pd
 import streamlit as st
 
 from pki.reconcile import Action
 from pki.roles import Role
 from views import common
+from views.tables import table_of
 
 st.title("Reconcile")
 fleet = common.fleet()
@@ -24,17 +24,15 @@ if not found:
 
 st.caption(f"{len(found)} disagreement(s). Select a row for what can be done about it.")
 event = st.dataframe(
-    pd.DataFrame(
-        [
-            {
-                "Problem": d.problem.value,
-                "Identity": d.identity,
-                "Serial": d.serial_hex,
-                "Where": f"certs/{d.folder}" if d.folder else d.record.source if d.record else "",
-                "Details": d.detail,
-            }
-            for d in found
-        ]
+    table_of(
+        {
+            "Problem": d.problem.value,
+            "Identity": d.identity,
+            "Serial": d.serial_hex,
+            "Where": f"certs/{d.folder}" if d.folder else d.record.source if d.record else "",
+            "Details": d.detail,
+        }
+        for d in found
     ),
     key="reconcile_table",
     on_select="rerun",

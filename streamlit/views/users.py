@@ -4,12 +4,12 @@ Every change is checked by pki.accounts (admin role) and audited; an admin who l
 gives it again for each change (pki.accounts.Gate.confirm: a session left open is not enough).
 """
 
-import pandas as pd
 import streamlit as st
 
 from pki.accounts import PASSWORD_MIN, LoginRefused
 from pki.roles import Role
 from views import common
+from views.tables import table_of
 
 st.title("Users")
 common.only(Role.ADMIN, "manage accounts")
@@ -27,8 +27,8 @@ def finish(message: str) -> None:
 users = store.users()
 if users:
     st.dataframe(
-        pd.DataFrame(
-            [{"User": u.name, "Role": u.role.value, "Enabled": not u.disabled, "Changed": u.changed} for u in users]
+        table_of(
+            {"User": u.name, "Role": u.role.value, "Enabled": not u.disabled, "Changed": u.changed} for u in users
         ),
         hide_index=True,
     )
