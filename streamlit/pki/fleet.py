@@ -78,9 +78,14 @@ class FleetTable:
     """When the first status in it changes by the clock alone (a certificate expires or starts expiring)."""
 
     @cached_property
+    def current_rows(self) -> list[Row]:
+        """The valid certificates a renewal or re-issue has not replaced, in the table's order."""
+        return report.current_rows(self.rows)
+
+    @cached_property
     def current(self) -> list[Row]:
-        """The valid certificates a renewal or re-issue has not replaced, soonest expiry first."""
-        return report.current_of(self.rows)
+        """`current_rows`, soonest expiry first."""
+        return report.soonest_first(self.current_rows)
 
     @cached_property
     def ends(self) -> list[float]:
@@ -103,7 +108,7 @@ class FleetTable:
         return self._once(
             ("counts", expiring_days, server_days),
             lambda: report.counts_of(
-                self.current, self.expiring_within(expiring_days), self.server_warnings(server_days),
+                self.current_rows, self.expiring_within(expiring_days), self.server_warnings(server_days),
                 sum(self.by_type[Status.REVOKED].values()),
             ),
         )  # fmt: skip

@@ -123,8 +123,12 @@ class CertStore:
         except FileNotFoundError:
             return []
         # One search through all the names, not a Python test of each: only names with the label in them are
-        # split or looked at.
-        candidates = _INTERRUPTED.findall("\0".join(everything))
+        # split or looked at. Plain substring searches first: a fleet usually has neither (the regex's pass
+        # over 100,000 names costs 50 ms, theirs one).
+        joined = "\0".join(everything)
+        if _STAGING not in joined and ".quarantine" not in joined:
+            return []
+        candidates = _INTERRUPTED.findall(joined)
         names = sorted(name for name in candidates if _is_folder(self.certs_dir / name))
         staged = ((name, staging_identity(name)) for name in names if is_staging(name))
         stale = [(name, identity) for name, identity in staged if not self.is_locked(identity)]
