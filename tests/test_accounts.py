@@ -234,13 +234,14 @@ def test_the_audit_chain_finds_an_edited_a_removed_and_two_swapped_lines(tmp_pat
 def test_the_audit_export_has_every_field_of_the_lines_in_the_order_they_first_appear(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.log")
     log.record("issue", actor=OPERATOR, cn="site-1", serial="0A")
-    log.record("alert-test", actor=OPERATOR, answers={"mail": "ok"}, note='a "quoted", odd\nnote')
+    log.record("alert-test", actor=SHELL, answers={"mail": "ok"}, note='a "quoted", odd\nnote')  # address None
     entries = log.entries(limit=None)
     rows = list(csv.reader(io.StringIO(csv_of(entries).decode())))
     fields = list(dict.fromkeys(key for entry in entries for key in entry))
-    assert rows[0] == fields and {"cn", "serial", "answers", "note", "prev"} <= set(fields)
+    assert rows[0] == fields and {"cn", "serial", "answers", "note", "address", "prev"} <= set(fields)
+    assert entries[0]["address"] is None and rows[1][fields.index("address")] == ""  # newest first
     assert [dict(zip(fields, row, strict=True)) for row in rows[1:]] == [
-        {key: "" if key not in entry else str(entry[key]) for key in fields} for entry in entries
+        {key: "" if entry.get(key) is None else str(entry[key]) for key in fields} for entry in entries
     ]
     assert any(row[fields.index("note")] == 'a "quoted", odd\nnote' for row in rows[1:])
 

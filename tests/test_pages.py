@@ -136,6 +136,8 @@ def test_a_table_made_without_pandas_holds_what_it_was_given() -> None:
         {"Text": None, "Whole": None, "Yes": False, "Part": 2.0, "Nothing": None, "Extra": "é ✓"},
         {"Text": "", "Whole": str(2**70), "Yes": None, "Part": None, "Nothing": None, "Extra": None},
     ]  # a whole number beyond 64 bits makes its column text
+    nested = table_of([{"Sent": {"mail": 1}, "To": ["ops", "é"]}, {"Sent": {}, "To": None}])
+    assert nested.to_pylist() == [{"Sent": '{"mail": 1}', "To": '["ops", "é"]'}, {"Sent": "{}", "To": None}]
     assert table_of(rows, ["Part", "Missing"]).to_pylist() == [
         {"Part": 1.5, "Missing": None}, {"Part": 2.0, "Missing": None}, {"Part": None, "Missing": None}
     ]  # fmt: skip

@@ -362,8 +362,8 @@ class Inventory:
         """Records kept by the last run are shown: the first sweep that checks them waits FIRST_SWEEP_DELAY."""
         kept = sum(len(records) for _, _, records in self._unread)
         self._kept = (0, kept, self._shown.tops if self._shown else None) if kept else None
-        """(parses, records, trusted look) when the cache file was last written or read: a start that parsed
-        nothing new, at the same look, does not write the same 100,000 records again."""
+        """(parses, records, trusted look) of the cache file as read, written or waiting to be written: a start
+        that parsed nothing new, at the same look, does not write the same 100,000 records again."""
         self._saved_at = 0.0
         self._to_save: tuple[dict[str, _Entry], _Listings, _Shown | None] | None = None
         """What the pending write will keep: the latest state handed to _save_later before it runs."""
@@ -613,8 +613,9 @@ class Inventory:
 
 
 SAVE_SECONDS = 60.0
+"""Seconds at least between two writes of the cache file (a change within them is written when they end)."""
 SAVE_DELAY = 15.0
-"""Seconds between a change of the records and their writing to the cache file."""
+"""Seconds at least between a change of the records and their writing to the cache file."""
 _CACHE_MAGIC = f"app-pki inventory 5 {','.join(CertRecord._fields)}\n".encode()
 """Names the record's fields: a file kept by a version whose records had other fields is not read."""
 _CACHE_CHUNK = 1000

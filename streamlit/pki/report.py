@@ -129,6 +129,7 @@ def current_rows(table: Iterable[Row]) -> list[Row]:
 
 
 def soonest_first(rows: Iterable[Row]) -> list[Row]:
+    """The rows by expiry, the soonest first."""
     return sorted(rows, key=_NOT_AFTER)
 
 

@@ -8,6 +8,7 @@ their buffers: text as UTF-8 with offsets, whole numbers, decimals, booleans, No
 
 from __future__ import annotations
 
+import json
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
@@ -18,7 +19,7 @@ import pyarrow as pa
 def table_of(rows: Iterable[Mapping[str, object]], columns: Sequence[str] | None = None) -> pa.Table:
     """The rows as a table: `columns` in that order (a column no row has is empty), or every key the rows
     have, in the order they first appear. A column is of whole numbers, decimals or booleans when every
-    value in it is (None aside), else of text (any other value as str())."""
+    value in it is (None aside), else of text (a list or dict as JSON, any other value as str())."""
     rows = list(rows)
     names = list(columns) if columns is not None else list(dict.fromkeys(key for row in rows for key in row))
     return pa.Table.from_arrays([_column([row.get(name) for row in rows]) for name in names], names=names)
@@ -35,15 +36,23 @@ def _column(values: list[object]) -> pa.Array:
         typecode, arrow_type = ("q", pa.int64()) if types == {int} else ("d", pa.float64())
         try:
             numbers = array(typecode, (0 if value is None else value for value in values))
-        except OverflowError:  # a whole number beyond 64 bits: shown as text
+        except OverflowError:  # a number beyond what 64 bits hold: the column is shown as text
             pass
         else:
             return pa.Array.from_buffers(arrow_type, len(values), [validity, pa.py_buffer(numbers)])
-    encoded = [b"" if value is None else str(value).encode() for value in values]
+    encoded = [b"" if value is None else _text(value).encode() for value in values]
     offsets = array("i", accumulate(map(len, encoded), initial=0))
     return pa.Array.from_buffers(
         pa.string(), len(values), [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
     )
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple, dict)):  # an audit line's or an alert run's nested values
+        return json.dumps(value, default=str, ensure_ascii=False)
+    return str(value)
 
 
 def _bits(flags: Iterable[bool]) -> pa.Buffer:
