@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import marshal
 import os
@@ -9,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 import pki.fleet as fleet_module
 import pki.inventory as inventory_module
@@ -403,6 +406,68 @@ def test_a_ledger_that_grew_is_looked_at_alone_while_certs_is_as_it_was(
 
     write_certificate(certs, "site-9", "site-9", not_after=NOW + dt.timedelta(days=30))  # certs/ changes
     assert "site-9" in {r.cn for r in again.snapshot().records}
+
+
+def test_a_start_puts_what_the_ledger_gained_into_the_kept_snapshot_as_a_full_look_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sites renewing while the GUI was down: at the start, the ledger's new files go into the kept snapshot one
+    by one, without reading the kept listings or looking into certs/, in the order and with the hiding of a
+    full look (a copy of a certificate filed in certs/ is not shown twice). A kept ledger file gone (by hand),
+    or more new ones than LEDGER_GROWN_MAX: everything is looked at as ever."""
+    monkeypatch.setattr(inventory_module, "SAVE_SECONDS", 0.5)
+    certs, cache, log, ledger_dir = (
+        tmp_path / "certs", tmp_path / "cache" / "inventory.bin", tmp_path / "issued.log", tmp_path / "ledger"
+    )  # fmt: skip
+    for i in range(3):
+        write_certificate(certs, f"site-{i}", f"site-{i}", not_after=NOW + dt.timedelta(days=30 + i))
+    settled = time.time_ns() - 10 * 10**9
+    os.utime(certs, ns=(settled, settled))
+    log.write_bytes(request_line("site-1", "/1.0/renew"))
+
+    def start() -> Inventory:
+        return Inventory(certs, Ledger(log, ledger_dir), cache_file=cache, sweep_in_background=True)
+
+    def full_look() -> list[CertRecord]:
+        return Inventory(certs, Ledger(log, ledger_dir)).records()
+
+    def no_look(*_: object, **__: object) -> None:
+        raise AssertionError("certs/ was looked into")
+
+    start().snapshot()
+    (kept_renewal,) = ledger_dir.glob("*.crt")
+    os.utime(ledger_dir, ns=(settled, settled))
+    first = start()
+    first.records()  # a look long after either folder changed: kept with its snapshot
+    for _ in range(100):
+        shown = inventory_module._load_cache(cache)[1]
+        if shown is not None and shown.ledger_files == (str(kept_renewal),):
+            break
+        time.sleep(0.05)
+
+    filed = x509.load_pem_x509_certificate((certs / "site-1" / "site-1.crt").read_bytes())
+    with log.open("ab") as journal:  # while the GUI is down
+        journal.write(request_line("site-0", "/1.0/renew"))
+        journal.write(request_line("site-2", "/1.0/renew"))
+        der = filed.public_bytes(serialization.Encoding.DER)  # the CA's line for a certificate filed in certs/
+        journal.write(request_line("site-1", "/1.0/sign", certificate=base64.b64encode(der).decode()))
+    again = start()
+    with monkeypatch.context() as patch:
+        patch.setattr(inventory_module, "_subfolders", no_look)
+        shown_now = list(again.snapshot().records)
+    assert again._unread and again.parse_count == 3, "the kept listings unread, the three new files parsed"
+    assert len(list(ledger_dir.glob("*.crt"))) == 4
+    assert shown_now == full_look() and len(shown_now) == 6  # three filed, three renewals
+    assert [r.folder for r in shown_now if r.serial == filed.serial_number] == ["site-1"]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(inventory_module, "LEDGER_GROWN_MAX", 2)
+        many = start()
+        assert list(many.snapshot().records) == shown_now and not many._unread  # 3 new: looked at as ever
+
+    kept_renewal.unlink()  # a kept ledger file gone
+    gone = start()
+    assert [r.serial for r in gone.snapshot().records] == [r.serial for r in full_look()] and not gone._unread
 
 
 @pytest.mark.parametrize(

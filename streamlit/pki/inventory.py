@@ -14,11 +14,13 @@ once. `parse_count` counts the parses so tests can prove it. Decisions about one
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import functools
 import gc
 import marshal
+import operator
 import os
 import struct
 import sys
@@ -358,6 +360,8 @@ class Inventory:
         self._snapshot: Snapshot | None = None
         self._look_trusted = False
         """The snapshot's look at certs/ came over SETTLED_NS after its last change (see _settled)."""
+        self._ledger_files: frozenset[str] = frozenset()
+        """The ledger's files in the snapshot shown at a start, until the kept listings are read."""
         self._first_sweep_waits = bool(self._unread)
         """Records kept by the last run are shown: the first sweep that checks them waits FIRST_SWEEP_DELAY."""
         kept = sum(len(records) for _, _, records in self._unread)
@@ -470,6 +474,7 @@ class Inventory:
             ):  # fmt: skip
                 self._snapshot = Snapshot(1, shown.records, shown.tops, float("-inf"))
                 self._look_trusted = True  # a snapshot is kept only from such a look
+                self._ledger_files = frozenset(shown.ledger_files)
 
     def _start_sweep(self) -> None:
         with self._sweep_lock:
@@ -498,6 +503,9 @@ class Inventory:
         if self.ledger:
             self.ledger.sync()
         with self._lock, gc_paused():
+            grown = self._ledger_grown() if not sweep and self._unread and self._snapshot else None
+            if grown is not None:
+                return grown
             self._read_kept()
             tops, looked_ns = self._tops(), time.time_ns()
             parses = self.parse_count
@@ -549,6 +557,30 @@ class Inventory:
             self._save_later(self._snapshot.records, tops if _settled(tops, looked_ns) else None)
             return self._snapshot
 
+    def _ledger_grown(self) -> Snapshot | None:
+        """At a start, before the kept listings are read (called with the lock held): the snapshot shown, with
+        the certificates the ledger's folder gained since it was kept (sites renewing while the GUI was down;
+        the ledger never rewrites or deletes a file), while certs/ is as it was then. None when anything else
+        changed, or much was added: the refresh then looks as ever."""
+        known, tops = self._snapshot, self._tops()
+        if known is None or self.ledger is None or self._dirty or not self._look_trusted or known.tops[0] != tops[0]:
+            return None
+        files = _crt_files(str(self.ledger.ledger_dir))
+        added = set(files).difference(self._ledger_files)
+        if len(files) - len(added) != len(self._ledger_files) or len(added) > LEDGER_GROWN_MAX:
+            return None  # a file gone (by hand), or many new: one merge of everything costs less
+        fresh: dict[str, _Entry] = {}
+        for path in sorted(added):
+            self._take(path, "", fresh, b"")
+        records = list(known.records)
+        filed = _filed(records)
+        for _, record in fresh.values():
+            if record.serial not in filed:  # a copy of a certificate filed in certs/ is not shown (as in _merged)
+                records.insert(bisect.bisect_right(records, _order(record), key=_order), record)
+        self._ledger_files = frozenset(files)
+        self._snapshot = Snapshot(known.generation + 1, tuple(records), tops, known.swept_at)
+        return self._snapshot
+
     def _save_later(self, records: tuple[CertRecord, ...], tops: _Tops | None) -> None:
         """Keep the parsed records, and the snapshot made of them at the look `tops` (None: a look too close
         to a change to be trusted), for the next start (called with the lock held): in the background,
@@ -560,7 +592,8 @@ class Inventory:
         if not self.cache_file or state == self._kept:
             return
         self._kept = state
-        shown = _Shown(tops, records) if tops is not None else None
+        ledger_files = self._listings.get(str(self.ledger.ledger_dir), (b"", ()))[1] if self.ledger else ()
+        shown = _Shown(tops, records, ledger_files) if tops is not None else None
         pending, self._to_save = self._to_save, (dict(self._entries), dict(self._listings), shown)
         if pending is not None:
             return  # the write already waiting takes this newer state
@@ -612,11 +645,15 @@ class Inventory:
         return self.snapshot().by_serial.get(serial)
 
 
+LEDGER_GROWN_MAX = 1000
+"""At most this many certificates new in the ledger's folder at a start are put into the kept snapshot one by
+one; more, and everything is merged again."""
+_FOLDER_OF, _ERROR_OF, _SERIAL_OF = attrgetter("folder"), attrgetter("error"), attrgetter("serial")
 SAVE_SECONDS = 60.0
 """Seconds at least between two writes of the cache file (a change within them is written when they end)."""
 SAVE_DELAY = 15.0
 """Seconds at least between a change of the records and their writing to the cache file."""
-_CACHE_MAGIC = f"app-pki inventory 5 {','.join(CertRecord._fields)}\n".encode()
+_CACHE_MAGIC = f"app-pki inventory 6 {','.join(CertRecord._fields)}\n".encode()
 """Names the record's fields: a file kept by a version whose records had other fields is not read."""
 _CACHE_CHUNK = 1000
 """Files per frame of the kept records: a frame is read whole, a fleet never is."""
@@ -630,10 +667,12 @@ its mtime again."""
 
 
 class _Shown(NamedTuple):
-    """The snapshot the last run kept, and the look at certs/ and the ledger's folder it was made at."""
+    """The snapshot the last run kept, the look at certs/ and the ledger's folder it was made at, and the
+    ledger's files at that look (a ledger that only grew since is looked at by the difference)."""
 
     tops: _Tops
     records: tuple[CertRecord, ...]
+    ledger_files: tuple[str, ...]
 
 
 def _settled(tops: tuple[tuple[int, ...], ...], now_ns: int) -> bool:
@@ -664,7 +703,8 @@ def _save_cache(target: Path, entries: dict[str, _Entry], listings: _Listings, s
             out.write(_CACHE_MAGIC)
             frames = _write_records(out, entries, listings, shown.records if shown else ())
             if shown is not None:
-                _write_frame(out, ("shown", shown.tops, array("I", frames.positions(shown.records)).tobytes()))
+                order = array("I", frames.positions(shown.records)).tobytes()
+                _write_frame(out, ("shown", shown.tops, order, shown.ledger_files))
                 frames.count += 1
             marshal.dump(("end", frames.count), out)  # a file without it, or with other frames, is not used
         os.replace(tmp, target)
@@ -776,12 +816,12 @@ def _load_cache(source: Path) -> tuple[_KeptFiles, _Shown | None]:
                 frames += 1
                 frame = marshal.loads(blob)  # noqa: S302
                 if frame[0] == "shown":
-                    _, tops, order_bytes = frame
+                    _, tops, order_bytes, ledger_files = frame
                     order = array("I")
                     order.frombytes(order_bytes)
                     if len(set(order)) != len(order):
                         return [], None
-                    shown = _Shown(tops, tuple(map(in_file.__getitem__, order)))
+                    shown = _Shown(tops, tuple(map(in_file.__getitem__, order)), tuple(ledger_files))
                     continue
                 _, records_blob, rest = frame
                 fields = list(marshal.loads(records_blob))  # noqa: S302
@@ -811,13 +851,24 @@ def _may_belong(folder: str, identity: str) -> bool:
 def _merged(records: Iterable[CertRecord]) -> list[CertRecord]:
     """certs/ and ledger records with each serial once (the filed copy wins), newest first per identity."""
     everything = list(records)
-    filed = {r.serial for r in everything if r.folder and not r.error}
+    filed = _filed(everything)
     kept = [r for r in everything if r.folder or r.serial not in filed]
     # Three stable sorts by one field each: a third of the time of one sort by a tuple made per record.
     kept.sort(key=attrgetter("folder"))
     kept.sort(key=attrgetter("not_after_ts"), reverse=True)
     kept.sort(key=attrgetter("identity"))
     return kept
+
+
+def _filed(records: list[CertRecord]) -> set[int]:
+    """The serials of the readable certificates filed in certs/ (map and compress: 100,000 at a start)."""
+    readable = map(operator.and_, map(bool, map(_FOLDER_OF, records)), map(operator.not_, map(_ERROR_OF, records)))
+    return set(compress(map(_SERIAL_OF, records), readable))
+
+
+def _order(record: CertRecord) -> tuple[str, float, str]:
+    """Where a record goes in a snapshot: by identity, the latest expiry first, then by folder (_merged)."""
+    return record.identity, -record.not_after_ts, record.folder
 
 
 def _listed(listings: _Listings, entries: dict[str, _Entry]) -> dict[str, _Entry]:
