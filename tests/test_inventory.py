@@ -445,6 +445,10 @@ def test_a_start_puts_what_the_ledger_gained_into_the_kept_snapshot_as_a_full_lo
             break
         time.sleep(0.05)
 
+    os.utime(ledger_dir, ns=(settled + 5, settled + 5))  # the ledger's folder touched, nothing new in it
+    touched = start()
+    assert touched.snapshot().generation == 1 and touched._unread  # the same records: the same generation
+
     filed = x509.load_pem_x509_certificate((certs / "site-1" / "site-1.crt").read_bytes())
     with log.open("ab") as journal:  # while the GUI is down
         journal.write(request_line("site-0", "/1.0/renew"))
@@ -459,6 +463,9 @@ def test_a_start_puts_what_the_ledger_gained_into_the_kept_snapshot_as_a_full_lo
     assert len(list(ledger_dir.glob("*.crt"))) == 4
     assert shown_now == full_look() and len(shown_now) == 6  # three filed, three renewals
     assert [r.folder for r in shown_now if r.serial == filed.serial_number] == ["site-1"]
+    generation, again.cache_file = again.snapshot().generation, None  # (no write: the later starts use the file)
+    assert again.records() == shown_now  # the first sweep: it reads the kept listings
+    assert again.parse_count == 3 and again.snapshot().generation == generation  # nothing parsed twice
 
     with monkeypatch.context() as patch:
         patch.setattr(inventory_module, "LEDGER_GROWN_MAX", 2)

@@ -362,6 +362,8 @@ class Inventory:
         """The snapshot's look at certs/ came over SETTLED_NS after its last change (see _settled)."""
         self._ledger_files: frozenset[str] = frozenset()
         """The ledger's files in the snapshot shown at a start, until the kept listings are read."""
+        self._grown: dict[str, _Entry] = {}
+        """The ledger's files parsed by _ledger_grown, until the kept listings are read (then entries)."""
         self._first_sweep_waits = bool(self._unread)
         """Records kept by the last run are shown: the first sweep that checks them waits FIRST_SWEEP_DELAY."""
         kept = sum(len(records) for _, _, records in self._unread)
@@ -443,6 +445,7 @@ class Inventory:
         needs only the snapshot. Anything wrong in them (never seen: the frame's CRC matched) and they are
         not used: every folder is looked at again."""
         unread, self._unread = self._unread, []
+        grown, self._grown, self._ledger_files = self._grown, {}, frozenset()
         if not unread:
             return
         listings: _Listings = {}
@@ -456,6 +459,7 @@ class Inventory:
                 for folder, signature, listed in more:
                     listings[folder] = (signature, listings[folder][1] + listed)
                 entries.update(zip(paths, zip(signatures, records, strict=True), strict=True))
+            entries.update(grown)  # the ledger's files parsed since the start (_ledger_grown): not parsed again
         except Exception:
             self._look_trusted = False  # no listing to carry over: the next refresh looks at every folder
             return
@@ -572,12 +576,16 @@ class Inventory:
         fresh: dict[str, _Entry] = {}
         for path in sorted(added):
             self._take(path, "", fresh, b"")
-        records = list(known.records)
-        filed = _filed(records)
-        for _, record in fresh.values():
-            if record.serial not in filed:  # a copy of a certificate filed in certs/ is not shown (as in _merged)
-                records.insert(bisect.bisect_right(records, _order(record), key=_order), record)
+        self._grown.update(fresh)
         self._ledger_files = frozenset(files)
+        records = list(known.records)
+        filed = _filed(records) if fresh else set()
+        shown = [record for _, record in fresh.values() if record.serial not in filed]  # as _merged hides them
+        if not shown:  # the same records: the same generation (the pages' table is not built again)
+            self._snapshot = Snapshot(known.generation, known.records, tops, known.swept_at)
+            return self._snapshot
+        for record in shown:  # after those equal in _order: ties may lie otherwise than a full look puts them
+            records.insert(bisect.bisect_right(records, _order(record), key=_order), record)
         self._snapshot = Snapshot(known.generation + 1, tuple(records), tops, known.swept_at)
         return self._snapshot
 
@@ -649,6 +657,7 @@ LEDGER_GROWN_MAX = 1000
 """At most this many certificates new in the ledger's folder at a start are put into the kept snapshot one by
 one; more, and everything is merged again."""
 _FOLDER_OF, _ERROR_OF, _SERIAL_OF = attrgetter("folder"), attrgetter("error"), attrgetter("serial")
+_PATH_OF = attrgetter("path_text")
 SAVE_SECONDS = 60.0
 """Seconds at least between two writes of the cache file (a change within them is written when they end)."""
 SAVE_DELAY = 15.0
@@ -704,7 +713,10 @@ def _save_cache(target: Path, entries: dict[str, _Entry], listings: _Listings, s
             frames = _write_records(out, entries, listings, shown.records if shown else ())
             if shown is not None:
                 order = array("I", frames.positions(shown.records)).tobytes()
-                _write_frame(out, ("shown", shown.tops, order, shown.ledger_files))
+                # The ledger's files by their place among the kept files too: read back, their paths are the
+                # records' own strings (a ledger holds every certificate ever signed).
+                ledger = array("I", (frames.position[p] for p in shown.ledger_files if p in frames.position))
+                _write_frame(out, ("shown", shown.tops, order, ledger.tobytes()))
                 frames.count += 1
             marshal.dump(("end", frames.count), out)  # a file without it, or with other frames, is not used
         os.replace(tmp, target)
@@ -816,12 +828,15 @@ def _load_cache(source: Path) -> tuple[_KeptFiles, _Shown | None]:
                 frames += 1
                 frame = marshal.loads(blob)  # noqa: S302
                 if frame[0] == "shown":
-                    _, tops, order_bytes, ledger_files = frame
+                    _, tops, order_bytes, ledger_bytes = frame
                     order = array("I")
                     order.frombytes(order_bytes)
                     if len(set(order)) != len(order):
                         return [], None
-                    shown = _Shown(tops, tuple(map(in_file.__getitem__, order)), tuple(ledger_files))
+                    ledger = array("I")
+                    ledger.frombytes(ledger_bytes)
+                    ledger_files = tuple(map(_PATH_OF, map(in_file.__getitem__, ledger)))
+                    shown = _Shown(tops, tuple(map(in_file.__getitem__, order)), ledger_files)
                     continue
                 _, records_blob, rest = frame
                 fields = list(marshal.loads(records_blob))  # noqa: S302
