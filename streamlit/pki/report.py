@@ -232,9 +232,10 @@ class FleetCounts:
 
 
 def fleet_counts(table: Sequence[Row], now: dt.datetime, expiring_days: int, server_days: int) -> FleetCounts:
-    current = current_of(table)
+    in_order = current_rows(table)
+    current = soonest_first(in_order)
     return counts_of(
-        current_rows(table),
+        in_order,
         expiring_within(current, now, expiring_days),
         server_expiry_warnings(current, now, server_days),
         sum(1 for r in table if r.status is Status.REVOKED),
